@@ -1,0 +1,205 @@
+//! The operator API, on its own listener, behind the admin token: API keys and read-only views.
+//! The CLI talks to it while the daemon runs (the database file is locked then).
+
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::error::{ApiError, op_error};
+use super::sessions::object_body;
+use super::{AppState, Req, Response, error_response, json_response, query_pairs};
+use crate::domain::apikey::{Permission, key_json, new_key};
+use crate::domain::view::{rfc3339, session_bytes};
+use crate::store::{Outcome, WriteOp, write};
+
+/// The token the operator listener requires, resolved at start.
+pub struct AdminToken(pub String);
+
+fn authorized(state: &AppState, req: &Req) -> bool {
+    let Some(expected) = state
+        .config
+        .admin_token
+        .as_deref()
+        .or(ADMIN.get().map(|t| t.0.as_str()))
+    else {
+        return false;
+    };
+    let presented = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Comparing digests keeps the comparison's timing independent of the token.
+    Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+/// Set once at start when the token comes from a file.
+pub static ADMIN: std::sync::OnceLock<AdminToken> = std::sync::OnceLock::new();
+
+pub async fn route(state: Arc<AppState>, req: Req) -> Response {
+    let path = req.path.clone();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if let ("GET", ["healthz"]) = (req.method.as_str(), segs.as_slice()) {
+        return json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+    }
+    if !authorized(&state, &req) {
+        let mut e =
+            ApiError::unauthenticated("the operator API needs Authorization: Bearer <admin token>");
+        e.code = "admin_token_invalid";
+        return error_response(&e);
+    }
+    handle(&state, &req, &segs)
+        .await
+        .unwrap_or_else(|e| error_response(&e))
+}
+
+async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, ApiError> {
+    match (req.method.as_str(), segs) {
+        ("GET", ["admin", "v1", "keys"]) => {
+            let pairs = query_pairs(&req.query, &["merchant"])?;
+            let merchant = pairs
+                .iter()
+                .find(|(k, _)| k == "merchant")
+                .map(|(_, v)| v.as_str());
+            let keys = state.store.list_keys(merchant)?;
+            let data: Vec<Value> = keys.iter().map(key_json).collect();
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
+        }
+        ("POST", ["admin", "v1", "keys"]) => create_key(state, req).await,
+        ("POST", ["admin", "v1", "keys", id, "revoke"]) => {
+            let out = write(
+                state.store.as_ref(),
+                WriteOp::RevokeKey {
+                    key_id: (*id).to_owned(),
+                    now_ms: chrono::Utc::now().timestamp_millis(),
+                },
+                None,
+            )
+            .await?;
+            match out {
+                Ok(Outcome::Key(k)) => {
+                    state.keys.evict(&k.id);
+                    ok(key_json(&k))
+                }
+                Ok(_) => Err(ApiError::internal("unexpected outcome")),
+                Err(e) => Err(op_error(&e)),
+            }
+        }
+        ("GET", ["admin", "v1", "sessions", id]) => {
+            let s = state
+                .store
+                .session(id)?
+                .ok_or_else(|| ApiError::not_found("checkout session", id))?;
+            Ok(json_response(StatusCode::OK, session_bytes(&s)))
+        }
+        ("GET", ["admin", "v1", "outbox"]) => {
+            let events = state.store.outbox(1000)?;
+            let data: Vec<Value> = events
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "id": e.id, "object": "event", "type": e.kind.as_str(),
+                        "merchant": e.merchant_id, "livemode": e.livemode,
+                        "created_at": rfc3339(e.created_at_ms), "notify_url": e.notify_url,
+                        "data": {"object": e.data},
+                    })
+                })
+                .collect();
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
+        }
+        ("GET", ["admin", "v1", "credits"]) => {
+            let credits = state.store.credits(1000)?;
+            let data: Vec<Value> = credits.iter().map(crate::store::credit_json).collect();
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
+        }
+        _ => Err(ApiError::route_missing(&req.method, &req.path)),
+    }
+}
+
+fn ok(v: Value) -> Result<Response, ApiError> {
+    Ok(json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&v).unwrap_or_default(),
+    ))
+}
+
+async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+    let map = object_body(&req.body, &["merchant", "livemode", "permissions"])?;
+    let merchant = map.get("merchant").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::invalid("parameter_missing", "merchant", "merchant is required")
+    })?;
+    if state.config.merchant(merchant).is_none() {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "merchant",
+            format!("no merchant {merchant:?} in the configuration"),
+        ));
+    }
+    let livemode = match map.get("livemode") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "livemode",
+                "livemode must be a boolean",
+            ));
+        }
+    };
+    let permissions = match map.get("permissions") {
+        None | Some(Value::Null) => vec![Permission::All],
+        Some(Value::String(s)) => Permission::parse_list(s)
+            .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
+        Some(Value::Array(a)) => {
+            let joined: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
+            if joined.len() != a.len() {
+                return Err(ApiError::invalid(
+                    "parameter_invalid",
+                    "permissions",
+                    "permissions must be strings",
+                ));
+            }
+            Permission::parse_list(&joined.join(","))
+                .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "permissions",
+                "permissions must be a list",
+            ));
+        }
+    };
+    let (key, secret, hash) = new_key(
+        merchant,
+        livemode,
+        permissions,
+        chrono::Utc::now().timestamp_millis(),
+    );
+    let out = write(
+        state.store.as_ref(),
+        WriteOp::CreateKey {
+            key: Box::new(key),
+            hash,
+        },
+        None,
+    )
+    .await?;
+    match out {
+        Ok(Outcome::Key(k)) => {
+            let mut v = key_json(&k);
+            v["secret"] = Value::String(secret);
+            let mut r = json_response(
+                StatusCode::CREATED,
+                serde_json::to_vec(&v).unwrap_or_default(),
+            );
+            *r.status_mut() = StatusCode::CREATED;
+            Ok(r)
+        }
+        Ok(_) => Err(ApiError::internal("unexpected outcome")),
+        Err(e) => Err(op_error(&e)),
+    }
+}

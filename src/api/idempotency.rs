@@ -1,0 +1,94 @@
+//! Idempotency-Key: the first response to a key is stored with the write it describes (same
+//! transaction) and replayed for the same request; a different request under the key is a 409.
+
+use http::{HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+use super::{AppState, Req, Response, json_response};
+use crate::domain::apikey::ApiKey;
+use crate::store::{
+    IdempotencyRecord, IdempotencyWrite, OpError, Outcome, WriteOp, idempotency_scope, write,
+};
+
+/// How long a key is remembered.
+pub const TTL_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Turns an operation's outcome into (status, body, keep under the key).
+pub type Render = fn(&Result<Outcome, OpError>) -> (StatusCode, Vec<u8>, bool);
+
+pub struct Idem {
+    scope_key: String,
+    fingerprint: String,
+}
+
+/// The request's Idempotency-Key, validated, if it sent one.
+pub fn from_request(key: &ApiKey, req: &Req) -> Result<Option<Idem>, ApiError> {
+    let Some(v) = req.headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let k = v
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "idempotency_key_invalid",
+                "Idempotency-Key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?;
+    let mut h = Sha256::new();
+    h.update(req.method.as_str().as_bytes());
+    h.update(b"\n");
+    h.update(req.path.as_bytes());
+    h.update(b"\n");
+    h.update(&req.body);
+    Ok(Some(Idem {
+        scope_key: idempotency_scope(&key.merchant_id, key.livemode, k),
+        fingerprint: hex::encode(h.finalize()),
+    }))
+}
+
+fn replay(rec: IdempotencyRecord, fingerprint: &str) -> Result<Response, ApiError> {
+    if rec.fingerprint != fingerprint {
+        return Err(ApiError::conflict(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request; use a new key",
+        ));
+    }
+    let status = StatusCode::from_u16(rec.status).unwrap_or(StatusCode::OK);
+    let mut r = json_response(status, rec.body.into_bytes());
+    r.headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(r)
+}
+
+/// Runs a write under the request's Idempotency-Key (if any).
+pub async fn run(
+    state: &AppState,
+    idem: Option<Idem>,
+    op: WriteOp,
+    render: Render,
+) -> Result<Response, ApiError> {
+    if let Some(i) = &idem
+        && let Some(rec) = state.store.idempotency(&i.scope_key)?
+    {
+        return replay(rec, &i.fingerprint);
+    }
+    let fingerprint = idem.as_ref().map(|i| i.fingerprint.clone());
+    let iw = idem.map(|i| IdempotencyWrite {
+        scope_key: i.scope_key,
+        fingerprint: i.fingerprint,
+        render: Box::new(move |r: &Result<Outcome, OpError>| {
+            let (status, body, keep) = render(r);
+            keep.then(|| (status.as_u16(), String::from_utf8_lossy(&body).into_owned()))
+        }),
+    });
+    let out = write(state.store.as_ref(), op, iw).await?;
+    if let Ok(Outcome::Replay(rec)) = out {
+        return replay(rec, fingerprint.as_deref().unwrap_or_default());
+    }
+    let (status, body, _) = render(&out);
+    Ok(json_response(status, body))
+}

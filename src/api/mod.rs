@@ -1,0 +1,222 @@
+//! The HTTP surface: the merchant API under `/v1`, the customer pages under `/c`, and the
+//! operator API on its own listener. warp serves; routing is one `match` so every response,
+//! errors included, gets the same shape and headers.
+
+pub mod admin;
+mod auth;
+pub mod error;
+mod idempotency;
+mod pages;
+mod sessions;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use warp::Filter;
+
+use crate::config::Config;
+use crate::store::SharedStore;
+pub use auth::KeyCache;
+use error::ApiError;
+pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
+
+/// Request bodies larger than this are refused (413) before they are parsed.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// Everything a handler needs.
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub store: SharedStore,
+    pub keys: KeyCache,
+    pub limiter: auth::Limiter,
+}
+
+impl AppState {
+    pub fn new(config: Arc<Config>, store: SharedStore) -> Arc<AppState> {
+        let limiter = auth::Limiter::new(
+            config.api.rate_limit_per_second,
+            config.api.rate_limit_burst,
+        );
+        Arc::new(AppState {
+            config,
+            store,
+            keys: KeyCache::default(),
+            limiter,
+        })
+    }
+}
+
+/// One request, read whole (bodies are small and capped).
+pub struct Req {
+    pub method: Method,
+    pub path: String,
+    pub query: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+pub type Response = warp::reply::Response;
+
+/// A JSON response.
+pub fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    let mut r = Response::new(body.into());
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub fn error_response(e: &ApiError) -> Response {
+    let mut r = json_response(e.status, e.body());
+    if let Some(s) = e.retry_after
+        && let Ok(v) = HeaderValue::from_str(&s.to_string())
+    {
+        r.headers_mut().insert(http::header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// Reads the body up to `BODY_LIMIT`; `None` when it is larger.
+async fn read_body<S, B>(mut stream: S) -> Result<Option<Bytes>, warp::Error>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>> + Unpin,
+    B: bytes::Buf,
+{
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.next().await {
+        let mut chunk = chunk?;
+        if buf.len() + chunk.remaining() > BODY_LIMIT {
+            return Ok(None);
+        }
+        while chunk.has_remaining() {
+            let c = chunk.chunk();
+            buf.extend_from_slice(c);
+            let n = c.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Some(buf.freeze()))
+}
+
+type Handler = fn(Arc<AppState>, Req) -> futures_util::future::BoxFuture<'static, Response>;
+
+/// A warp filter that hands every request to `handler`.
+fn catch_all(
+    state: Arc<AppState>,
+    handler: Handler,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    warp::method()
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::stream())
+        .and_then(
+            move |method: Method, path: warp::path::FullPath, query: String, headers, body| {
+                let state = state.clone();
+                async move {
+                    let body = match read_body(Box::pin(body)).await {
+                        Ok(Some(b)) => b,
+                        Ok(None) => {
+                            return Ok::<_, warp::Rejection>(error_response(&ApiError::too_large(
+                                BODY_LIMIT,
+                            )));
+                        }
+                        Err(_) => {
+                            return Ok(error_response(&ApiError::bad_request(
+                                "body_unreadable",
+                                "the request body could not be read",
+                            )));
+                        }
+                    };
+                    let req = Req {
+                        method,
+                        path: path.as_str().to_owned(),
+                        query,
+                        headers,
+                        body,
+                    };
+                    Ok(handler(state, req).await)
+                }
+            },
+        )
+        .recover(|_r: warp::Rejection| async {
+            Ok::<_, std::convert::Infallible>(error_response(&ApiError::bad_request(
+                "request_malformed",
+                "the request could not be read",
+            )))
+        })
+        .unify()
+}
+
+/// The public listener's routes.
+pub fn public_routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    catch_all(state, |s, r| Box::pin(route_public(s, r)))
+}
+
+/// The operator listener's routes.
+pub fn admin_routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
+    catch_all(state, |s, r| Box::pin(admin::route(s, r)))
+}
+
+async fn route_public(state: Arc<AppState>, req: Req) -> Response {
+    let path = req.path.clone();
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["healthz"]) => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+        (_, ["v1", ..]) => {
+            auth::authenticated(&state, &req, |key| {
+                sessions::route(state.clone(), key, &req, &segs)
+            })
+            .await
+        }
+        (_, ["c", id, rest @ ..]) => pages::route(&state, &req, id, rest).await,
+        _ => error_response(&ApiError::route_missing(&req.method, &req.path)),
+    }
+}
+
+/// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
+pub async fn serve<F>(
+    addr: SocketAddr,
+    filter: F,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
+where
+    F: Filter<Extract = (Response,), Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+{
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let server = warp::serve(filter)
+        .incoming(listener)
+        .graceful(shutdown)
+        .run();
+    Ok((bound, tokio::spawn(server)))
+}
+
+/// Parses `a=1&b=2` into pairs, rejecting parameters not in `allowed`.
+pub fn query_pairs(query: &str, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
+    let mut out = Vec::new();
+    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
+        if !allowed.contains(&k.as_ref()) {
+            return Err(ApiError::invalid(
+                "parameter_unknown",
+                &k,
+                format!("unknown query parameter: {k}"),
+            ));
+        }
+        out.push((k.into_owned(), v.into_owned()));
+    }
+    Ok(out)
+}

@@ -1,0 +1,645 @@
+//! `/v1`: checkout sessions, methods, events and credits for an authenticated merchant key.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::StatusCode;
+use serde_json::{Map, Value};
+
+use super::error::{ApiError, op_error};
+use super::idempotency;
+use super::{AppState, Req, Response, json_response, query_pairs};
+use crate::config::Merchant;
+use crate::domain::apikey::{ApiKey, Permission};
+use crate::domain::ids::{looks_like, new_id};
+use crate::domain::method::{Currency, Method, Rail};
+use crate::domain::money::format_units;
+use crate::domain::session::{PaymentStatus, Session, Status};
+use crate::domain::validate::{self, FieldError, substitute_id};
+use crate::domain::view::{rfc3339, session_bytes};
+use crate::store::{OpError, Outcome, SessionQuery, WriteOp};
+
+/// Largest accepted amount in minor units (₹1,000 crore / $100 million): catches unit mistakes.
+pub const MAX_AMOUNT: u64 = 10_000_000_000;
+
+fn require(key: &ApiKey, p: Permission) -> Result<(), ApiError> {
+    if key.allows(p) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "this API key lacks the {} permission",
+            p.as_str()
+        )))
+    }
+}
+
+pub async fn route(
+    state: Arc<AppState>,
+    key: ApiKey,
+    req: &Req,
+    segs: &[&str],
+) -> Result<Response, ApiError> {
+    let merchant = state
+        .config
+        .merchant(&key.merchant_id)
+        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
+    match (req.method.as_str(), segs) {
+        ("GET", ["v1", "methods"]) => {
+            require(&key, Permission::SessionsRead)?;
+            Ok(methods(merchant, key.livemode))
+        }
+        ("POST", ["v1", "checkout", "sessions"]) => {
+            require(&key, Permission::SessionsWrite)?;
+            create(&state, merchant, &key, req).await
+        }
+        ("GET", ["v1", "checkout", "sessions"]) => {
+            require(&key, Permission::SessionsRead)?;
+            list(&state, &key, req)
+        }
+        ("GET", ["v1", "checkout", "sessions", id]) => {
+            require(&key, Permission::SessionsRead)?;
+            let s = owned_session(&state, &key, id)?;
+            Ok(json_response(StatusCode::OK, session_bytes(&s)))
+        }
+        (
+            "POST",
+            [
+                "v1",
+                "checkout",
+                "sessions",
+                id,
+                action @ ("cancel" | "expire"),
+            ],
+        ) => {
+            require(&key, Permission::SessionsWrite)?;
+            end(&state, &key, req, id, *action == "expire").await
+        }
+        ("GET", ["v1", "events"]) => {
+            require(&key, Permission::EventsRead)?;
+            events(&state, &key, req)
+        }
+        _ => Err(ApiError::route_missing(&req.method, &req.path)),
+    }
+}
+
+/// A session this key may see: its merchant's and its mode's; anything else is a 404.
+fn owned_session(state: &AppState, key: &ApiKey, id: &str) -> Result<Session, ApiError> {
+    let missing = || ApiError::not_found("checkout session", id);
+    if !looks_like(id, "cs") {
+        return Err(missing());
+    }
+    state
+        .store
+        .session(id)?
+        .filter(|s| s.merchant_id == key.merchant_id && s.livemode == key.livemode)
+        .ok_or_else(missing)
+}
+
+/// Methods a session of this mode may offer: UPI always (it has no test rail), tokens when the
+/// chain's test flag matches the mode.
+fn available(merchant: &Merchant, livemode: bool) -> impl Iterator<Item = &Method> {
+    merchant
+        .methods
+        .iter()
+        .filter(move |m| matches!(m.rail, Rail::Upi { .. }) || m.test != livemode)
+}
+
+fn methods(merchant: &Merchant, livemode: bool) -> Response {
+    let data: Vec<Value> = available(merchant, livemode)
+        .map(|m| {
+            let mut o = Map::new();
+            o.insert("object".into(), "payment_method".into());
+            o.insert("method".into(), m.name.clone().into());
+            o.insert("currency".into(), m.currency.as_str().into());
+            match &m.rail {
+                Rail::Upi { vpa, .. } => {
+                    o.insert("rail".into(), "upi".into());
+                    o.insert("pay_to".into(), vpa.clone().into());
+                }
+                Rail::Token {
+                    network,
+                    chain_id,
+                    symbol,
+                    contract,
+                    decimals,
+                    confirmations,
+                    ..
+                } => {
+                    o.insert("rail".into(), "token".into());
+                    o.insert("network".into(), network.clone().into());
+                    o.insert("chain_id".into(), (*chain_id).into());
+                    o.insert("token".into(), symbol.clone().into());
+                    o.insert("token_contract".into(), contract.clone().into());
+                    o.insert("decimals".into(), (*decimals).into());
+                    o.insert("confirmations".into(), (*confirmations).into());
+                }
+            }
+            let (strategy, pay_to) = match &m.strategy {
+                crate::domain::method::Strategy::UniqueAmount { pay_to, .. } => {
+                    ("unique_amount", Value::from(pay_to.clone()))
+                }
+                crate::domain::method::Strategy::AddressPool { addresses } => {
+                    ("address_pool", Value::from(addresses.clone()))
+                }
+            };
+            o.insert("strategy".into(), strategy.into());
+            o.insert("pay_to".into(), pay_to);
+            o.insert("livemode".into(), livemode.into());
+            Value::Object(o)
+        })
+        .collect();
+    list_response(data, false, "/v1/methods")
+}
+
+fn list_response(data: Vec<Value>, has_more: bool, url: &str) -> Response {
+    let body =
+        serde_json::json!({"object": "list", "data": data, "has_more": has_more, "url": url});
+    json_response(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
+}
+
+const CREATE_FIELDS: &[&str] = &[
+    "amount",
+    "currency",
+    "payment_methods",
+    "description",
+    "customer_email",
+    "customer_name",
+    "client_reference_id",
+    "order_id",
+    "merchant_ref",
+    "note",
+    "success_url",
+    "cancel_url",
+    "notify_url",
+    "expires_in",
+    "metadata",
+];
+
+/// Parses a JSON object body, rejecting unknown fields.
+pub fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Map::new());
+    }
+    let v: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(
+            "body_invalid_json",
+            format!("the body is not valid JSON: {e}"),
+        )
+    })?;
+    let Value::Object(map) = v else {
+        return Err(ApiError::bad_request(
+            "body_invalid_json",
+            "the body must be a JSON object",
+        ));
+    };
+    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::invalid(
+            "parameter_unknown",
+            k,
+            format!("unknown parameter: {k}"),
+        ));
+    }
+    Ok(map)
+}
+
+fn opt_string(
+    map: &Map<String, Value>,
+    field: &str,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    match map.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => {
+            validate::text(field, s, max)?;
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(ApiError::invalid(
+            "parameter_invalid",
+            field,
+            format!("{field} must be a string"),
+        )),
+    }
+}
+
+fn opt_url(
+    map: &Map<String, Value>,
+    field: &str,
+    merchant: &Merchant,
+) -> Result<Option<String>, ApiError> {
+    let v = opt_string(map, field, 2048)?;
+    if let Some(u) = &v {
+        validate::url(field, u, &merchant.allowed_domains)?;
+    }
+    Ok(v)
+}
+
+async fn create(
+    state: &AppState,
+    merchant: &Merchant,
+    key: &ApiKey,
+    req: &Req,
+) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(key, req)?;
+    let map = object_body(&req.body, CREATE_FIELDS)?;
+    let amount = match map.get("amount") {
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                "parameter_missing",
+                "amount",
+                "amount is required: a positive integer in minor units (paise, cents)",
+            ));
+        }
+        Some(v) => v.as_u64().filter(|a| *a > 0).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "amount",
+                "amount must be a positive integer (minor units)",
+            )
+        })?,
+    };
+    if amount > MAX_AMOUNT {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "amount",
+            format!("amount must be at most {MAX_AMOUNT} (minor units)"),
+        ));
+    }
+    let currency = match opt_string(&map, "currency", 10)? {
+        Some(c) => Some(Currency::parse(&c.to_ascii_lowercase()).ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "currency",
+                format!("currency must be inr or usd, not {c:?}"),
+            )
+        })?),
+        None => None,
+    };
+    let offered: Vec<&Method> = available(merchant, key.livemode).collect();
+    let chosen: Vec<Method> = match map.get("payment_methods") {
+        None | Some(Value::Null) => {
+            let cur = match currency {
+                Some(c) => c,
+                None => {
+                    let mut cs: Vec<Currency> = offered.iter().map(|m| m.currency).collect();
+                    cs.dedup();
+                    match cs.as_slice() {
+                        [one] => *one,
+                        [] => {
+                            return Err(ApiError::bad_request(
+                                "payment_method_unavailable",
+                                "this merchant has no payment method enabled in this mode",
+                            ));
+                        }
+                        _ => {
+                            return Err(ApiError::invalid(
+                                "parameter_missing",
+                                "currency",
+                                "currency is required (inr or usd): this merchant accepts both",
+                            ));
+                        }
+                    }
+                }
+            };
+            offered
+                .iter()
+                .filter(|m| m.currency == cur)
+                .map(|m| (*m).clone())
+                .collect()
+        }
+        Some(Value::Array(items)) => {
+            if items.is_empty() {
+                return Err(ApiError::invalid(
+                    "parameter_invalid",
+                    "payment_methods",
+                    "payment_methods must not be empty",
+                ));
+            }
+            let mut out: Vec<Method> = Vec::new();
+            for item in items {
+                let name = item.as_str().ok_or_else(|| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "payment_methods",
+                        "payment_methods must be an array of method names",
+                    )
+                })?;
+                let m = offered.iter().find(|m| m.name == name).ok_or_else(|| {
+                    let names: Vec<&str> = offered.iter().map(|m| m.name.as_str()).collect();
+                    ApiError::invalid(
+                        "payment_method_unavailable",
+                        "payment_methods",
+                        format!(
+                            "{name:?} is not enabled for this merchant in {} mode (available: {})",
+                            if key.livemode { "live" } else { "test" },
+                            names.join(", ")
+                        ),
+                    )
+                })?;
+                if !out.iter().any(|o| o.name == m.name) {
+                    out.push((*m).clone());
+                }
+            }
+            out
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "payment_methods",
+                "payment_methods must be an array of method names",
+            ));
+        }
+    };
+    let Some(first) = chosen.first() else {
+        return Err(ApiError::bad_request(
+            "payment_method_unavailable",
+            format!(
+                "no payment method is enabled for {} in this mode",
+                currency.map_or("this currency", |c| c.as_str())
+            ),
+        ));
+    };
+    let currency = currency.unwrap_or(first.currency);
+    if let Some(m) = chosen.iter().find(|m| m.currency != currency) {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "payment_methods",
+            format!(
+                "method {} settles in {}, but the session's currency is {}",
+                m.name,
+                m.currency.as_str(),
+                currency.as_str()
+            ),
+        ));
+    }
+    let description = opt_string(&map, "description", 500)?;
+    let customer_email = opt_string(&map, "customer_email", 254)?;
+    if let Some(e) = &customer_email {
+        validate::email("customer_email", e)?;
+    }
+    let customer_name = opt_string(&map, "customer_name", 200)?;
+    let mut reference: Option<(String, String)> = None;
+    for field in ["client_reference_id", "order_id", "merchant_ref", "note"] {
+        if let Some(v) = opt_string(&map, field, 200)? {
+            match &reference {
+                Some((f, existing)) if existing != &v => {
+                    return Err(ApiError::invalid(
+                        "parameter_invalid",
+                        field,
+                        format!("{field} and {f} are aliases of client_reference_id; give one"),
+                    ));
+                }
+                _ => reference = Some((field.to_owned(), v)),
+            }
+        }
+    }
+    let success_url = opt_url(&map, "success_url", merchant)?;
+    let cancel_url = opt_url(&map, "cancel_url", merchant)?;
+    let notify_url = opt_url(&map, "notify_url", merchant)?;
+    let expires_in = match map.get("expires_in") {
+        None | Some(Value::Null) => state.config.sessions.default_expires_in,
+        Some(v) => v
+            .as_u64()
+            .filter(|s| (300..=86_400).contains(s))
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "parameter_invalid",
+                    "expires_in",
+                    "expires_in must be an integer number of seconds from 300 to 86400",
+                )
+            })?,
+    };
+    let metadata: BTreeMap<String, String> = match map.get("metadata") {
+        None | Some(Value::Null) => BTreeMap::new(),
+        Some(Value::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let Value::String(s) = v else {
+                    return Err(FieldError::invalid(
+                        &format!("metadata[{k}]"),
+                        "metadata values must be strings",
+                    )
+                    .into());
+                };
+                out.insert(k.clone(), s.clone());
+            }
+            validate::metadata(&out)?;
+            out
+        }
+        Some(_) => {
+            return Err(ApiError::invalid(
+                "parameter_invalid",
+                "metadata",
+                "metadata must be an object of string values",
+            ));
+        }
+    };
+    let id = new_id("cs");
+    let now = chrono::Utc::now().timestamp_millis();
+    let session = Session {
+        checkout_url: format!("{}/c/{id}", state.config.public_url),
+        success_url: success_url.map(|u| substitute_id(&u, &id)),
+        cancel_url: cancel_url.map(|u| substitute_id(&u, &id)),
+        notify_url: notify_url.map(|u| substitute_id(&u, &id)),
+        id,
+        merchant_id: merchant.id.clone(),
+        livemode: key.livemode,
+        status: Status::Open,
+        payment_status: PaymentStatus::Unpaid,
+        amount,
+        currency,
+        amount_received: 0,
+        description,
+        customer_email,
+        customer_name,
+        client_reference_id: reference.map(|(_, v)| v),
+        payment_options: Vec::new(),
+        payments: Vec::new(),
+        metadata,
+        expires_at_ms: now + i64::try_from(expires_in).unwrap_or(1800) * 1000,
+        created_at_ms: now,
+        completed_at_ms: None,
+        ended_at_ms: None,
+        paid_late: false,
+        seq: 0,
+    };
+    let op = WriteOp::CreateSession {
+        session: Box::new(session),
+        methods: chosen,
+    };
+    idempotency::run(state, idem, op, |r| render_session(r, StatusCode::CREATED)).await
+}
+
+fn render_session(r: &Result<Outcome, OpError>, ok: StatusCode) -> (StatusCode, Vec<u8>, bool) {
+    match r {
+        Ok(Outcome::Session(s)) => (ok, session_bytes(s), true),
+        Ok(_) => {
+            let e = ApiError::internal("unexpected outcome");
+            (e.status, e.body(), false)
+        }
+        Err(e) => {
+            let e = op_error(e);
+            // A 503 is worth retrying under the same key; everything else is the answer.
+            let keep = e.status != StatusCode::SERVICE_UNAVAILABLE;
+            (e.status, e.body(), keep)
+        }
+    }
+}
+
+async fn end(
+    state: &AppState,
+    key: &ApiKey,
+    req: &Req,
+    id: &str,
+    expire: bool,
+) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(key, req)?;
+    object_body(&req.body, &[])?;
+    owned_session(state, key, id)?;
+    let op = WriteOp::EndSession {
+        merchant_id: key.merchant_id.clone(),
+        livemode: key.livemode,
+        id: id.to_owned(),
+        expire,
+    };
+    idempotency::run(state, idem, op, |r| render_session(r, StatusCode::OK)).await
+}
+
+/// `created_gte=` and friends: unix seconds or RFC 3339.
+fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
+    if let Ok(secs) = v.parse::<i64>() {
+        return Ok(secs.saturating_mul(1000));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| t.timestamp_millis())
+        .map_err(|_| {
+            ApiError::invalid(
+                "parameter_invalid",
+                param,
+                format!("{param} must be unix seconds or an RFC 3339 time"),
+            )
+        })
+}
+
+fn parse_limit(v: &str) -> Result<usize, ApiError> {
+    v.parse::<usize>()
+        .ok()
+        .filter(|l| (1..=100).contains(l))
+        .ok_or_else(|| ApiError::invalid("parameter_invalid", "limit", "limit must be 1 to 100"))
+}
+
+fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+    let pairs = query_pairs(
+        &req.query,
+        &[
+            "limit",
+            "starting_after",
+            "status",
+            "payment_method",
+            "created_gte",
+            "created_lte",
+            "client_reference_id",
+        ],
+    )?;
+    let mut q = SessionQuery {
+        merchant_id: key.merchant_id.clone(),
+        livemode: key.livemode,
+        limit: 20,
+        ..SessionQuery::default()
+    };
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => q.limit = parse_limit(&v)?,
+            "starting_after" => {
+                owned_session(state, key, &v).map_err(|_| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "starting_after",
+                        format!("no such checkout session: {v}"),
+                    )
+                })?;
+                q.starting_after = Some(v);
+            }
+            "status" => {
+                q.status = Some(Status::parse(&v).ok_or_else(|| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "status",
+                        "status must be open, processing, complete, expired or canceled",
+                    )
+                })?)
+            }
+            "payment_method" => q.payment_method = Some(v),
+            "created_gte" => q.created_gte_ms = Some(parse_time("created_gte", &v)?),
+            "created_lte" => q.created_lte_ms = Some(parse_time("created_lte", &v)?),
+            "client_reference_id" => q.client_reference_id = Some(v),
+            _ => {}
+        }
+    }
+    let page = state.store.list_sessions(&q)?;
+    let mut body = Vec::with_capacity(512 * page.items.len() + 64);
+    body.extend_from_slice(br#"{"object":"list","data":["#);
+    for (i, s) in page.items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&session_bytes(s));
+    }
+    body.extend_from_slice(
+        format!(
+            r#"],"has_more":{},"url":"/v1/checkout/sessions"}}"#,
+            page.has_more
+        )
+        .as_bytes(),
+    );
+    Ok(json_response(StatusCode::OK, body))
+}
+
+fn events(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+    let pairs = query_pairs(&req.query, &["limit", "type"])?;
+    let mut limit = 20;
+    let mut kind = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "limit" => limit = parse_limit(&v)?,
+            "type" => {
+                kind = Some(crate::domain::event::EventType::parse(&v).ok_or_else(|| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "type",
+                        format!("unknown event type {v:?}"),
+                    )
+                })?)
+            }
+            _ => {}
+        }
+    }
+    let events = state.store.events(
+        &key.merchant_id,
+        key.livemode,
+        if kind.is_some() { 10_000 } else { limit },
+    )?;
+    let data: Vec<Value> = events
+        .into_iter()
+        .filter(|e| kind.is_none_or(|k| e.kind == k))
+        .take(limit)
+        .map(|e| {
+            serde_json::json!({
+                "id": e.id, "object": "event", "type": e.kind.as_str(), "livemode": e.livemode,
+                "created_at": rfc3339(e.created_at_ms), "data": {"object": e.data},
+            })
+        })
+        .collect();
+    Ok(list_response(data, false, "/v1/events"))
+}
+
+/// Formats an amount for humans on pages and messages.
+pub fn display_amount(amount_minor: u64, currency: Currency) -> String {
+    let n = format_units(u128::from(amount_minor), 2);
+    match currency {
+        Currency::Inr => format!("₹{n}"),
+        Currency::Usd => format!("${n}"),
+    }
+}

@@ -1,0 +1,325 @@
+//! The command line: `serve`, `keys`. Commands that change state go through the operator API
+//! when the daemon runs (it holds the database lock) and straight to the file when it does not.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config, ConfigSource};
+use crate::daemon;
+use crate::domain::apikey::{ApiKey, Permission, key_json, new_key};
+use crate::store::{OpError, Outcome, RedbStore, Store, StoreError, WriteOp, write};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "paywatch",
+    version,
+    about = "Self-hosted payment daemon for USDT and UPI"
+)]
+pub struct Cli {
+    /// config.toml to use (default: ./config.toml, else the embedded defaults)
+    #[arg(long, global = true, env = "PAYWATCH_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the daemon
+    Serve,
+    /// Create, list and revoke merchants' API keys
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key; prints the secret alone on the last line (it is shown only once)
+    Create {
+        #[arg(long)]
+        merchant: String,
+        /// A live key (default: test)
+        #[arg(long)]
+        live: bool,
+        /// Comma-separated permissions (default: *): sessions:read, sessions:write,
+        /// credits:write, events:read, webhooks:write, refunds:write
+        #[arg(long)]
+        permissions: Option<String>,
+    },
+    /// List keys (never their secrets)
+    List {
+        #[arg(long)]
+        merchant: Option<String>,
+    },
+    /// Revoke a key by its id (key_…)
+    Revoke { key_id: String },
+}
+
+/// A command's failure: the exit code and one line for stderr.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl Failure {
+    fn usage(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 2,
+            message: message.into(),
+        }
+    }
+    fn runtime(message: impl Into<String>) -> Failure {
+        Failure {
+            code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<config::ConfigError> for Failure {
+    fn from(e: config::ConfigError) -> Self {
+        Failure::usage(e.to_string())
+    }
+}
+
+fn load_config(cli: &Cli) -> Result<Config, Failure> {
+    let source = match &cli.config {
+        Some(p) => ConfigSource::File(p.clone()),
+        None => ConfigSource::Default,
+    };
+    Ok(config::load(&source)?)
+}
+
+fn init_logging(config: &Config) {
+    let filter = std::env::var("PAYWATCH_LOG").unwrap_or_else(|_| config.log.level.clone());
+    let filter = tracing_subscriber::EnvFilter::try_new(&filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = if config.log.format == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    let config = load_config(&cli)?;
+    match cli.command {
+        Command::Serve => {
+            init_logging(&config);
+            daemon::serve(config)
+                .await
+                .map_err(|e| Failure::runtime(e.to_string()))
+        }
+        Command::Keys(k) => keys(&config, k).await,
+    }
+}
+
+/// Where the CLI reaches the running daemon: the store directly, or its operator API.
+enum Target {
+    File(RedbStore),
+    Daemon { url: String, token: String },
+}
+
+fn target(config: &Config) -> Result<Target, Failure> {
+    match RedbStore::open(&config.storage_path, 0) {
+        Ok(s) => Ok(Target::File(s)),
+        Err(StoreError::Locked) => {
+            let url = std::env::var("PAYWATCH_ADMIN_URL")
+                .unwrap_or_else(|_| format!("http://{}", config.admin_listen));
+            let token = daemon::admin_token(config).map_err(|e| Failure::runtime(e.to_string()))?;
+            Ok(Target::Daemon { url, token })
+        }
+        Err(e) => Err(Failure::runtime(e.to_string())),
+    }
+}
+
+async fn admin_call(
+    url: &str,
+    token: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, Failure> {
+    let client = reqwest::Client::new();
+    let mut rb = client
+        .request(method, format!("{url}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        rb = rb.json(&b);
+    }
+    let resp = rb.send().await.map_err(|e| {
+        Failure::runtime(format!(
+            "the database is locked by a running daemon, but its operator API at {url} did not answer: {e}"
+        ))
+    })?;
+    let status = resp.status();
+    let v: serde_json::Value = resp.json().await.map_err(|e| {
+        Failure::runtime(format!("operator API answered {status} with no JSON: {e}"))
+    })?;
+    if !status.is_success() {
+        let msg = v["error"]["message"].as_str().unwrap_or("error").to_owned();
+        return Err(if status.is_client_error() {
+            Failure::usage(msg)
+        } else {
+            Failure::runtime(msg)
+        });
+    }
+    Ok(v)
+}
+
+fn op_failure(e: OpError) -> Failure {
+    match e {
+        OpError::NotFound(_) => Failure::usage(e.to_string()),
+        other => Failure::runtime(other.to_string()),
+    }
+}
+
+async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
+    if let KeysCommand::Create { merchant, .. }
+    | KeysCommand::List {
+        merchant: Some(merchant),
+    } = &cmd
+        && config.merchant(merchant).is_none()
+    {
+        return Err(Failure::usage(format!(
+            "{}: merchants: no merchant {merchant:?} is configured",
+            config.source
+        )));
+    }
+    let target = target(config)?;
+    match cmd {
+        KeysCommand::Create {
+            merchant,
+            live,
+            permissions,
+        } => {
+            let perms = match &permissions {
+                Some(p) => Permission::parse_list(p)
+                    .map_err(|m| Failure::usage(format!("--permissions: {m}")))?,
+                None => vec![Permission::All],
+            };
+            let (key, secret) = match target {
+                Target::File(store) => {
+                    let (key, secret, hash) = new_key(
+                        &merchant,
+                        live,
+                        perms,
+                        chrono::Utc::now().timestamp_millis(),
+                    );
+                    let out = write(
+                        &store,
+                        WriteOp::CreateKey {
+                            key: Box::new(key),
+                            hash,
+                        },
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    match out {
+                        Ok(Outcome::Key(k)) => (key_json(&k), secret),
+                        Ok(_) => return Err(Failure::runtime("unexpected outcome")),
+                        Err(e) => return Err(op_failure(e)),
+                    }
+                }
+                Target::Daemon { url, token } => {
+                    let perm_names: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
+                    let v = admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::POST,
+                        "/admin/v1/keys",
+                        Some(serde_json::json!({"merchant": merchant, "livemode": live, "permissions": perm_names})),
+                    )
+                    .await?;
+                    let secret = v["secret"].as_str().unwrap_or_default().to_owned();
+                    (v, secret)
+                }
+            };
+            println!(
+                "created {} for merchant {} ({} mode, permissions {})",
+                key["id"].as_str().unwrap_or(""),
+                merchant,
+                if live { "live" } else { "test" },
+                key["permissions"]
+            );
+            println!("store this secret now; it is not shown again:");
+            println!("{secret}");
+            Ok(())
+        }
+        KeysCommand::List { merchant } => {
+            let keys: Vec<serde_json::Value> = match target {
+                Target::File(store) => {
+                    let ks: Vec<ApiKey> = store
+                        .list_keys(merchant.as_deref())
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    ks.iter().map(key_json).collect()
+                }
+                Target::Daemon { url, token } => {
+                    let path = match &merchant {
+                        Some(m) => format!("/admin/v1/keys?merchant={m}"),
+                        None => "/admin/v1/keys".to_owned(),
+                    };
+                    let v = admin_call(&url, &token, reqwest::Method::GET, &path, None).await?;
+                    v["data"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            for k in keys {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    k["id"].as_str().unwrap_or(""),
+                    k["merchant"].as_str().unwrap_or(""),
+                    if k["livemode"].as_bool().unwrap_or(false) {
+                        "live"
+                    } else {
+                        "test"
+                    },
+                    k["prefix"].as_str().unwrap_or(""),
+                    k["created_at"].as_str().unwrap_or(""),
+                    k["revoked_at"]
+                        .as_str()
+                        .map_or("active".to_owned(), |r| format!("revoked {r}")),
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { key_id } => {
+            match target {
+                Target::File(store) => {
+                    let out = write(
+                        &store,
+                        WriteOp::RevokeKey {
+                            key_id: key_id.clone(),
+                            now_ms: chrono::Utc::now().timestamp_millis(),
+                        },
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    out.map_err(op_failure)?;
+                }
+                Target::Daemon { url, token } => {
+                    admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::POST,
+                        &format!("/admin/v1/keys/{key_id}/revoke"),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            println!("revoked {key_id}");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,959 @@
+//! Typed configuration: embedded defaults → `config.toml` → `PAYWATCH_*` environment, validated
+//! once at start with errors that name the file, line, key and problem.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::domain::method::{Currency, Direction, Method, Rail, Strategy};
+use crate::domain::money::{parse_units, pow10};
+
+/// The repository's own `config.toml`, used when no file is given and none is in the directory.
+pub const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
+
+/// A configuration problem, printed as one line: `config.toml:14: chains.local.rpc_urls: …`.
+#[derive(Debug, Error)]
+#[error("{origin}: {key}: {problem}")]
+pub struct ConfigError {
+    /// `config.toml:14`, `config.toml`, or `environment PAYWATCH_X`.
+    pub origin: String,
+    pub key: String,
+    pub problem: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    pub public_url: String,
+    pub admin_listen: String,
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            admin_listen: "127.0.0.1:8081".into(),
+            admin_token: None,
+            admin_token_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    pub path: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            path: "data/paywatch.redb".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    pub rate_limit_per_second: u32,
+    pub rate_limit_burst: u32,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    pub allow_private_targets: bool,
+    pub retry_schedule_secs: Vec<u64>,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig {
+            allow_private_targets: false,
+            retry_schedule_secs: vec![5, 300, 1800, 7200, 18000, 36000, 36000, 50400, 72000, 86400],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SessionsConfig {
+    /// Default `expires_in` of a session, seconds.
+    pub default_expires_in: u64,
+    /// How long after a session ends its (pay_to, amount) stays reserved for late payments.
+    pub grace_period_secs: u64,
+    /// How often the sweeper looks for sessions to expire.
+    pub sweep_interval_ms: u64,
+}
+
+impl Default for SessionsConfig {
+    fn default() -> Self {
+        SessionsConfig {
+            default_expires_in: 1800,
+            grace_period_secs: 86_400,
+            sweep_interval_ms: 1000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `plain` or `json`.
+    pub format: String,
+    /// A `tracing` filter such as `info` or `paywatch=debug`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: "plain".into(),
+            level: "info".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChainConfig {
+    pub chain_id: Option<u64>,
+    pub test: Option<bool>,
+    #[serde(default)]
+    pub rpc_urls: Vec<String>,
+    pub token: Option<String>,
+    pub token_contract: Option<String>,
+    pub decimals: Option<u32>,
+    pub confirmations: Option<u32>,
+    pub poll_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MethodConfig {
+    pub vpa: Option<String>,
+    pub payee_name: Option<String>,
+    pub merchant_code: Option<String>,
+    pub chain: Option<String>,
+    pub pay_to: Option<String>,
+    pub pay_to_pool: Option<Vec<String>>,
+    pub strategy: Option<String>,
+    pub step: Option<String>,
+    pub window: Option<u32>,
+    pub direction: Option<Direction>,
+    pub underpayment_tolerance: Option<String>,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MerchantConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    #[serde(default)]
+    pub methods: BTreeMap<String, MethodConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawConfig {
+    server: ServerConfig,
+    storage: StorageConfig,
+    api: ApiConfig,
+    webhooks: WebhooksConfig,
+    sessions: SessionsConfig,
+    log: LogConfig,
+    chains: BTreeMap<String, ChainConfig>,
+    merchants: Vec<MerchantConfig>,
+}
+
+/// A merchant as the daemon uses it: its methods resolved against the chains.
+#[derive(Debug, Clone)]
+pub struct Merchant {
+    pub id: String,
+    pub name: String,
+    pub allowed_domains: Vec<String>,
+    pub methods: Vec<Method>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where it came from, for messages.
+    pub source: String,
+    pub listen: SocketAddr,
+    pub public_url: String,
+    pub admin_listen: SocketAddr,
+    pub admin_token: Option<String>,
+    pub admin_token_file: Option<PathBuf>,
+    pub storage_path: PathBuf,
+    pub api: ApiConfig,
+    pub webhooks: WebhooksConfig,
+    pub sessions: SessionsConfig,
+    pub log: LogConfig,
+    pub merchants: Vec<Merchant>,
+}
+
+impl Config {
+    pub fn merchant(&self, id: &str) -> Option<&Merchant> {
+        self.merchants.iter().find(|m| m.id == id)
+    }
+
+    /// Where the admin token lives when it is not set in config: next to the database.
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.admin_token_file.clone().unwrap_or_else(|| {
+            self.storage_path
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join("admin.token")
+        })
+    }
+}
+
+/// Where to read configuration from.
+#[derive(Debug, Clone)]
+pub enum ConfigSource {
+    /// A file the operator named (it must exist).
+    File(PathBuf),
+    /// `./config.toml` if present, else the embedded defaults.
+    Default,
+}
+
+/// Loads, overrides from the environment and validates.
+pub fn load(source: &ConfigSource) -> Result<Config, ConfigError> {
+    let (name, text) = match source {
+        ConfigSource::File(p) => {
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                origin: p.display().to_string(),
+                key: "(file)".into(),
+                problem: format!("cannot read: {e}"),
+            })?;
+            (p.display().to_string(), text)
+        }
+        ConfigSource::Default => match std::fs::read_to_string("config.toml") {
+            Ok(t) => ("config.toml".to_owned(), t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => (
+                "(embedded config.toml)".to_owned(),
+                EMBEDDED_CONFIG.to_owned(),
+            ),
+            Err(e) => {
+                return Err(ConfigError {
+                    origin: "config.toml".into(),
+                    key: "(file)".into(),
+                    problem: format!("cannot read: {e}"),
+                });
+            }
+        },
+    };
+    let env: Vec<(String, String)> = std::env::vars()
+        .filter(|(k, _)| k.starts_with("PAYWATCH_") && !IGNORED_ENV.contains(&k.as_str()))
+        .collect();
+    parse(&name, &text, &env)
+}
+
+/// Variables with the prefix that are not config keys.
+const IGNORED_ENV: [&str; 3] = ["PAYWATCH_CONFIG", "PAYWATCH_LOG", "PAYWATCH_ADMIN_URL"];
+
+/// Parses `text` (named `name` in errors) with `env` overrides applied.
+pub fn parse(name: &str, text: &str, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let locator = Locator::new(name, text);
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        let origin = e
+            .span()
+            .map(|s| format!("{name}:{}", line_of(text, s.start)))
+            .unwrap_or_else(|| name.to_owned());
+        ConfigError {
+            origin,
+            key: "(syntax)".into(),
+            problem: e.message().trim().to_owned(),
+        }
+    })?;
+    let mut root = toml::Value::Table(table);
+    let mut env_keys = BTreeMap::new();
+    for (var, value) in env {
+        let path = apply_env(&mut root, var, value)?;
+        env_keys.insert(path, var.clone());
+    }
+    let locate = |key: &str| -> String {
+        env_keys
+            .iter()
+            .find(|(p, _)| key == p.as_str() || key.starts_with(&format!("{p}.")))
+            .map(|(_, var)| format!("environment {var}"))
+            .unwrap_or_else(|| locator.origin(key))
+    };
+    let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|e| {
+        let key = e.path().to_string();
+        let key = if key == "." { "(top)".to_owned() } else { key };
+        let mut problem = e.into_inner().message().trim().to_owned();
+        if let Some(rest) = problem.strip_prefix("unknown field ") {
+            problem = format!("unknown key {rest}");
+        }
+        ConfigError {
+            origin: locate(&key),
+            key,
+            problem,
+        }
+    })?;
+    validate(raw, name, &locate)
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+/// Finds the line a dotted key is on, using the document's spans.
+struct Locator<'a> {
+    name: &'a str,
+    text: &'a str,
+    doc: Option<toml_edit::Document<String>>,
+}
+
+impl<'a> Locator<'a> {
+    fn new(name: &'a str, text: &'a str) -> Self {
+        Locator {
+            name,
+            text,
+            doc: toml_edit::Document::parse(text.to_owned()).ok(),
+        }
+    }
+
+    fn origin(&self, key: &str) -> String {
+        let Some(doc) = &self.doc else {
+            return self.name.to_owned();
+        };
+        let mut item = doc.as_item();
+        let mut best = None;
+        for seg in key.split('.') {
+            let next = match seg.parse::<usize>() {
+                Ok(i) => item.get(i),
+                Err(_) => item.get(seg),
+            };
+            match next {
+                Some(n) => {
+                    item = n;
+                    if let Some(span) = item.span() {
+                        best = Some(span.start);
+                    }
+                }
+                None => break,
+            }
+        }
+        match best {
+            Some(offset) => format!("{}:{}", self.name, line_of(self.text, offset)),
+            None => self.name.to_owned(),
+        }
+    }
+}
+
+/// Applies `PAYWATCH_SERVER__LISTEN=…` as `server.listen`; returns the dotted key.
+fn apply_env(root: &mut toml::Value, var: &str, value: &str) -> Result<String, ConfigError> {
+    let bad = |problem: String| ConfigError {
+        origin: format!("environment {var}"),
+        key: var.to_owned(),
+        problem,
+    };
+    let rest = var.trim_start_matches("PAYWATCH_");
+    let segs: Vec<String> = rest.split("__").map(|s| s.to_ascii_lowercase()).collect();
+    if segs.iter().any(String::is_empty) {
+        return Err(bad("empty key segment".into()));
+    }
+    let mut cur: &mut toml::Value = root;
+    for (i, seg) in segs.iter().enumerate() {
+        let last = i + 1 == segs.len();
+        cur = match cur {
+            toml::Value::Table(t) => {
+                if last {
+                    let new = env_value(t.get(seg.as_str()), value);
+                    t.insert(seg.clone(), new);
+                    return Ok(segs.join("."));
+                }
+                t.entry(seg.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            }
+            toml::Value::Array(a) => {
+                let idx: usize = seg
+                    .parse()
+                    .map_err(|_| bad(format!("{seg:?} must be an array index")))?;
+                let len = a.len();
+                let slot = a
+                    .get_mut(idx)
+                    .ok_or_else(|| bad(format!("index {idx} is past the {len} entries")))?;
+                if last {
+                    *slot = env_value(Some(slot), value);
+                    return Ok(segs.join("."));
+                }
+                slot
+            }
+            _ => return Err(bad(format!("{} is not a table", segs[..i].join(".")))),
+        };
+    }
+    Err(bad("no key".into()))
+}
+
+/// An environment value takes the type of what it replaces; strings stay strings.
+fn env_value(existing: Option<&toml::Value>, value: &str) -> toml::Value {
+    if let Some(toml::Value::String(_)) = existing {
+        return toml::Value::String(value.to_owned());
+    }
+    let probe = format!("v = {value}");
+    match toml::from_str::<toml::Table>(&probe) {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_owned())),
+        Err(_) => toml::Value::String(value.to_owned()),
+    }
+}
+
+fn err(locate: &dyn Fn(&str) -> String, key: &str, problem: impl Into<String>) -> ConfigError {
+    ConfigError {
+        origin: locate(key),
+        key: key.to_owned(),
+        problem: problem.into(),
+    }
+}
+
+fn parse_addr(
+    locate: &dyn Fn(&str) -> String,
+    key: &str,
+    value: &str,
+) -> Result<SocketAddr, ConfigError> {
+    value.parse().map_err(|_| {
+        err(
+            locate,
+            key,
+            format!("{value:?} is not an address such as 127.0.0.1:8080"),
+        )
+    })
+}
+
+fn validate(
+    raw: RawConfig,
+    name: &str,
+    locate: &dyn Fn(&str) -> String,
+) -> Result<Config, ConfigError> {
+    let listen = parse_addr(locate, "server.listen", &raw.server.listen)?;
+    let admin_listen = parse_addr(locate, "server.admin_listen", &raw.server.admin_listen)?;
+    if listen == admin_listen && listen.port() != 0 {
+        return Err(err(
+            locate,
+            "server.admin_listen",
+            "must differ from server.listen",
+        ));
+    }
+    let public_url = raw.server.public_url.trim_end_matches('/').to_owned();
+    match url::Url::parse(&public_url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
+        _ => {
+            return Err(err(
+                locate,
+                "server.public_url",
+                format!("{public_url:?} is not an absolute http(s) URL"),
+            ));
+        }
+    }
+    if raw.server.admin_token.is_some() && raw.server.admin_token_file.is_some() {
+        return Err(err(
+            locate,
+            "server.admin_token",
+            "set admin_token or admin_token_file, not both",
+        ));
+    }
+    if let Some(t) = &raw.server.admin_token
+        && t.len() < 16
+    {
+        return Err(err(
+            locate,
+            "server.admin_token",
+            "must be at least 16 characters",
+        ));
+    }
+    if raw.storage.path.trim().is_empty() {
+        return Err(err(locate, "storage.path", "must not be empty"));
+    }
+    if raw.api.rate_limit_per_second == 0 {
+        return Err(err(
+            locate,
+            "api.rate_limit_per_second",
+            "must be at least 1",
+        ));
+    }
+    if raw.api.rate_limit_burst < raw.api.rate_limit_per_second.min(1) {
+        return Err(err(locate, "api.rate_limit_burst", "must be at least 1"));
+    }
+    if raw.webhooks.retry_schedule_secs.is_empty() {
+        return Err(err(
+            locate,
+            "webhooks.retry_schedule_secs",
+            "needs at least one retry",
+        ));
+    }
+    if !(300..=86_400).contains(&raw.sessions.default_expires_in) {
+        return Err(err(
+            locate,
+            "sessions.default_expires_in",
+            "must be between 300 and 86400 seconds",
+        ));
+    }
+    if raw.sessions.sweep_interval_ms == 0 {
+        return Err(err(
+            locate,
+            "sessions.sweep_interval_ms",
+            "must be at least 1",
+        ));
+    }
+    if !matches!(raw.log.format.as_str(), "plain" | "json") {
+        return Err(err(locate, "log.format", "must be \"plain\" or \"json\""));
+    }
+    for (id, chain) in &raw.chains {
+        validate_chain(locate, id, chain)?;
+    }
+    if raw.merchants.is_empty() {
+        return Err(err(
+            locate,
+            "merchants",
+            "at least one [[merchants]] entry is needed",
+        ));
+    }
+    let mut merchants: Vec<Merchant> = Vec::new();
+    for (i, m) in raw.merchants.iter().enumerate() {
+        let key = format!("merchants.{i}");
+        if !valid_slug(&m.id) {
+            return Err(err(
+                locate,
+                &format!("{key}.id"),
+                format!("{:?} must be 1-40 of a-z, 0-9, _ and -", m.id),
+            ));
+        }
+        if merchants.iter().any(|x| x.id == m.id) {
+            return Err(err(
+                locate,
+                &format!("{key}.id"),
+                format!("merchant {:?} is defined twice", m.id),
+            ));
+        }
+        if m.name.trim().is_empty() || m.name.chars().count() > 100 {
+            return Err(err(
+                locate,
+                &format!("{key}.name"),
+                "must be 1 to 100 characters",
+            ));
+        }
+        for (j, d) in m.allowed_domains.iter().enumerate() {
+            if d.is_empty() || d.contains('/') || d.contains(':') || d.contains(' ') {
+                return Err(err(
+                    locate,
+                    &format!("{key}.allowed_domains.{j}"),
+                    format!("{d:?} must be a bare host name such as shop.example.com"),
+                ));
+            }
+        }
+        let mut methods = Vec::new();
+        for (mname, mc) in &m.methods {
+            if !mc.enabled {
+                continue;
+            }
+            let mkey = format!("{key}.methods.{mname}");
+            methods.push(resolve_method(
+                locate,
+                &mkey,
+                mname,
+                mc,
+                &m.name,
+                &raw.chains,
+            )?);
+        }
+        merchants.push(Merchant {
+            id: m.id.clone(),
+            name: m.name.clone(),
+            allowed_domains: m.allowed_domains.clone(),
+            methods,
+        });
+    }
+    Ok(Config {
+        source: name.to_owned(),
+        listen,
+        public_url,
+        admin_listen,
+        admin_token: raw.server.admin_token,
+        admin_token_file: raw.server.admin_token_file.map(PathBuf::from),
+        storage_path: PathBuf::from(raw.storage.path),
+        api: raw.api,
+        webhooks: raw.webhooks,
+        sessions: raw.sessions,
+        log: raw.log,
+        merchants,
+    })
+}
+
+fn valid_slug(s: &str) -> bool {
+    (1..=40).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+fn validate_chain(
+    locate: &dyn Fn(&str) -> String,
+    id: &str,
+    c: &ChainConfig,
+) -> Result<(), ConfigError> {
+    let key = format!("chains.{id}");
+    let need = |field: &str, present: bool| {
+        if present {
+            Ok(())
+        } else {
+            Err(err(
+                locate,
+                &key,
+                format!("{field} is required (this chain is not a built-in preset)"),
+            ))
+        }
+    };
+    need("chain_id", c.chain_id.is_some())?;
+    need("token_contract", c.token_contract.is_some())?;
+    need("decimals", c.decimals.is_some())?;
+    need("rpc_urls", !c.rpc_urls.is_empty())?;
+    for (i, u) in c.rpc_urls.iter().enumerate() {
+        match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "http" | "https" | "ws" | "wss") => {}
+            _ => {
+                return Err(err(
+                    locate,
+                    &format!("{key}.rpc_urls.{i}"),
+                    format!("{u:?} is not an http(s) or ws(s) URL"),
+                ));
+            }
+        }
+    }
+    if let Some(contract) = &c.token_contract {
+        check_evm_address(contract)
+            .map_err(|p| err(locate, &format!("{key}.token_contract"), p))?;
+    }
+    if c.decimals.is_some_and(|d| d > 30) {
+        return Err(err(locate, &format!("{key}.decimals"), "must be 0 to 30"));
+    }
+    Ok(())
+}
+
+/// An EVM address: `0x` and 40 hex digits; mixed case must carry a valid EIP-55 checksum, so a
+/// mistyped address is caught before money is sent to it.
+pub fn check_evm_address(addr: &str) -> Result<(), String> {
+    let hexpart = addr
+        .strip_prefix("0x")
+        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| format!("{addr:?} is not a 0x-prefixed 40-hex-digit address"))?;
+    let lower = hexpart.to_ascii_lowercase();
+    let upper = hexpart.to_ascii_uppercase();
+    if hexpart == lower || hexpart == upper {
+        return Ok(());
+    }
+    if eip55(&lower) == hexpart {
+        Ok(())
+    } else {
+        Err(format!(
+            "{addr:?} fails its EIP-55 checksum (a typo?); expected 0x{}",
+            eip55(&lower)
+        ))
+    }
+}
+
+/// The EIP-55 mixed-case form of a lowercase hex address (without 0x).
+pub fn eip55(lower_hex: &str) -> String {
+    use sha3::{Digest, Keccak256};
+    let hash = Keccak256::digest(lower_hex.as_bytes());
+    lower_hex
+        .chars()
+        .enumerate()
+        .map(|(i, ch)| {
+            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
+            if ch.is_ascii_alphabetic() && nibble >= 8 {
+                ch.to_ascii_uppercase()
+            } else {
+                ch
+            }
+        })
+        .collect()
+}
+
+/// A VPA: `name@handle`, as NPCI allows.
+pub fn valid_vpa(vpa: &str) -> bool {
+    let Some((user, handle)) = vpa.split_once('@') else {
+        return false;
+    };
+    (2..=256).contains(&user.len())
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && (2..=64).contains(&handle.len())
+        && handle
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+        && handle
+            .as_bytes()
+            .first()
+            .is_some_and(u8::is_ascii_alphabetic)
+}
+
+fn resolve_method(
+    locate: &dyn Fn(&str) -> String,
+    key: &str,
+    name: &str,
+    mc: &MethodConfig,
+    merchant_name: &str,
+    chains: &BTreeMap<String, ChainConfig>,
+) -> Result<Method, ConfigError> {
+    if !valid_slug(name) {
+        return Err(err(
+            locate,
+            key,
+            "method names are 1-40 of a-z, 0-9, _ and -",
+        ));
+    }
+    let e = |field: &str, problem: String| err(locate, &format!("{key}.{field}"), problem);
+    let is_upi = name == "upi" || mc.vpa.is_some();
+    let (rail, currency, test) = if is_upi {
+        if mc.chain.is_some() {
+            return Err(e("chain", "a UPI method has no chain".into()));
+        }
+        let vpa = mc
+            .vpa
+            .clone()
+            .ok_or_else(|| e("vpa", "is required for a UPI method".into()))?;
+        if !valid_vpa(&vpa) {
+            return Err(e(
+                "vpa",
+                format!("{vpa:?} is not a VPA such as shop@okbank"),
+            ));
+        }
+        let payee_name = mc
+            .payee_name
+            .clone()
+            .unwrap_or_else(|| merchant_name.to_owned());
+        if let Some(mcc) = &mc.merchant_code
+            && (mcc.len() != 4 || !mcc.bytes().all(|b| b.is_ascii_digit()))
+        {
+            return Err(e(
+                "merchant_code",
+                "must be a 4-digit merchant category code".into(),
+            ));
+        }
+        (
+            Rail::Upi {
+                vpa,
+                payee_name,
+                merchant_code: mc.merchant_code.clone(),
+            },
+            Currency::Inr,
+            // UPI has no test rail: the same method serves both modes (see docs/api.md).
+            false,
+        )
+    } else {
+        let chain_name = mc.chain.clone().ok_or_else(|| {
+            e(
+                "chain",
+                "is required (name a [chains.*] entry), or give vpa for UPI".into(),
+            )
+        })?;
+        let chain = chains
+            .get(&chain_name)
+            .ok_or_else(|| e("chain", format!("no [chains.{chain_name}] is configured")))?;
+        let contract = chain.token_contract.clone().unwrap_or_default();
+        (
+            Rail::Token {
+                network: chain_name.clone(),
+                chain_id: chain.chain_id.unwrap_or_default(),
+                symbol: chain.token.clone().unwrap_or_else(|| "USDT".into()),
+                contract,
+                decimals: chain.decimals.unwrap_or(6),
+                confirmations: chain.confirmations.unwrap_or(1),
+                tron: false,
+            },
+            Currency::Usd,
+            chain.test.unwrap_or(true),
+        )
+    };
+    let decimals = match &rail {
+        Rail::Upi { .. } => 2,
+        Rail::Token { decimals, .. } => *decimals,
+    };
+    let units = |field: &str, v: &str| -> Result<u128, ConfigError> {
+        parse_units(v, decimals).map_err(|p| e(field, format!("{v:?}: {p}")))
+    };
+    let strategy_name = mc.strategy.as_deref().unwrap_or("unique_amount");
+    let strategy = match strategy_name {
+        "unique_amount" => {
+            let pay_to = match &rail {
+                Rail::Upi { vpa, .. } => vpa.clone(),
+                Rail::Token { .. } => {
+                    let p = mc.pay_to.clone().ok_or_else(|| {
+                        e(
+                            "pay_to",
+                            "is required for the unique_amount strategy".into(),
+                        )
+                    })?;
+                    check_evm_address(&p).map_err(|p| e("pay_to", p))?;
+                    p
+                }
+            };
+            let default_step = if is_upi {
+                1
+            } else {
+                pow10(decimals.saturating_sub(6)).unwrap_or(1)
+            };
+            let step = match &mc.step {
+                Some(s) => units("step", s)?,
+                None => default_step,
+            };
+            if step == 0 {
+                return Err(e("step", "must be greater than zero".into()));
+            }
+            let window = mc.window.unwrap_or(if is_upi { 100 } else { 1000 });
+            if !(1..=100_000).contains(&window) {
+                return Err(e("window", "must be 1 to 100000 steps".into()));
+            }
+            Strategy::UniqueAmount {
+                pay_to,
+                step,
+                window,
+                direction: mc.direction.unwrap_or(Direction::Up),
+            }
+        }
+        "address_pool" => {
+            let pool = mc.pay_to_pool.clone().unwrap_or_default();
+            if pool.is_empty() {
+                return Err(e(
+                    "pay_to_pool",
+                    "needs at least one address for the address_pool strategy".into(),
+                ));
+            }
+            for (i, a) in pool.iter().enumerate() {
+                if is_upi {
+                    if !valid_vpa(a) {
+                        return Err(e(
+                            &format!("pay_to_pool.{i}"),
+                            format!("{a:?} is not a VPA"),
+                        ));
+                    }
+                } else {
+                    check_evm_address(a).map_err(|p| e(&format!("pay_to_pool.{i}"), p))?;
+                }
+            }
+            Strategy::AddressPool { addresses: pool }
+        }
+        "xpub" => {
+            return Err(e(
+                "strategy",
+                "\"xpub\" is not available in this version; use unique_amount or address_pool"
+                    .into(),
+            ));
+        }
+        other => {
+            return Err(e(
+                "strategy",
+                format!("{other:?} is not one of unique_amount, address_pool, xpub"),
+            ));
+        }
+    };
+    let underpayment_tolerance = match &mc.underpayment_tolerance {
+        Some(t) => units("underpayment_tolerance", t)?,
+        None => 0,
+    };
+    Ok(Method {
+        name: name.to_owned(),
+        rail,
+        currency,
+        strategy,
+        test,
+        underpayment_tolerance,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_config_is_valid() {
+        let c = parse("config.toml", EMBEDDED_CONFIG, &[]).expect("embedded config");
+        assert_eq!(c.merchants.len(), 1);
+        assert_eq!(c.merchants[0].methods.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_line_key_and_problem() {
+        let text = "[server]\nlisten = \"nope\"\n[[merchants]]\nid = \"m\"\nname = \"M\"\n";
+        let e = parse("c.toml", text, &[]).expect_err("bad listen");
+        assert_eq!(e.to_string().split(": ").next(), Some("c.toml:2"));
+        assert_eq!(e.key, "server.listen");
+
+        let text = "[server]\nlisen = \"x\"\n";
+        let e = parse("c.toml", text, &[]).expect_err("typo");
+        assert_eq!(e.key, "server.lisen");
+        assert!(e.problem.contains("unknown key"), "{}", e.problem);
+
+        let text = "[api]\nrate_limit_burst = \"x\"\n";
+        let e = parse("c.toml", text, &[]).expect_err("type");
+        assert_eq!(e.key, "api.rate_limit_burst");
+        assert_eq!(e.origin, "c.toml:2");
+    }
+
+    #[test]
+    fn env_overrides_apply_and_are_named_in_errors() {
+        let env = vec![(
+            "PAYWATCH_SERVER__LISTEN".to_owned(),
+            "127.0.0.1:9999".to_owned(),
+        )];
+        let c = parse("config.toml", EMBEDDED_CONFIG, &env).expect("override");
+        assert_eq!(c.listen.port(), 9999);
+        let env = vec![(
+            "PAYWATCH_API__RATE_LIMIT_BURST".to_owned(),
+            "many".to_owned(),
+        )];
+        let e = parse("config.toml", EMBEDDED_CONFIG, &env).expect_err("bad env");
+        assert_eq!(e.origin, "environment PAYWATCH_API__RATE_LIMIT_BURST");
+        let env = vec![("PAYWATCH_MERCHANTS__0__NAME".to_owned(), "Other".to_owned())];
+        let c = parse("config.toml", EMBEDDED_CONFIG, &env).expect("array index");
+        assert_eq!(c.merchants[0].name, "Other");
+    }
+
+    #[test]
+    fn eip55_checksums() {
+        assert!(check_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_ok());
+        assert!(check_evm_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_ok());
+        assert!(check_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_err());
+        assert!(check_evm_address("0x123").is_err());
+    }
+
+    #[test]
+    fn vpas() {
+        assert!(valid_vpa("demo@okbank"));
+        assert!(valid_vpa("shop.name-1@ybl"));
+        assert!(!valid_vpa("demo"));
+        assert!(!valid_vpa("a@b"));
+        assert!(!valid_vpa("de mo@okbank"));
+    }
+}

@@ -1,0 +1,186 @@
+//! Wiring: storage, listeners, the sweeper, and a graceful shutdown on SIGTERM/SIGINT.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::domain::ids::random_base62;
+use crate::store::{Outcome, RedbStore, SharedStore, StoreError, WriteOp, write};
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("admin token file {path}: {source}")]
+    AdminToken {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("cannot install signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Reads the admin token from its file, creating one (mode 0600) on first start.
+pub fn ensure_admin_token(path: &Path) -> Result<String, DaemonError> {
+    let err = |source| DaemonError::AdminToken {
+        path: path.display().to_string(),
+        source,
+    };
+    match std::fs::read_to_string(path) {
+        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(err(e)),
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(err)?;
+    }
+    let token = format!("pwadm_{}", random_base62(40));
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    let mut f = opts.open(path).map_err(err)?;
+    f.write_all(token.as_bytes()).map_err(err)?;
+    f.sync_all().map_err(err)?;
+    Ok(token)
+}
+
+/// The admin token in force: from config, or from (or into) its file.
+pub fn admin_token(config: &Config) -> Result<String, DaemonError> {
+    match &config.admin_token {
+        Some(t) => Ok(t.clone()),
+        None => ensure_admin_token(&config.admin_token_path()),
+    }
+}
+
+async fn shutdown_signal() -> Result<(), DaemonError> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).map_err(DaemonError::Signals)?;
+        let mut int = signal(SignalKind::interrupt()).map_err(DaemonError::Signals)?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    Ok(())
+}
+
+async fn wait_for(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Expires sessions on time and releases reservations whose grace has passed.
+async fn sweeper(store: SharedStore, interval: Duration, mut stop: watch::Receiver<bool>) {
+    loop {
+        let mut more = true;
+        while more {
+            let op = WriteOp::Sweep {
+                now_ms: chrono::Utc::now().timestamp_millis(),
+                idempotency_ttl_ms: api::IDEMPOTENCY_TTL_MS,
+                limit: 1000,
+            };
+            more = match write(store.as_ref(), op, None).await {
+                Ok(Ok(Outcome::Swept { expired, released })) => {
+                    if expired > 0 || released > 0 {
+                        tracing::debug!(expired, released, "sweep");
+                    }
+                    expired == 1000 || released == 1000
+                }
+                Ok(_) => false,
+                Err(e) => {
+                    tracing::warn!(error = %e, "sweep failed; will retry");
+                    false
+                }
+            };
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Runs the daemon until SIGTERM or SIGINT.
+pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    let grace_ms = i64::try_from(config.sessions.grace_period_secs)
+        .unwrap_or(i64::MAX / 2)
+        .saturating_mul(1000);
+    let store = Arc::new(RedbStore::open(&config.storage_path, grace_ms)?);
+    if config.admin_token.is_none() {
+        let token = admin_token(&config)?;
+        let _ = api::admin::ADMIN.set(api::admin::AdminToken(token));
+    }
+    let config = Arc::new(config);
+    let shared: SharedStore = store.clone();
+    let state = AppState::new(config.clone(), shared.clone());
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    let (public_addr, public_task) = api::serve(
+        config.listen,
+        api::public_routes(state.clone()),
+        wait_for(stop_rx.clone()),
+    )
+    .await
+    .map_err(|source| DaemonError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let (admin_addr, admin_task) = api::serve(
+        config.admin_listen,
+        api::admin_routes(state.clone()),
+        wait_for(stop_rx.clone()),
+    )
+    .await
+    .map_err(|source| DaemonError::Bind {
+        addr: config.admin_listen,
+        source,
+    })?;
+    let sweep_task = tokio::spawn(sweeper(
+        shared.clone(),
+        Duration::from_millis(config.sessions.sweep_interval_ms),
+        stop_rx.clone(),
+    ));
+    tracing::info!(
+        %public_addr, %admin_addr, storage = %config.storage_path.display(), config = %config.source,
+        "paywatch ready"
+    );
+    // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
+    println!("listening public={public_addr} admin={admin_addr}");
+    let _ = std::io::stdout().flush();
+
+    shutdown_signal().await?;
+    let _ = stop_tx.send(true);
+    let _ = public_task.await;
+    let _ = admin_task.await;
+    let _ = sweep_task.await;
+    drop(state);
+    drop(shared);
+    store.close();
+    tracing::info!("stopped cleanly");
+    Ok(())
+}

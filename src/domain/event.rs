@@ -1,0 +1,69 @@
+//! Events: every state change a merchant hears about, written to the outbox with the change.
+
+use serde::{Deserialize, Serialize};
+
+/// The event types of the API contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventType {
+    #[serde(rename = "checkout.session.processing")]
+    SessionProcessing,
+    #[serde(rename = "checkout.session.completed")]
+    SessionCompleted,
+    #[serde(rename = "checkout.session.expired")]
+    SessionExpired,
+    #[serde(rename = "checkout.session.canceled")]
+    SessionCanceled,
+    #[serde(rename = "checkout.session.partially_paid")]
+    SessionPartiallyPaid,
+    #[serde(rename = "checkout.session.late_payment")]
+    SessionLatePayment,
+    #[serde(rename = "payment.reverted")]
+    PaymentReverted,
+    #[serde(rename = "credit.unmatched")]
+    CreditUnmatched,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 8] = [
+        EventType::SessionProcessing,
+        EventType::SessionCompleted,
+        EventType::SessionExpired,
+        EventType::SessionCanceled,
+        EventType::SessionPartiallyPaid,
+        EventType::SessionLatePayment,
+        EventType::PaymentReverted,
+        EventType::CreditUnmatched,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::SessionProcessing => "checkout.session.processing",
+            EventType::SessionCompleted => "checkout.session.completed",
+            EventType::SessionExpired => "checkout.session.expired",
+            EventType::SessionCanceled => "checkout.session.canceled",
+            EventType::SessionPartiallyPaid => "checkout.session.partially_paid",
+            EventType::SessionLatePayment => "checkout.session.late_payment",
+            EventType::PaymentReverted => "payment.reverted",
+            EventType::CreditUnmatched => "credit.unmatched",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<EventType> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// An event as stored; `data` is the object's API representation at the time of the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: EventType,
+    pub merchant_id: String,
+    pub livemode: bool,
+    pub created_at_ms: i64,
+    pub data: serde_json::Value,
+    /// Where the session asked for its callbacks, if anywhere.
+    pub notify_url: Option<String>,
+    pub seq: u64,
+}

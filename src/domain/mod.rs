@@ -1,0 +1,13 @@
+//! Pure types and rules: money, sessions and their state machine, events, keys. No I/O here.
+
+pub mod apikey;
+pub mod event;
+pub mod ids;
+pub mod method;
+pub mod money;
+pub mod session;
+pub mod validate;
+pub mod view;
+
+#[cfg(test)]
+mod session_tests;

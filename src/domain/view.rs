@@ -1,0 +1,179 @@
+//! The API representation of stored objects: what GET returns and what events carry.
+
+use serde::Serialize;
+
+use super::money::format_units;
+use super::session::{Payment, PaymentOption, Session};
+
+/// Milliseconds since the epoch as RFC 3339 UTC with seconds precision.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+#[derive(Serialize)]
+struct OptionView<'a> {
+    method: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    network: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    chain_id: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    token_contract: Option<&'a str>,
+    pay_to: &'a str,
+    payable_amount: String,
+    payable_amount_base_units: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confirmations_required: Option<u32>,
+    uri: &'a str,
+}
+
+impl<'a> OptionView<'a> {
+    fn of(o: &'a PaymentOption) -> Self {
+        OptionView {
+            method: &o.method,
+            network: o.network.as_deref(),
+            chain_id: o.chain_id,
+            token: o.token.as_deref(),
+            token_contract: o.token_contract.as_deref(),
+            pay_to: &o.pay_to,
+            payable_amount: format_units(o.payable_base, o.decimals),
+            payable_amount_base_units: o.payable_base.to_string(),
+            confirmations_required: o.chain_id.map(|_| o.confirmations_required),
+            uri: &o.uri,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PaymentView<'a> {
+    id: &'a str,
+    method: &'a str,
+    amount: String,
+    amount_base_units: String,
+    utr: Option<&'a str>,
+    tx_hash: Option<&'a str>,
+    log_index: Option<u64>,
+    block_number: Option<u64>,
+    confirmations: u32,
+    status: super::session::PaymentState,
+    late: bool,
+    received_at: String,
+}
+
+impl<'a> PaymentView<'a> {
+    fn of(p: &'a Payment) -> Self {
+        PaymentView {
+            id: &p.id,
+            method: &p.method,
+            amount: format_units(p.amount_base, p.decimals),
+            amount_base_units: p.amount_base.to_string(),
+            utr: p.utr.as_deref(),
+            tx_hash: p.tx_hash.as_deref(),
+            log_index: p.log_index,
+            block_number: p.block_number,
+            confirmations: p.confirmations,
+            status: p.state,
+            late: p.late,
+            received_at: rfc3339(p.received_at_ms),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct SessionView<'a> {
+    id: &'a str,
+    object: &'static str,
+    livemode: bool,
+    status: &'static str,
+    payment_status: &'static str,
+    amount: u64,
+    currency: &'static str,
+    amount_received: u64,
+    description: Option<&'a str>,
+    customer_email: Option<&'a str>,
+    customer_name: Option<&'a str>,
+    client_reference_id: Option<&'a str>,
+    payment_options: Vec<OptionView<'a>>,
+    checkout_url: &'a str,
+    success_url: Option<&'a str>,
+    cancel_url: Option<&'a str>,
+    notify_url: Option<&'a str>,
+    payments: Vec<PaymentView<'a>>,
+    paid_late: bool,
+    metadata: &'a std::collections::BTreeMap<String, String>,
+    expires_at: String,
+    created_at: String,
+    completed_at: Option<String>,
+}
+
+/// The session object of the API contract.
+pub fn session_json(s: &Session) -> serde_json::Value {
+    serde_json::to_value(session_view(s)).unwrap_or(serde_json::Value::Null)
+}
+
+/// The session object serialized straight to bytes (the hot path: no intermediate tree).
+pub fn session_bytes(s: &Session) -> Vec<u8> {
+    serde_json::to_vec(&session_view(s)).unwrap_or_default()
+}
+
+fn session_view(s: &Session) -> SessionView<'_> {
+    SessionView {
+        id: &s.id,
+        object: "checkout.session",
+        livemode: s.livemode,
+        status: s.status.as_str(),
+        payment_status: s.payment_status.as_str(),
+        amount: s.amount,
+        currency: s.currency.as_str(),
+        amount_received: s.amount_received,
+        description: s.description.as_deref(),
+        customer_email: s.customer_email.as_deref(),
+        customer_name: s.customer_name.as_deref(),
+        client_reference_id: s.client_reference_id.as_deref(),
+        payment_options: s.payment_options.iter().map(OptionView::of).collect(),
+        checkout_url: &s.checkout_url,
+        success_url: s.success_url.as_deref(),
+        cancel_url: s.cancel_url.as_deref(),
+        notify_url: s.notify_url.as_deref(),
+        payments: s.payments.iter().map(PaymentView::of).collect(),
+        paid_late: s.paid_late,
+        metadata: &s.metadata,
+        expires_at: rfc3339(s.expires_at_ms),
+        created_at: rfc3339(s.created_at_ms),
+        completed_at: s.completed_at_ms.map(rfc3339),
+    }
+}
+
+/// What the customer's page may see: no e-mail, no metadata, no notify_url.
+#[derive(Serialize)]
+pub struct PublicStatus<'a> {
+    id: &'a str,
+    livemode: bool,
+    status: &'static str,
+    payment_status: &'static str,
+    amount: u64,
+    currency: &'static str,
+    amount_received: u64,
+    expires_at: String,
+    success_url: Option<&'a str>,
+    cancel_url: Option<&'a str>,
+}
+
+pub fn public_status(s: &Session) -> PublicStatus<'_> {
+    PublicStatus {
+        id: &s.id,
+        livemode: s.livemode,
+        status: s.status.as_str(),
+        payment_status: s.payment_status.as_str(),
+        amount: s.amount,
+        currency: s.currency.as_str(),
+        amount_received: s.amount_received,
+        expires_at: rfc3339(s.expires_at_ms),
+        success_url: s.success_url.as_deref(),
+        cancel_url: s.cancel_url.as_deref(),
+    }
+}

@@ -1,0 +1,13 @@
+//! paywatch: a self-hosted payment daemon for USDT and UPI.
+//!
+//! The domain is pure (`domain`, `matching`); `store` makes it durable; `api` and `checkout`
+//! serve merchants and customers; `daemon` wires it together.
+
+pub mod api;
+pub mod checkout;
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod domain;
+pub mod matching;
+pub mod store;

@@ -1,0 +1,258 @@
+//! Durable state behind the `Store` trait. Writes are operations sent to one writer that commits
+//! every pending one in a single transaction (group commit) before any of them is acknowledged;
+//! reads use MVCC read transactions and never wait for the writer.
+
+mod ops;
+mod redb_store;
+mod tables;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::oneshot;
+
+use crate::domain::apikey::ApiKey;
+use crate::domain::event::Event;
+use crate::domain::method::Method;
+use crate::domain::session::{Session, Status, TransitionError};
+
+pub use ops::credit_json;
+pub use redb_store::RedbStore;
+
+/// The storage itself failed: the whole batch was rolled back, nothing was acknowledged.
+#[derive(Debug, Error, Clone)]
+pub enum StoreError {
+    #[error("storage error: {0}")]
+    Storage(String),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("the writer has stopped")]
+    WriterGone,
+    #[error("the database is in use by another process (is the daemon running?)")]
+    Locked,
+}
+
+/// Why one operation was refused; the rest of its batch is unaffected.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum OpError {
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Transition(#[from] TransitionError),
+    #[error("{0}")]
+    NoSlot(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// A response recorded under an Idempotency-Key, replayed byte for byte.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    /// SHA-256 of method, path and body: a different request under the same key is a conflict.
+    pub fingerprint: String,
+    pub status: u16,
+    pub body: String,
+    pub created_at_ms: i64,
+}
+
+/// Renders an operation's result as (status, body) for the idempotency record; `None` keeps none.
+pub type RenderFn = Box<dyn FnOnce(&Result<Outcome, OpError>) -> Option<(u16, String)> + Send>;
+
+/// Asks the writer to record the operation's response under an Idempotency-Key in the same
+/// transaction as the operation itself.
+pub struct IdempotencyWrite {
+    /// `merchant \x1f mode \x1f key`.
+    pub scope_key: String,
+    pub fingerprint: String,
+    /// Renders the outcome as (status, body); `None` keeps nothing (a retryable failure).
+    pub render: RenderFn,
+}
+
+/// A money movement a watcher (or `simulate`) observed.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Physical destination, as `Method::destination_key` computes it.
+    pub destination: String,
+    pub amount_base: u128,
+    pub decimals: u32,
+    /// Unique across all time: `upi:<utr>`, `evm:<chain>:<tx>:<log_index>`.
+    pub reference: String,
+    pub livemode: bool,
+    pub utr: Option<String>,
+    pub tx_hash: Option<String>,
+    pub log_index: Option<u64>,
+    pub block_number: Option<u64>,
+    pub confirmations: u32,
+    pub confirmed: bool,
+    pub received_at_ms: i64,
+    /// Who a credit that matches nothing belongs to, when the destination tells.
+    pub owner: Option<(String, String)>,
+    /// Match only this session (a claim), never another.
+    pub only_session: Option<String>,
+}
+
+/// An unmatched credit: money that arrived and belongs to no session (yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Credit {
+    pub id: String,
+    pub merchant_id: Option<String>,
+    pub method: Option<String>,
+    pub destination: String,
+    pub amount_base: u128,
+    pub decimals: u32,
+    pub reference: String,
+    pub utr: Option<String>,
+    pub tx_hash: Option<String>,
+    pub livemode: bool,
+    pub received_at_ms: i64,
+    pub status: String,
+    pub reason: String,
+}
+
+/// What the matcher did with an observed payment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MatchResult {
+    Matched {
+        session: Box<Session>,
+        payment_id: String,
+    },
+    /// The reference was recorded before: nothing changed.
+    Duplicate {
+        existing: String,
+    },
+    Unmatched {
+        credit: Box<Credit>,
+    },
+}
+
+/// One write, executed by the writer inside a batch transaction.
+pub enum WriteOp {
+    CreateSession {
+        session: Box<Session>,
+        methods: Vec<Method>,
+    },
+    /// Cancel (`expire == false`) or end now as expired.
+    EndSession {
+        merchant_id: String,
+        livemode: bool,
+        id: String,
+        expire: bool,
+    },
+    Observe(Box<Observed>),
+    ConfirmPayment {
+        payment_id: String,
+        confirmations: u32,
+    },
+    RevertPayment {
+        payment_id: String,
+    },
+    /// Expires due sessions, releases reservations past their grace, drops old idempotency keys.
+    Sweep {
+        now_ms: i64,
+        idempotency_ttl_ms: i64,
+        limit: usize,
+    },
+    CreateKey {
+        key: Box<ApiKey>,
+        hash: String,
+    },
+    RevokeKey {
+        key_id: String,
+        now_ms: i64,
+    },
+}
+
+/// What a successful operation produced.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Session(Box<Session>),
+    Match(MatchResult),
+    Swept {
+        expired: usize,
+        released: usize,
+    },
+    Key(Box<ApiKey>),
+    /// The Idempotency-Key was already used: its stored response.
+    Replay(IdempotencyRecord),
+}
+
+/// A page of a newest-first list.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub has_more: bool,
+}
+
+/// Filters of `GET /v1/checkout/sessions`.
+#[derive(Debug, Clone, Default)]
+pub struct SessionQuery {
+    pub merchant_id: String,
+    pub livemode: bool,
+    pub limit: usize,
+    pub starting_after: Option<String>,
+    pub status: Option<Status>,
+    pub payment_method: Option<String>,
+    pub created_gte_ms: Option<i64>,
+    pub created_lte_ms: Option<i64>,
+    pub client_reference_id: Option<String>,
+}
+
+/// The operations the daemon needs from storage.
+pub trait Store: Send + Sync {
+    /// Queues a write; the receiver answers after the batch holding it is durably committed.
+    fn submit(
+        &self,
+        op: WriteOp,
+        idempotency: Option<IdempotencyWrite>,
+    ) -> oneshot::Receiver<Result<Result<Outcome, OpError>, StoreError>>;
+
+    fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>, StoreError>;
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
+    fn list_keys(&self, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
+    fn idempotency(&self, scope_key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
+    /// Events of one merchant and mode, newest first.
+    fn events(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError>;
+    /// Events waiting in the outbox, oldest first.
+    fn outbox(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;
+    /// The earliest expiry among open sessions, for the sweeper.
+    fn next_expiry_ms(&self) -> Result<Option<i64>, StoreError>;
+}
+
+/// A shared store handle.
+pub type SharedStore = Arc<dyn Store>;
+
+/// Submits and waits: the common case.
+pub async fn write(
+    store: &dyn Store,
+    op: WriteOp,
+    idempotency: Option<IdempotencyWrite>,
+) -> Result<Result<Outcome, OpError>, StoreError> {
+    store
+        .submit(op, idempotency)
+        .await
+        .map_err(|_| StoreError::WriterGone)?
+}
+
+/// The idempotency scope of one merchant and mode.
+pub fn idempotency_scope(merchant_id: &str, livemode: bool, key: &str) -> String {
+    format!(
+        "{merchant_id}\x1f{}\x1f{key}",
+        if livemode { "live" } else { "test" }
+    )
+}
+
+/// The listing scope of one merchant and mode.
+pub(crate) fn scope(merchant_id: &str, livemode: bool) -> String {
+    format!(
+        "{merchant_id}\x1f{}",
+        if livemode { "live" } else { "test" }
+    )
+}

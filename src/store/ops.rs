@@ -1,0 +1,724 @@
+//! Write operations, executed by the writer inside one batch transaction. Each operation checks
+//! everything before it writes anything, so a refused operation leaves no trace and the rest of
+//! its batch commits.
+
+use std::collections::BTreeSet;
+
+use redb::{ReadableTable, Table, WriteTransaction};
+
+use super::tables::*;
+use super::{
+    Credit, IdempotencyRecord, IdempotencyWrite, MatchResult, Observed, OpError, Outcome, WriteOp,
+    scope,
+};
+use crate::checkout::uri;
+use crate::domain::apikey::ApiKey;
+use crate::domain::event::{Event, EventType};
+use crate::domain::ids::new_id;
+use crate::domain::method::{Method, Strategy};
+use crate::domain::money::{format_units, minor_to_base};
+use crate::domain::session::{Payment, PaymentOption, PaymentState, Session, Status};
+use crate::domain::view::{rfc3339, session_json};
+use crate::matching::{pick_unique_amount, unique_amount_range};
+
+/// A storage or encoding failure: fails the whole batch.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ExecError(String);
+
+macro_rules! exec_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for ExecError {
+            fn from(e: $t) -> Self { ExecError(e.to_string()) }
+        }
+    )*};
+}
+exec_from!(
+    redb::StorageError,
+    redb::TableError,
+    redb::Error,
+    serde_json::Error
+);
+
+type R<T> = Result<T, ExecError>;
+
+/// Every table, opened once per batch.
+pub struct Tables<'t> {
+    pub meta: Table<'t, &'static str, u64>,
+    keys: Table<'t, &'static str, &'static [u8]>,
+    key_ids: Table<'t, &'static str, &'static str>,
+    sessions: Table<'t, &'static str, &'static [u8]>,
+    session_index: Table<'t, (&'static str, u64), &'static str>,
+    expiry: Table<'t, (i64, &'static str), ()>,
+    reservations: Table<'t, (&'static str, u128), &'static [u8]>,
+    releases: Table<'t, (i64, &'static str, u128), ()>,
+    payments: Table<'t, &'static str, &'static str>,
+    refs: Table<'t, &'static str, &'static str>,
+    credits: Table<'t, &'static str, &'static [u8]>,
+    idempotency: Table<'t, &'static str, &'static [u8]>,
+    idem_expiry: Table<'t, (i64, &'static str), ()>,
+    events: Table<'t, &'static str, &'static [u8]>,
+    event_index: Table<'t, (&'static str, u64), &'static str>,
+    outbox: Table<'t, u64, &'static str>,
+}
+
+impl<'t> Tables<'t> {
+    pub fn open(txn: &'t WriteTransaction) -> Result<Tables<'t>, redb::TableError> {
+        Ok(Tables {
+            meta: txn.open_table(META)?,
+            keys: txn.open_table(KEYS)?,
+            key_ids: txn.open_table(KEY_IDS)?,
+            sessions: txn.open_table(SESSIONS)?,
+            session_index: txn.open_table(SESSION_INDEX)?,
+            expiry: txn.open_table(EXPIRY)?,
+            reservations: txn.open_table(RESERVATIONS)?,
+            releases: txn.open_table(RELEASES)?,
+            payments: txn.open_table(PAYMENTS)?,
+            refs: txn.open_table(REFS)?,
+            credits: txn.open_table(CREDITS)?,
+            idempotency: txn.open_table(IDEMPOTENCY)?,
+            idem_expiry: txn.open_table(IDEM_EXPIRY)?,
+            events: txn.open_table(EVENTS)?,
+            event_index: txn.open_table(EVENT_INDEX)?,
+            outbox: txn.open_table(OUTBOX)?,
+        })
+    }
+}
+
+/// The writer's state that outlives a batch.
+pub struct WriterState {
+    pub seq: u64,
+    /// How long a reservation outlives its session, for late payments.
+    pub grace_ms: i64,
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// Runs one operation (with its idempotency record, if any).
+pub fn execute(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    op: WriteOp,
+    idem: Option<IdempotencyWrite>,
+) -> R<Result<Outcome, OpError>> {
+    if let Some(i) = &idem
+        && let Some(v) = t.idempotency.get(i.scope_key.as_str())?
+    {
+        let rec: IdempotencyRecord = serde_json::from_slice(v.value())?;
+        return Ok(Ok(Outcome::Replay(rec)));
+    }
+    let now = now_ms();
+    let result = match op {
+        WriteOp::CreateSession { session, methods } => {
+            create_session(t, w, *session, &methods, now)?
+        }
+        WriteOp::EndSession {
+            merchant_id,
+            livemode,
+            id,
+            expire,
+        } => end_session(t, w, &merchant_id, livemode, &id, expire, now)?,
+        WriteOp::Observe(o) => observe(t, w, *o, now)?.map(Outcome::Match),
+        WriteOp::ConfirmPayment {
+            payment_id,
+            confirmations,
+        } => change_payment(t, w, &payment_id, now, |s| {
+            s.confirm_payment(&payment_id, confirmations, now)
+        })?,
+        WriteOp::RevertPayment { payment_id } => {
+            let r = change_payment(t, w, &payment_id, now, |s| {
+                s.revert_payment(&payment_id, now)
+            })?;
+            if let Ok(Outcome::Session(s)) = &r
+                && let Some(p) = s.payments.iter().find(|p| p.id == payment_id)
+            {
+                // A reorged transaction may be mined again: let the watcher match it afresh.
+                t.refs.remove(p.reference.as_str())?;
+            }
+            r
+        }
+        WriteOp::Sweep {
+            now_ms,
+            idempotency_ttl_ms,
+            limit,
+        } => Ok(sweep(t, w, now_ms, idempotency_ttl_ms, limit)?),
+        WriteOp::CreateKey { key, hash } => {
+            t.keys
+                .insert(hash.as_str(), serde_json::to_vec(&key)?.as_slice())?;
+            t.key_ids.insert(key.id.as_str(), hash.as_str())?;
+            Ok(Outcome::Key(key))
+        }
+        WriteOp::RevokeKey { key_id, now_ms } => revoke_key(t, &key_id, now_ms)?,
+    };
+    if let Some(i) = idem
+        && let Some((status, body)) = (i.render)(&result)
+    {
+        let rec = IdempotencyRecord {
+            fingerprint: i.fingerprint,
+            status,
+            body,
+            created_at_ms: now,
+        };
+        t.idempotency
+            .insert(i.scope_key.as_str(), serde_json::to_vec(&rec)?.as_slice())?;
+        t.idem_expiry.insert((now, i.scope_key.as_str()), ())?;
+    }
+    Ok(result)
+}
+
+fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
+    match t.sessions.get(id)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+fn reservation(t: &Tables<'_>, dest: &str, amount: u128) -> R<Option<Reservation>> {
+    match t.reservations.get((dest, amount))? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// The session holding (dest, amount) right now, or holding the whole address.
+fn holder(t: &Tables<'_>, dest: &str, amount: u128, now: i64) -> R<Option<String>> {
+    for key in [amount, 0] {
+        if let Some(r) = reservation(t, dest, key)?
+            && r.is_held(now)
+        {
+            return Ok(Some(r.session_id));
+        }
+    }
+    Ok(None)
+}
+
+/// Amounts at `dest` within [lo, hi] held now, plus any held by this very operation.
+fn held_amounts(
+    t: &Tables<'_>,
+    dest: &str,
+    lo: u128,
+    hi: u128,
+    now: i64,
+    pending: &[(String, u128)],
+) -> R<BTreeSet<u128>> {
+    let mut held = BTreeSet::new();
+    for entry in t.reservations.range((dest, lo)..=(dest, hi))? {
+        let (k, v) = entry?;
+        let r: Reservation = serde_json::from_slice(v.value())?;
+        if r.is_held(now) {
+            held.insert(k.value().1);
+        }
+    }
+    held.extend(pending.iter().filter(|(d, _)| d == dest).map(|(_, a)| *a));
+    Ok(held)
+}
+
+fn address_busy(t: &Tables<'_>, dest: &str, now: i64, pending: &[(String, u128)]) -> R<bool> {
+    if pending.iter().any(|(d, _)| d == dest) {
+        return Ok(true);
+    }
+    for entry in t.reservations.range((dest, 0u128)..=(dest, u128::MAX))? {
+        let (_, v) = entry?;
+        let r: Reservation = serde_json::from_slice(v.value())?;
+        if r.is_held(now) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+fn create_session(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    mut s: Session,
+    methods: &[Method],
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let note = s
+        .description
+        .clone()
+        .or_else(|| s.client_reference_id.clone())
+        .unwrap_or_default();
+    let mut pending: Vec<(String, u128)> = Vec::new();
+    let mut options = Vec::with_capacity(methods.len());
+    for m in methods {
+        let decimals = m.decimals();
+        let Some(base) = minor_to_base(s.amount, decimals) else {
+            return Ok(Err(OpError::Invalid(format!(
+                "amount {} cannot be expressed in {} with {decimals} decimals",
+                s.amount, m.name
+            ))));
+        };
+        let (pay_to, payable, res_amount) = match &m.strategy {
+            Strategy::UniqueAmount {
+                pay_to,
+                step,
+                window,
+                direction,
+            } => {
+                let dest = m.destination_key(pay_to);
+                if reservation(t, &dest, 0)?.is_some_and(|r| r.is_held(now)) {
+                    return Ok(Err(no_slot(m, s.amount, "its address is held whole")));
+                }
+                let (lo, hi) = unique_amount_range(base, *step, *window, *direction);
+                let held = held_amounts(t, &dest, lo, hi, now, &pending)?;
+                match pick_unique_amount(base, *step, *window, *direction, &held) {
+                    Some(p) => (pay_to.clone(), p, p),
+                    None => {
+                        return Ok(Err(no_slot(
+                            m,
+                            s.amount,
+                            &format!(
+                                "all {window} unique amounts near it are held by sessions awaiting payment"
+                            ),
+                        )));
+                    }
+                }
+            }
+            Strategy::AddressPool { addresses } => {
+                let mut chosen = None;
+                for a in addresses {
+                    if !address_busy(t, &m.destination_key(a), now, &pending)? {
+                        chosen = Some(a.clone());
+                        break;
+                    }
+                }
+                match chosen {
+                    Some(a) => (a, base, 0),
+                    None => {
+                        return Ok(Err(no_slot(
+                            m,
+                            s.amount,
+                            &format!(
+                                "all {} pool addresses are held by sessions awaiting payment",
+                                addresses.len()
+                            ),
+                        )));
+                    }
+                }
+            }
+        };
+        let dest = m.destination_key(&pay_to);
+        pending.push((dest.clone(), res_amount));
+        let (network, chain_id, token, token_contract) = match &m.rail {
+            crate::domain::method::Rail::Token {
+                network,
+                chain_id,
+                symbol,
+                contract,
+                ..
+            } => (
+                Some(network.clone()),
+                Some(*chain_id),
+                Some(symbol.clone()),
+                Some(contract.clone()),
+            ),
+            crate::domain::method::Rail::Upi { .. } => (None, None, None, None),
+        };
+        options.push(PaymentOption {
+            method: m.name.clone(),
+            network,
+            chain_id,
+            token,
+            token_contract,
+            uri: uri::for_method(m, &pay_to, payable, &s.id, &note),
+            pay_to,
+            payable_base: payable,
+            decimals,
+            destination: dest,
+            reservation_amount: res_amount,
+            confirmations_required: m.confirmations(),
+            underpayment_tolerance: m.underpayment_tolerance,
+        });
+    }
+    // Everything is free: now write.
+    for (dest, amount) in &pending {
+        if let Some(old) = reservation(t, dest, *amount)?
+            && let Some(until) = old.held_until_ms
+        {
+            t.releases.remove((until, dest.as_str(), *amount))?;
+        }
+        let r = Reservation {
+            session_id: s.id.clone(),
+            held_until_ms: None,
+        };
+        t.reservations
+            .insert((dest.as_str(), *amount), serde_json::to_vec(&r)?.as_slice())?;
+    }
+    s.payment_options = options;
+    w.seq += 1;
+    s.seq = w.seq;
+    let sc = scope(&s.merchant_id, s.livemode);
+    t.session_index
+        .insert((sc.as_str(), s.seq), s.id.as_str())?;
+    save_session(t, w, None, &s, now)?;
+    Ok(Ok(Outcome::Session(Box::new(s))))
+}
+
+fn no_slot(m: &Method, amount: u64, why: &str) -> OpError {
+    OpError::NoSlot(format!(
+        "no payment slot is free for {} at amount {amount}: {why}; retry shortly, or widen the method's window",
+        m.name
+    ))
+}
+
+/// Persists a session and keeps the expiry queue and reservations in step with its status.
+fn save_session(
+    t: &mut Tables<'_>,
+    w: &WriterState,
+    before: Option<&Session>,
+    s: &Session,
+    now: i64,
+) -> R<()> {
+    let was_open = before.is_some_and(|b| b.status == Status::Open);
+    if was_open && s.status != Status::Open {
+        if let Some(b) = before {
+            t.expiry.remove((b.expires_at_ms, b.id.as_str()))?;
+        }
+    } else if !was_open && s.status == Status::Open {
+        t.expiry.insert((s.expires_at_ms, s.id.as_str()), ())?;
+    }
+    let was_awaiting = before.is_none_or(|b| b.status.is_awaiting());
+    if was_awaiting && !s.status.is_awaiting() {
+        let until = now.saturating_add(w.grace_ms);
+        for o in &s.payment_options {
+            let key = (o.destination.as_str(), o.reservation_amount);
+            if let Some(mut r) = reservation(t, &o.destination, o.reservation_amount)?
+                && r.session_id == s.id
+            {
+                r.held_until_ms = Some(until);
+                t.reservations
+                    .insert(key, serde_json::to_vec(&r)?.as_slice())?;
+                t.releases
+                    .insert((until, o.destination.as_str(), o.reservation_amount), ())?;
+            }
+        }
+    }
+    t.sessions
+        .insert(s.id.as_str(), serde_json::to_vec(s)?.as_slice())?;
+    Ok(())
+}
+
+/// Writes an event and queues it in the outbox.
+#[allow(clippy::too_many_arguments)]
+fn emit(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    kind: EventType,
+    merchant_id: &str,
+    livemode: bool,
+    data: serde_json::Value,
+    notify_url: Option<String>,
+    now: i64,
+) -> R<()> {
+    w.seq += 1;
+    let e = Event {
+        id: new_id("evt"),
+        kind,
+        merchant_id: merchant_id.to_owned(),
+        livemode,
+        created_at_ms: now,
+        data,
+        notify_url,
+        seq: w.seq,
+    };
+    t.events
+        .insert(e.id.as_str(), serde_json::to_vec(&e)?.as_slice())?;
+    let sc = scope(merchant_id, livemode);
+    t.event_index.insert((sc.as_str(), e.seq), e.id.as_str())?;
+    t.outbox.insert(e.seq, e.id.as_str())?;
+    Ok(())
+}
+
+fn emit_session_events(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    s: &Session,
+    events: &[EventType],
+    now: i64,
+) -> R<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let data = session_json(s);
+    for kind in events {
+        emit(
+            t,
+            w,
+            *kind,
+            &s.merchant_id,
+            s.livemode,
+            data.clone(),
+            s.notify_url.clone(),
+            now,
+        )?;
+    }
+    Ok(())
+}
+
+fn end_session(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    merchant_id: &str,
+    livemode: bool,
+    id: &str,
+    expire: bool,
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let Some(mut s) =
+        load_session(t, id)?.filter(|s| s.merchant_id == merchant_id && s.livemode == livemode)
+    else {
+        return Ok(Err(OpError::NotFound("checkout session")));
+    };
+    let before = s.clone();
+    let r = if expire {
+        s.expire_now(now)
+    } else {
+        s.cancel(now)
+    };
+    let kind = match r {
+        Ok(k) => k,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    save_session(t, w, Some(&before), &s, now)?;
+    emit_session_events(t, w, &s, &[kind], now)?;
+    Ok(Ok(Outcome::Session(Box::new(s))))
+}
+
+fn observe(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    o: Observed,
+    now: i64,
+) -> R<Result<MatchResult, OpError>> {
+    if let Some(existing) = t.refs.get(o.reference.as_str())? {
+        return Ok(Ok(MatchResult::Duplicate {
+            existing: existing.value().to_owned(),
+        }));
+    }
+    let found = holder(t, &o.destination, o.amount_base, now)?;
+    let target = match (&o.only_session, found) {
+        (Some(only), Some(f)) if &f != only => {
+            return Ok(Err(OpError::Invalid(
+                "this payment matches another session".into(),
+            )));
+        }
+        (Some(only), _) => {
+            let s = load_session(t, only)?;
+            if !s.as_ref().is_some_and(|s| {
+                s.payment_options
+                    .iter()
+                    .any(|p| p.destination == o.destination)
+            }) {
+                return Ok(Err(OpError::Invalid(
+                    "this payment was not sent to this session's pay_to".into(),
+                )));
+            }
+            s
+        }
+        (None, Some(f)) => load_session(t, &f)?,
+        (None, None) => None,
+    };
+    let target = target.filter(|s| s.livemode == o.livemode);
+    let Some(mut s) = target else {
+        return Ok(Ok(unmatched(t, w, o, now)?));
+    };
+    let Some(option) = s
+        .payment_options
+        .iter()
+        .find(|p| p.destination == o.destination)
+        .cloned()
+    else {
+        return Ok(Ok(unmatched(t, w, o, now)?));
+    };
+    let payment = Payment {
+        id: new_id("py"),
+        method: option.method.clone(),
+        amount_base: o.amount_base,
+        decimals: option.decimals,
+        utr: o.utr,
+        tx_hash: o.tx_hash,
+        log_index: o.log_index,
+        block_number: o.block_number,
+        confirmations: o.confirmations,
+        state: if o.confirmed || o.confirmations >= option.confirmations_required {
+            PaymentState::Confirmed
+        } else {
+            PaymentState::Pending
+        },
+        received_at_ms: o.received_at_ms,
+        reference: o.reference.clone(),
+        late: false,
+    };
+    let payment_id = payment.id.clone();
+    let before = s.clone();
+    let events = s.apply_payment(payment, now);
+    t.refs.insert(o.reference.as_str(), payment_id.as_str())?;
+    t.payments.insert(payment_id.as_str(), s.id.as_str())?;
+    save_session(t, w, Some(&before), &s, now)?;
+    emit_session_events(t, w, &s, &events, now)?;
+    Ok(Ok(MatchResult::Matched {
+        session: Box::new(s),
+        payment_id,
+    }))
+}
+
+/// The API representation of a credit.
+pub fn credit_json(c: &Credit) -> serde_json::Value {
+    serde_json::json!({
+        "id": c.id,
+        "object": "credit",
+        "livemode": c.livemode,
+        "status": c.status,
+        "reason": c.reason,
+        "method": c.method,
+        "amount": format_units(c.amount_base, c.decimals),
+        "amount_base_units": c.amount_base.to_string(),
+        "utr": c.utr,
+        "tx_hash": c.tx_hash,
+        "received_at": rfc3339(c.received_at_ms),
+    })
+}
+
+fn unmatched(t: &mut Tables<'_>, w: &mut WriterState, o: Observed, now: i64) -> R<MatchResult> {
+    let (merchant_id, method) = match o.owner {
+        Some((m, me)) => (Some(m), Some(me)),
+        None => (None, None),
+    };
+    let credit = Credit {
+        id: new_id("cr"),
+        merchant_id,
+        method,
+        destination: o.destination,
+        amount_base: o.amount_base,
+        decimals: o.decimals,
+        reference: o.reference,
+        utr: o.utr,
+        tx_hash: o.tx_hash,
+        livemode: o.livemode,
+        received_at_ms: o.received_at_ms,
+        status: "unmatched".into(),
+        reason: "no session awaiting payment holds this destination and amount".into(),
+    };
+    t.credits
+        .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+    t.refs
+        .insert(credit.reference.as_str(), credit.id.as_str())?;
+    if let Some(m) = &credit.merchant_id {
+        emit(
+            t,
+            w,
+            EventType::CreditUnmatched,
+            m,
+            credit.livemode,
+            credit_json(&credit),
+            None,
+            now,
+        )?;
+    }
+    Ok(MatchResult::Unmatched {
+        credit: Box::new(credit),
+    })
+}
+
+fn change_payment(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    payment_id: &str,
+    now: i64,
+    f: impl FnOnce(&mut Session) -> Result<Vec<EventType>, crate::domain::session::TransitionError>,
+) -> R<Result<Outcome, OpError>> {
+    let session_id = match t.payments.get(payment_id)? {
+        Some(v) => v.value().to_owned(),
+        None => return Ok(Err(OpError::NotFound("payment"))),
+    };
+    let Some(mut s) = load_session(t, &session_id)? else {
+        return Ok(Err(OpError::NotFound("checkout session")));
+    };
+    let before = s.clone();
+    let events = match f(&mut s) {
+        Ok(e) => e,
+        Err(e) => return Ok(Err(e.into())),
+    };
+    save_session(t, w, Some(&before), &s, now)?;
+    emit_session_events(t, w, &s, &events, now)?;
+    Ok(Ok(Outcome::Session(Box::new(s))))
+}
+
+fn sweep(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    now: i64,
+    idem_ttl: i64,
+    limit: usize,
+) -> R<Outcome> {
+    let due: Vec<(i64, String)> = t
+        .expiry
+        .range(..(now.saturating_add(1), ""))?
+        .take(limit)
+        .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+        .collect::<Result<_, _>>()?;
+    let mut expired = 0;
+    for (at, id) in due {
+        match load_session(t, &id)? {
+            Some(mut s) if s.status == Status::Open => {
+                let before = s.clone();
+                if let Some(kind) = s.expire_if_due(now) {
+                    save_session(t, w, Some(&before), &s, now)?;
+                    emit_session_events(t, w, &s, &[kind], now)?;
+                    expired += 1;
+                }
+            }
+            _ => {
+                t.expiry.remove((at, id.as_str()))?;
+            }
+        }
+    }
+    let releases: Vec<(i64, String, u128)> = t
+        .releases
+        .range(..(now.saturating_add(1), "", 0u128))?
+        .take(limit)
+        .map(|e| {
+            e.map(|(k, _)| {
+                let (a, b, c) = k.value();
+                (a, b.to_owned(), c)
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let released = releases.len();
+    for (until, dest, amount) in releases {
+        t.releases.remove((until, dest.as_str(), amount))?;
+        if reservation(t, &dest, amount)?.is_some_and(|r| r.held_until_ms == Some(until)) {
+            t.reservations.remove((dest.as_str(), amount))?;
+        }
+    }
+    let old: Vec<(i64, String)> = t
+        .idem_expiry
+        .range(..(now.saturating_sub(idem_ttl), ""))?
+        .take(limit)
+        .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+        .collect::<Result<_, _>>()?;
+    for (at, key) in old {
+        t.idem_expiry.remove((at, key.as_str()))?;
+        t.idempotency.remove(key.as_str())?;
+    }
+    Ok(Outcome::Swept { expired, released })
+}
+
+fn revoke_key(t: &mut Tables<'_>, key_id: &str, now: i64) -> R<Result<Outcome, OpError>> {
+    let Some(hash) = t.key_ids.get(key_id)?.map(|v| v.value().to_owned()) else {
+        return Ok(Err(OpError::NotFound("API key")));
+    };
+    let Some(bytes) = t.keys.get(hash.as_str())?.map(|v| v.value().to_vec()) else {
+        return Ok(Err(OpError::NotFound("API key")));
+    };
+    let mut key: ApiKey = serde_json::from_slice(&bytes)?;
+    if key.revoked_at_ms.is_none() {
+        key.revoked_at_ms = Some(now);
+        t.keys
+            .insert(hash.as_str(), serde_json::to_vec(&key)?.as_slice())?;
+    }
+    Ok(Ok(Outcome::Key(Box::new(key))))
+}

@@ -1,0 +1,383 @@
+//! The redb backend: one database file, one writer thread that group-commits, MVCC readers.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+use tokio::sync::{mpsc, oneshot};
+
+use super::ops::{Tables, WriterState, execute};
+use super::tables::*;
+use super::{
+    Credit, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, SessionQuery, Store,
+    StoreError, WriteOp, scope,
+};
+use crate::domain::apikey::ApiKey;
+use crate::domain::event::Event;
+use crate::domain::session::Session;
+
+type Reply = oneshot::Sender<Result<Result<Outcome, OpError>, StoreError>>;
+
+struct Job {
+    op: WriteOp,
+    idempotency: Option<IdempotencyWrite>,
+    reply: Reply,
+}
+
+/// Most operations one transaction takes; bounds the latency of a batch.
+const MAX_BATCH: usize = 4096;
+
+/// The redb-backed store.
+pub struct RedbStore {
+    db: std::sync::Arc<Database>,
+    tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn storage<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+impl RedbStore {
+    /// Opens (or creates) the database and starts the writer thread.
+    pub fn open(path: &Path, grace_ms: i64) -> Result<RedbStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                StoreError::Storage(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let db = Database::builder()
+            // A modest cache keeps idle memory small; the OS page cache does the rest.
+            .set_cache_size(32 * 1024 * 1024)
+            .create(path)
+            .map_err(|e| match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+            })?;
+        let db = std::sync::Arc::new(db);
+        let seq = init_tables(&db)?;
+        let mut state = WriterState { seq, grace_ms };
+        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
+        let wdb = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("paywatch-writer".into())
+            .spawn(move || {
+                let mut batch = Vec::with_capacity(256);
+                while let Some(first) = rx.blocking_recv() {
+                    batch.push(first);
+                    while batch.len() < MAX_BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => batch.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&wdb, &mut state, &mut batch);
+                }
+            })
+            .map_err(storage)?;
+        Ok(RedbStore {
+            db,
+            tx: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+        })
+    }
+
+    /// Stops taking writes, lets the writer commit what is queued, and waits for it.
+    pub fn close(&self) {
+        if let Ok(mut g) = self.tx.lock() {
+            g.take();
+        }
+        let handle = self.writer.lock().ok().and_then(|mut g| g.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db.begin_read().map_err(storage)
+    }
+
+    /// A consistent point-in-time copy of the whole database into `dest` (a new file).
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Creates every table so readers never meet a missing one; returns the stored sequence.
+fn init_tables(db: &Database) -> Result<u64, StoreError> {
+    let txn = db.begin_write().map_err(storage)?;
+    let seq = {
+        let mut meta = txn.open_table(META).map_err(storage)?;
+        txn.open_table(KEYS).map_err(storage)?;
+        txn.open_table(KEY_IDS).map_err(storage)?;
+        txn.open_table(SESSIONS).map_err(storage)?;
+        txn.open_table(SESSION_INDEX).map_err(storage)?;
+        txn.open_table(EXPIRY).map_err(storage)?;
+        txn.open_table(RESERVATIONS).map_err(storage)?;
+        txn.open_table(RELEASES).map_err(storage)?;
+        txn.open_table(PAYMENTS).map_err(storage)?;
+        txn.open_table(REFS).map_err(storage)?;
+        txn.open_table(CREDITS).map_err(storage)?;
+        txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        txn.open_table(IDEM_EXPIRY).map_err(storage)?;
+        txn.open_table(EVENTS).map_err(storage)?;
+        txn.open_table(EVENT_INDEX).map_err(storage)?;
+        txn.open_table(OUTBOX).map_err(storage)?;
+        let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
+        match schema {
+            None => {
+                meta.insert("schema", 1).map_err(storage)?;
+            }
+            Some(1) => {}
+            Some(v) => {
+                return Err(StoreError::Storage(format!(
+                    "database schema {v} is newer than this binary understands (1); upgrade paywatch"
+                )));
+            }
+        }
+        meta.get("seq").map_err(storage)?.map_or(0, |g| g.value())
+    };
+    txn.commit().map_err(storage)?;
+    Ok(seq)
+}
+
+/// Executes a batch in one transaction and answers every job after the commit.
+fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) {
+    let start_seq = w.seq;
+    let result = (|| -> Result<Vec<Result<Outcome, OpError>>, StoreError> {
+        let txn = db.begin_write().map_err(storage)?;
+        let mut results = Vec::with_capacity(batch.len());
+        {
+            let mut t = Tables::open(&txn).map_err(storage)?;
+            for job in batch.iter_mut() {
+                let op = std::mem::replace(
+                    &mut job.op,
+                    WriteOp::Sweep {
+                        now_ms: 0,
+                        idempotency_ttl_ms: 0,
+                        limit: 0,
+                    },
+                );
+                let r = execute(&mut t, w, op, job.idempotency.take()).map_err(storage)?;
+                results.push(r);
+            }
+            t.meta.insert("seq", w.seq).map_err(storage)?;
+        }
+        txn.commit().map_err(storage)?;
+        Ok(results)
+    })();
+    match result {
+        Ok(results) => {
+            for (job, r) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(Ok(r));
+            }
+        }
+        Err(e) => {
+            w.seq = start_seq;
+            tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing in it was acknowledged");
+            for job in batch.drain(..) {
+                let _ = job.reply.send(Err(e.clone()));
+            }
+        }
+    }
+}
+
+impl Store for RedbStore {
+    fn submit(
+        &self,
+        op: WriteOp,
+        idempotency: Option<IdempotencyWrite>,
+    ) -> oneshot::Receiver<Result<Result<Outcome, OpError>, StoreError>> {
+        let (reply, rx) = oneshot::channel();
+        let job = Job {
+            op,
+            idempotency,
+            reply,
+        };
+        let guard = self.tx.lock().ok();
+        match guard.as_ref().and_then(|g| g.as_ref()) {
+            Some(sender) => {
+                if let Err(e) = sender.send(job) {
+                    let _ = e.0.reply.send(Err(StoreError::WriterGone));
+                }
+            }
+            None => {
+                let _ = job.reply.send(Err(StoreError::WriterGone));
+            }
+        }
+        rx
+    }
+
+    fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(SESSIONS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("session", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>, StoreError> {
+        let txn = self.read()?;
+        let sessions = txn.open_table(SESSIONS).map_err(storage)?;
+        let index = txn.open_table(SESSION_INDEX).map_err(storage)?;
+        let sc = scope(&q.merchant_id, q.livemode);
+        let upper = match &q.starting_after {
+            Some(id) => {
+                let s: Session = match sessions.get(id.as_str()).map_err(storage)? {
+                    Some(v) => decode("session", v.value())?,
+                    None => {
+                        return Ok(Page {
+                            items: vec![],
+                            has_more: false,
+                        });
+                    }
+                };
+                if s.merchant_id != q.merchant_id || s.livemode != q.livemode {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                }
+                s.seq
+            }
+            None => u64::MAX,
+        };
+        let mut items = Vec::new();
+        let mut has_more = false;
+        let range = index
+            .range((sc.as_str(), 0u64)..(sc.as_str(), upper))
+            .map_err(storage)?;
+        for entry in range.rev() {
+            let (_, id) = entry.map_err(storage)?;
+            let Some(v) = sessions.get(id.value()).map_err(storage)? else {
+                continue;
+            };
+            let s: Session = decode("session", v.value())?;
+            if q.created_lte_ms.is_some_and(|t| s.created_at_ms > t) {
+                continue;
+            }
+            if q.created_gte_ms.is_some_and(|t| s.created_at_ms < t) {
+                // Newest first: everything after this is older still.
+                break;
+            }
+            if q.status.is_some_and(|st| s.status != st)
+                || q.payment_method
+                    .as_ref()
+                    .is_some_and(|m| !s.payment_options.iter().any(|o| &o.method == m))
+                || q.client_reference_id
+                    .as_ref()
+                    .is_some_and(|c| s.client_reference_id.as_ref() != Some(c))
+            {
+                continue;
+            }
+            if items.len() == q.limit {
+                has_more = true;
+                break;
+            }
+            items.push(s);
+        }
+        Ok(Page { items, has_more })
+    }
+
+    fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(KEYS).map_err(storage)?;
+        match t.get(hash).map_err(storage)? {
+            Some(v) => decode("api key", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_keys(&self, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(KEYS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(storage)? {
+            let (_, v) = entry.map_err(storage)?;
+            let k: ApiKey = decode("api key", v.value())?;
+            if merchant_id.is_none_or(|m| m == k.merchant_id) {
+                out.push(k);
+            }
+        }
+        out.sort_by_key(|k| std::cmp::Reverse(k.created_at_ms));
+        Ok(out)
+    }
+
+    fn idempotency(&self, scope_key: &str) -> Result<Option<IdempotencyRecord>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(IDEMPOTENCY).map_err(storage)?;
+        match t.get(scope_key).map_err(storage)? {
+            Some(v) => decode("idempotency record", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn events(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+        limit: usize,
+    ) -> Result<Vec<Event>, StoreError> {
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let index = txn.open_table(EVENT_INDEX).map_err(storage)?;
+        let sc = scope(merchant_id, livemode);
+        let mut out = Vec::new();
+        for entry in index
+            .range((sc.as_str(), 0u64)..=(sc.as_str(), u64::MAX))
+            .map_err(storage)?
+            .rev()
+            .take(limit)
+        {
+            let (_, id) = entry.map_err(storage)?;
+            if let Some(v) = events.get(id.value()).map_err(storage)? {
+                out.push(decode("event", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn outbox(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.read()?;
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let outbox = txn.open_table(OUTBOX).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in outbox.iter().map_err(storage)?.take(limit) {
+            let (_, id) = entry.map_err(storage)?;
+            if let Some(v) = events.get(id.value()).map_err(storage)? {
+                out.push(decode("event", v.value())?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(CREDITS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(storage)?.take(limit) {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(decode("credit", v.value())?);
+        }
+        Ok(out)
+    }
+
+    fn next_expiry_ms(&self) -> Result<Option<i64>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(EXPIRY).map_err(storage)?;
+        let first = t.first().map_err(storage)?;
+        Ok(first.map(|(k, _)| k.value().0))
+    }
+}
