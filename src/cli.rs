@@ -131,7 +131,14 @@ fn target(config: &Config) -> Result<Target, Failure> {
         Ok(s) => Ok(Target::File(s)),
         Err(StoreError::Locked) => {
             let url = std::env::var("PAYWATCH_ADMIN_URL")
-                .unwrap_or_else(|_| format!("http://{}", config.admin_listen));
+                .ok()
+                .or_else(|| {
+                    std::fs::read_to_string(config.admin_addr_path())
+                        .ok()
+                        .map(|s| s.trim().to_owned())
+                        .filter(|s| !s.is_empty())
+                })
+                .unwrap_or_else(|| format!("http://{}", config.admin_listen));
             let token = daemon::admin_token(config).map_err(|e| Failure::runtime(e.to_string()))?;
             Ok(Target::Daemon { url, token })
         }

@@ -101,6 +101,9 @@ pub struct SessionsConfig {
     pub grace_period_secs: u64,
     /// How often the sweeper looks for sessions to expire.
     pub sweep_interval_ms: u64,
+    /// The shortest `expires_in` a merchant may ask for (API contract: 300); lower it only to
+    /// rehearse expiry in tests.
+    pub min_expires_in: u64,
 }
 
 impl Default for SessionsConfig {
@@ -109,6 +112,7 @@ impl Default for SessionsConfig {
             default_expires_in: 1800,
             grace_period_secs: 86_400,
             sweep_interval_ms: 1000,
+            min_expires_in: 300,
         }
     }
 }
@@ -221,6 +225,14 @@ pub struct Config {
 impl Config {
     pub fn merchant(&self, id: &str) -> Option<&Merchant> {
         self.merchants.iter().find(|m| m.id == id)
+    }
+
+    /// Where the running daemon records its operator listener's address (it may be OS-chosen).
+    pub fn admin_addr_path(&self) -> PathBuf {
+        self.storage_path
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("admin.addr")
     }
 
     /// Where the admin token lives when it is not set in config: next to the database.
@@ -512,11 +524,18 @@ fn validate(
             "needs at least one retry",
         ));
     }
-    if !(300..=86_400).contains(&raw.sessions.default_expires_in) {
+    if !(1..=86_400).contains(&raw.sessions.min_expires_in) {
+        return Err(err(
+            locate,
+            "sessions.min_expires_in",
+            "must be between 1 and 86400 seconds",
+        ));
+    }
+    if !(raw.sessions.min_expires_in..=86_400).contains(&raw.sessions.default_expires_in) {
         return Err(err(
             locate,
             "sessions.default_expires_in",
-            "must be between 300 and 86400 seconds",
+            "must be between sessions.min_expires_in (300 by default) and 86400 seconds",
         ));
     }
     if raw.sessions.sweep_interval_ms == 0 {

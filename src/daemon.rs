@@ -169,6 +169,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         %public_addr, %admin_addr, storage = %config.storage_path.display(), config = %config.source,
         "paywatch ready"
     );
+    if let Err(e) = std::fs::write(config.admin_addr_path(), format!("http://{admin_addr}\n")) {
+        tracing::warn!(error = %e, "cannot record the operator address; the CLI will use admin_listen");
+    }
     // One machine-readable line for scripts and tests (ports may have been chosen by the OS).
     println!("listening public={public_addr} admin={admin_addr}");
     let _ = std::io::stdout().flush();

@@ -388,7 +388,9 @@ async fn create(
                     return Err(ApiError::invalid(
                         "parameter_invalid",
                         field,
-                        format!("{field} and {f} are aliases of client_reference_id; give one"),
+                        format!(
+                            "{field} and {f} are both given with different values; they are aliases of client_reference_id: give one"
+                        ),
                     ));
                 }
                 _ => reference = Some((field.to_owned(), v)),
@@ -400,16 +402,20 @@ async fn create(
     let notify_url = opt_url(&map, "notify_url", merchant)?;
     let expires_in = match map.get("expires_in") {
         None | Some(Value::Null) => state.config.sessions.default_expires_in,
-        Some(v) => v
-            .as_u64()
-            .filter(|s| (300..=86_400).contains(s))
-            .ok_or_else(|| {
-                ApiError::invalid(
-                    "parameter_invalid",
-                    "expires_in",
-                    "expires_in must be an integer number of seconds from 300 to 86400",
-                )
-            })?,
+        Some(v) => {
+            let min = state.config.sessions.min_expires_in;
+            v.as_u64()
+                .filter(|s| (min..=86_400).contains(s))
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "expires_in",
+                        format!(
+                            "expires_in must be an integer number of seconds from {min} to 86400"
+                        ),
+                    )
+                })?
+        }
     };
     let metadata: BTreeMap<String, String> = match map.get("metadata") {
         None | Some(Value::Null) => BTreeMap::new(),
