@@ -1,4 +1,7 @@
-//! Object ids: a type prefix plus 22 base62 characters (about 131 random bits).
+//! Object ids: a type prefix, then 8 base62 characters of the creation time in milliseconds and
+//! 14 random base62 characters (83 random bits, above the contract's 72). The time prefix makes
+//! ids sort by creation, so new records append to the end of the B-tree instead of dirtying a
+//! random page each: commits stay small and as fast with a million rows as with a thousand.
 
 use rand::Rng;
 
@@ -12,12 +15,25 @@ pub fn random_base62(len: usize) -> String {
         .collect()
 }
 
-/// A new id such as `cs_4fJ…`.
+/// Fixed-width base62 of `value` (`width` characters, most significant first), so that the
+/// text order is the numeric order (the alphabet is in ASCII order).
+fn base62_fixed(mut value: u64, width: usize, out: &mut String) {
+    let mut buf = vec![b'0'; width];
+    for slot in buf.iter_mut().rev() {
+        *slot = ALPHABET[(value % 62) as usize];
+        value /= 62;
+    }
+    out.extend(buf.into_iter().map(char::from));
+}
+
+/// A new id such as `cs_0Sx3kQ1b…`.
 pub fn new_id(prefix: &str) -> String {
+    let ms = u64::try_from(chrono::Utc::now().timestamp_millis()).unwrap_or(0);
     let mut s = String::with_capacity(prefix.len() + 23);
     s.push_str(prefix);
     s.push('_');
-    s.push_str(&random_base62(22));
+    base62_fixed(ms, 8, &mut s);
+    s.push_str(&random_base62(14));
     s
 }
 
@@ -42,5 +58,19 @@ mod tests {
         assert!(!looks_like(&a, "py"));
         assert_ne!(a, b);
         assert_eq!(a.len(), 25);
+    }
+
+    #[test]
+    fn ids_sort_by_creation_time() {
+        let a = new_id("cs");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let b = new_id("cs");
+        assert!(a[..11] < b[..11], "{a} {b}");
+        let mut x = String::new();
+        let mut y = String::new();
+        base62_fixed(61, 3, &mut x);
+        base62_fixed(62, 3, &mut y);
+        assert_eq!((x.as_str(), y.as_str()), ("00z", "010"));
+        assert!(x < y);
     }
 }

@@ -50,7 +50,7 @@ pub struct Tables<'t> {
     sessions: Table<'t, &'static str, &'static [u8]>,
     session_index: Table<'t, (&'static str, u64), &'static str>,
     expiry: Table<'t, (i64, &'static str), ()>,
-    reservations: Table<'t, (&'static str, u128), &'static [u8]>,
+    reservations: Table<'t, (&'static str, u128), (i64, &'static str)>,
     releases: Table<'t, (i64, &'static str, u128), ()>,
     payments: Table<'t, &'static str, &'static str>,
     refs: Table<'t, &'static str, &'static str>,
@@ -176,10 +176,9 @@ fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
 }
 
 fn reservation(t: &Tables<'_>, dest: &str, amount: u128) -> R<Option<Reservation>> {
-    match t.reservations.get((dest, amount))? {
-        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
-        None => Ok(None),
-    }
+    Ok(t.reservations
+        .get((dest, amount))?
+        .map(|v| Reservation::from_row(v.value())))
 }
 
 /// The session holding (dest, amount) right now, or holding the whole address.
@@ -206,8 +205,7 @@ fn held_amounts(
     let mut held = BTreeSet::new();
     for entry in t.reservations.range((dest, lo)..=(dest, hi))? {
         let (k, v) = entry?;
-        let r: Reservation = serde_json::from_slice(v.value())?;
-        if r.is_held(now) {
+        if row_is_held(v.value().0, now) {
             held.insert(k.value().1);
         }
     }
@@ -221,8 +219,7 @@ fn address_busy(t: &Tables<'_>, dest: &str, now: i64, pending: &[(String, u128)]
     }
     for entry in t.reservations.range((dest, 0u128)..=(dest, u128::MAX))? {
         let (_, v) = entry?;
-        let r: Reservation = serde_json::from_slice(v.value())?;
-        if r.is_held(now) {
+        if row_is_held(v.value().0, now) {
             return Ok(true);
         }
     }
@@ -344,8 +341,7 @@ fn create_session(
             session_id: s.id.clone(),
             held_until_ms: None,
         };
-        t.reservations
-            .insert((dest.as_str(), *amount), serde_json::to_vec(&r)?.as_slice())?;
+        t.reservations.insert((dest.as_str(), *amount), r.row())?;
     }
     s.payment_options = options;
     w.seq += 1;
@@ -389,8 +385,7 @@ fn save_session(
                 && r.session_id == s.id
             {
                 r.held_until_ms = Some(until);
-                t.reservations
-                    .insert(key, serde_json::to_vec(&r)?.as_slice())?;
+                t.reservations.insert(key, r.row())?;
                 t.releases
                     .insert((until, o.destination.as_str(), o.reservation_amount), ())?;
             }

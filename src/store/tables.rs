@@ -14,8 +14,13 @@ pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("session
 pub const SESSION_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new("session_index");
 /// (expires_at_ms, session id) for open sessions: the sweeper's queue.
 pub const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
-/// (destination, amount or 0 for the whole address) → reservation.
-pub const RESERVATIONS: TableDefinition<(&str, u128), &[u8]> = TableDefinition::new("reservations");
+/// (destination, amount or 0 for the whole address) → (held_until_ms or `HELD_OPEN`, session id).
+/// A fixed tuple, not JSON: the allocator scans these on every create.
+pub const RESERVATIONS: TableDefinition<(&str, u128), (i64, &str)> =
+    TableDefinition::new("reservations");
+
+/// `held_until_ms` of a reservation whose session still awaits payment.
+pub const HELD_OPEN: i64 = i64::MAX;
 /// (held_until_ms, destination, amount): reservations to release once their grace has passed.
 pub const RELEASES: TableDefinition<(i64, &str, u128), ()> = TableDefinition::new("releases");
 /// Payment id → session id.
@@ -37,7 +42,7 @@ pub const EVENT_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new
 pub const OUTBOX: TableDefinition<u64, &str> = TableDefinition::new("outbox");
 
 /// A reservation of one (destination, amount) pair by one session.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Reservation {
     pub session_id: String,
     /// `None` while the session awaits payment; then the end of its grace window.
@@ -48,4 +53,23 @@ impl Reservation {
     pub fn is_held(&self, now_ms: i64) -> bool {
         self.held_until_ms.is_none_or(|t| t > now_ms)
     }
+
+    pub fn from_row((until, session): (i64, &str)) -> Reservation {
+        Reservation {
+            session_id: session.to_owned(),
+            held_until_ms: (until != HELD_OPEN).then_some(until),
+        }
+    }
+
+    pub fn row(&self) -> (i64, &str) {
+        (
+            self.held_until_ms.unwrap_or(HELD_OPEN),
+            self.session_id.as_str(),
+        )
+    }
+}
+
+/// Whether a stored reservation row is held at `now_ms`, without allocating.
+pub fn row_is_held(until: i64, now_ms: i64) -> bool {
+    until > now_ms
 }
