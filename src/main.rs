@@ -3,6 +3,11 @@
 use clap::Parser;
 use paywatch::cli::{Cli, run};
 
+/// mimalloc instead of glibc's allocator: request handling allocates many small short-lived
+/// buffers, and glibc's free-list upkeep was ~14% of a create's CPU in profiles.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

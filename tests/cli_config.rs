@@ -1,6 +1,8 @@
 //! The command-line contract: exit codes, one-line config errors naming file, line and key,
 //! the embedded defaults, and key management on the file when no daemon runs.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::io::{BufRead, BufReader};

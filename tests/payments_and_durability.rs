@@ -1,6 +1,8 @@
 //! Allocation under concurrency, payment through the matcher (simulate), expiry and late
 //! payments, and durability: SIGKILL after acknowledged writes, SIGTERM under load.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::BTreeSet;

@@ -1,6 +1,8 @@
 //! The checkout-session API over HTTP against the real binary: lifecycle, validation, auth,
 //! isolation, idempotency, rate limits and body limits.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 mod common;
 
 use common::*;

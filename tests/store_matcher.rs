@@ -1,6 +1,8 @@
 //! The matcher and allocator against a real redb file: one payment matches one session once,
 //! what matches nothing becomes a credit, reservations outlive sessions by the grace window.
 
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 
 use paywatch::domain::ids::new_id;

@@ -4,6 +4,7 @@
 
 mod ops;
 mod redb_store;
+mod reservations;
 mod tables;
 
 use std::sync::Arc;

@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
+use super::reservations::ReservationIndex;
 use super::tables::*;
 use super::{
     Credit, IdempotencyRecord, IdempotencyWrite, MatchResult, Observed, OpError, Outcome, WriteOp,
@@ -49,9 +50,9 @@ pub struct Tables<'t> {
     key_ids: Table<'t, &'static str, &'static str>,
     sessions: Table<'t, &'static str, &'static [u8]>,
     session_index: Table<'t, (&'static str, u64), &'static str>,
-    expiry: Table<'t, (i64, &'static str), ()>,
-    reservations: Table<'t, (&'static str, u128), (i64, &'static str)>,
-    releases: Table<'t, (i64, &'static str, u128), ()>,
+    expiry: Table<'t, (i64, &'static str), &'static [u8]>,
+    processing: Table<'t, &'static str, &'static [u8]>,
+    releases: Table<'t, (i64, &'static str, u128), &'static str>,
     payments: Table<'t, &'static str, &'static str>,
     refs: Table<'t, &'static str, &'static str>,
     credits: Table<'t, &'static str, &'static [u8]>,
@@ -71,7 +72,7 @@ impl<'t> Tables<'t> {
             sessions: txn.open_table(SESSIONS)?,
             session_index: txn.open_table(SESSION_INDEX)?,
             expiry: txn.open_table(EXPIRY)?,
-            reservations: txn.open_table(RESERVATIONS)?,
+            processing: txn.open_table(PROCESSING)?,
             releases: txn.open_table(RELEASES)?,
             payments: txn.open_table(PAYMENTS)?,
             refs: txn.open_table(REFS)?,
@@ -88,6 +89,8 @@ impl<'t> Tables<'t> {
 /// The writer's state that outlives a batch.
 pub struct WriterState {
     pub seq: u64,
+    /// Who holds which (destination, amount): see `reservations`.
+    pub res: ReservationIndex,
     /// How long a reservation outlives its session, for late payments.
     pub grace_ms: i64,
 }
@@ -175,55 +178,32 @@ fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
     }
 }
 
-fn reservation(t: &Tables<'_>, dest: &str, amount: u128) -> R<Option<Reservation>> {
-    Ok(t.reservations
-        .get((dest, amount))?
-        .map(|v| Reservation::from_row(v.value())))
-}
-
 /// The session holding (dest, amount) right now, or holding the whole address.
-fn holder(t: &Tables<'_>, dest: &str, amount: u128, now: i64) -> R<Option<String>> {
-    for key in [amount, 0] {
-        if let Some(r) = reservation(t, dest, key)?
-            && r.is_held(now)
-        {
-            return Ok(Some(r.session_id));
-        }
-    }
-    Ok(None)
+fn holder(w: &WriterState, dest: &str, amount: u128, now: i64) -> Option<String> {
+    [amount, 0].into_iter().find_map(|key| {
+        w.res
+            .get(dest, key)
+            .filter(|r| r.is_held(now))
+            .map(|r| r.session_id.clone())
+    })
 }
 
 /// Amounts at `dest` within [lo, hi] held now, plus any held by this very operation.
 fn held_amounts(
-    t: &Tables<'_>,
+    w: &WriterState,
     dest: &str,
     lo: u128,
     hi: u128,
     now: i64,
     pending: &[(String, u128)],
-) -> R<BTreeSet<u128>> {
-    let mut held = BTreeSet::new();
-    for entry in t.reservations.range((dest, lo)..=(dest, hi))? {
-        let (k, v) = entry?;
-        if row_is_held(v.value().0, now) {
-            held.insert(k.value().1);
-        }
-    }
+) -> BTreeSet<u128> {
+    let mut held: BTreeSet<u128> = w.res.held_in(dest, lo, hi, now).collect();
     held.extend(pending.iter().filter(|(d, _)| d == dest).map(|(_, a)| *a));
-    Ok(held)
+    held
 }
 
-fn address_busy(t: &Tables<'_>, dest: &str, now: i64, pending: &[(String, u128)]) -> R<bool> {
-    if pending.iter().any(|(d, _)| d == dest) {
-        return Ok(true);
-    }
-    for entry in t.reservations.range((dest, 0u128)..=(dest, u128::MAX))? {
-        let (_, v) = entry?;
-        if row_is_held(v.value().0, now) {
-            return Ok(true);
-        }
-    }
-    Ok(false)
+fn address_busy(w: &WriterState, dest: &str, now: i64, pending: &[(String, u128)]) -> bool {
+    pending.iter().any(|(d, _)| d == dest) || w.res.any_held(dest, now)
 }
 
 fn create_session(
@@ -256,11 +236,11 @@ fn create_session(
                 direction,
             } => {
                 let dest = m.destination_key(pay_to);
-                if reservation(t, &dest, 0)?.is_some_and(|r| r.is_held(now)) {
+                if w.res.get(&dest, 0).is_some_and(|r| r.is_held(now)) {
                     return Ok(Err(no_slot(m, s.amount, "its address is held whole")));
                 }
                 let (lo, hi) = unique_amount_range(base, *step, *window, *direction);
-                let held = held_amounts(t, &dest, lo, hi, now, &pending)?;
+                let held = held_amounts(w, &dest, lo, hi, now, &pending);
                 match pick_unique_amount(base, *step, *window, *direction, &held) {
                     Some(p) => (pay_to.clone(), p, p),
                     None => {
@@ -277,7 +257,7 @@ fn create_session(
             Strategy::AddressPool { addresses } => {
                 let mut chosen = None;
                 for a in addresses {
-                    if !address_busy(t, &m.destination_key(a), now, &pending)? {
+                    if !address_busy(w, &m.destination_key(a), now, &pending) {
                         chosen = Some(a.clone());
                         break;
                     }
@@ -332,16 +312,18 @@ fn create_session(
     }
     // Everything is free: now write.
     for (dest, amount) in &pending {
-        if let Some(old) = reservation(t, dest, *amount)?
-            && let Some(until) = old.held_until_ms
-        {
-            t.releases.remove((until, dest.as_str(), *amount))?;
-        }
         let r = Reservation {
             session_id: s.id.clone(),
             held_until_ms: None,
         };
-        t.reservations.insert((dest.as_str(), *amount), r.row())?;
+        // A pair past its grace but not yet swept is reused: drop its release entry too.
+        if let Some(until) = w
+            .res
+            .insert(dest, *amount, r)
+            .and_then(|old| old.held_until_ms)
+        {
+            t.releases.remove((until, dest.as_str(), *amount))?;
+        }
     }
     s.payment_options = options;
     w.seq += 1;
@@ -360,34 +342,58 @@ fn no_slot(m: &Method, amount: u64, why: &str) -> OpError {
     ))
 }
 
-/// Persists a session and keeps the expiry queue and reservations in step with its status.
+/// Persists a session and keeps the expiry queue, the processing set and the reservations in
+/// step with its status.
 fn save_session(
     t: &mut Tables<'_>,
-    w: &WriterState,
+    w: &mut WriterState,
     before: Option<&Session>,
     s: &Session,
     now: i64,
 ) -> R<()> {
-    let was_open = before.is_some_and(|b| b.status == Status::Open);
-    if was_open && s.status != Status::Open {
+    let holds = || {
+        encode_holds(
+            s.payment_options
+                .iter()
+                .map(|o| (o.destination.as_str(), o.reservation_amount)),
+        )
+    };
+    let was = before.map(|b| b.status);
+    if was != Some(s.status) {
         if let Some(b) = before {
-            t.expiry.remove((b.expires_at_ms, b.id.as_str()))?;
+            match b.status {
+                Status::Open => {
+                    t.expiry.remove((b.expires_at_ms, b.id.as_str()))?;
+                }
+                Status::Processing => {
+                    t.processing.remove(b.id.as_str())?;
+                }
+                _ => {}
+            }
         }
-    } else if !was_open && s.status == Status::Open {
-        t.expiry.insert((s.expires_at_ms, s.id.as_str()), ())?;
+        match s.status {
+            Status::Open => {
+                t.expiry
+                    .insert((s.expires_at_ms, s.id.as_str()), holds().as_slice())?;
+            }
+            Status::Processing => {
+                t.processing.insert(s.id.as_str(), holds().as_slice())?;
+            }
+            _ => {}
+        }
     }
     let was_awaiting = before.is_none_or(|b| b.status.is_awaiting());
     if was_awaiting && !s.status.is_awaiting() {
         let until = now.saturating_add(w.grace_ms);
         for o in &s.payment_options {
-            let key = (o.destination.as_str(), o.reservation_amount);
-            if let Some(mut r) = reservation(t, &o.destination, o.reservation_amount)?
+            if let Some(r) = w.res.get_mut(&o.destination, o.reservation_amount)
                 && r.session_id == s.id
             {
                 r.held_until_ms = Some(until);
-                t.reservations.insert(key, r.row())?;
-                t.releases
-                    .insert((until, o.destination.as_str(), o.reservation_amount), ())?;
+                t.releases.insert(
+                    (until, o.destination.as_str(), o.reservation_amount),
+                    s.id.as_str(),
+                )?;
             }
         }
     }
@@ -493,7 +499,7 @@ fn observe(
             existing: existing.value().to_owned(),
         }));
     }
-    let found = holder(t, &o.destination, o.amount_base, now)?;
+    let found = holder(w, &o.destination, o.amount_base, now);
     let target = match (&o.only_session, found) {
         (Some(only), Some(f)) if &f != only => {
             return Ok(Err(OpError::Invalid(
@@ -685,9 +691,7 @@ fn sweep(
     let released = releases.len();
     for (until, dest, amount) in releases {
         t.releases.remove((until, dest.as_str(), amount))?;
-        if reservation(t, &dest, amount)?.is_some_and(|r| r.held_until_ms == Some(until)) {
-            t.reservations.remove((dest.as_str(), amount))?;
-        }
+        w.res.release(&dest, amount, until);
     }
     let old: Vec<(i64, String)> = t
         .idem_expiry

@@ -8,6 +8,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops::{Tables, WriterState, execute};
+use super::reservations::ReservationIndex;
 use super::tables::*;
 use super::{
     Credit, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, SessionQuery, Store,
@@ -61,7 +62,8 @@ impl RedbStore {
             })?;
         let db = std::sync::Arc::new(db);
         let seq = init_tables(&db)?;
-        let mut state = WriterState { seq, grace_ms };
+        let res = ReservationIndex::load(&db).map_err(StoreError::Storage)?;
+        let mut state = WriterState { seq, res, grace_ms };
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let wdb = db.clone();
         let writer = std::thread::Builder::new()
@@ -124,7 +126,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(SESSIONS).map_err(storage)?;
         txn.open_table(SESSION_INDEX).map_err(storage)?;
         txn.open_table(EXPIRY).map_err(storage)?;
-        txn.open_table(RESERVATIONS).map_err(storage)?;
+        txn.open_table(PROCESSING).map_err(storage)?;
         txn.open_table(RELEASES).map_err(storage)?;
         txn.open_table(PAYMENTS).map_err(storage)?;
         txn.open_table(REFS).map_err(storage)?;
@@ -185,6 +187,11 @@ fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) {
         }
         Err(e) => {
             w.seq = start_seq;
+            // The batch may have changed the in-memory reservations before it failed.
+            match ReservationIndex::load(db) {
+                Ok(res) => w.res = res,
+                Err(le) => tracing::error!(error = %le, "cannot reload reservations"),
+            }
             tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing in it was acknowledged");
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(e.clone()));

@@ -12,17 +12,14 @@ pub const KEY_IDS: TableDefinition<&str, &str> = TableDefinition::new("api_key_i
 pub const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 /// (merchant/mode scope, seq) → session id: newest-first listing.
 pub const SESSION_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new("session_index");
-/// (expires_at_ms, session id) for open sessions: the sweeper's queue.
-pub const EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("expiry");
-/// (destination, amount or 0 for the whole address) → (held_until_ms or `HELD_OPEN`, session id).
-/// A fixed tuple, not JSON: the allocator scans these on every create.
-pub const RESERVATIONS: TableDefinition<(&str, u128), (i64, &str)> =
-    TableDefinition::new("reservations");
-
-/// `held_until_ms` of a reservation whose session still awaits payment.
-pub const HELD_OPEN: i64 = i64::MAX;
-/// (held_until_ms, destination, amount): reservations to release once their grace has passed.
-pub const RELEASES: TableDefinition<(i64, &str, u128), ()> = TableDefinition::new("releases");
+/// (expires_at_ms, session id) → the session's reservations, for open sessions: the sweeper's
+/// queue, and with `PROCESSING` the source of the in-memory reservation index at start.
+pub const EXPIRY: TableDefinition<(i64, &str), &[u8]> = TableDefinition::new("expiry");
+/// Session id → its reservations, for sessions that are processing (paid, awaiting confirmations).
+pub const PROCESSING: TableDefinition<&str, &[u8]> = TableDefinition::new("processing");
+/// (held_until_ms, destination, amount) → session id: reservations of ended sessions, kept
+/// through the grace window for late payments, then released by the sweeper.
+pub const RELEASES: TableDefinition<(i64, &str, u128), &str> = TableDefinition::new("releases");
 /// Payment id → session id.
 pub const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
 /// External reference (UTR, tx/log) → payment or credit id: a reference is used once, ever.
@@ -42,7 +39,7 @@ pub const EVENT_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new
 pub const OUTBOX: TableDefinition<u64, &str> = TableDefinition::new("outbox");
 
 /// A reservation of one (destination, amount) pair by one session.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
     pub session_id: String,
     /// `None` while the session awaits payment; then the end of its grace window.
@@ -53,23 +50,49 @@ impl Reservation {
     pub fn is_held(&self, now_ms: i64) -> bool {
         self.held_until_ms.is_none_or(|t| t > now_ms)
     }
-
-    pub fn from_row((until, session): (i64, &str)) -> Reservation {
-        Reservation {
-            session_id: session.to_owned(),
-            held_until_ms: (until != HELD_OPEN).then_some(until),
-        }
-    }
-
-    pub fn row(&self) -> (i64, &str) {
-        (
-            self.held_until_ms.unwrap_or(HELD_OPEN),
-            self.session_id.as_str(),
-        )
-    }
 }
 
-/// Whether a stored reservation row is held at `now_ms`, without allocating.
-pub fn row_is_held(until: i64, now_ms: i64) -> bool {
-    until > now_ms
+/// Encodes a session's (destination, amount) pairs for the expiry and processing tables.
+pub fn encode_holds<'a>(holds: impl Iterator<Item = (&'a str, u128)>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (dest, amount) in holds {
+        let len = u16::try_from(dest.len()).unwrap_or(u16::MAX);
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&dest.as_bytes()[..usize::from(len)]);
+        out.extend_from_slice(&amount.to_le_bytes());
+    }
+    out
+}
+
+/// Decodes what `encode_holds` wrote; `None` if it is damaged.
+pub fn decode_holds(mut b: &[u8]) -> Option<Vec<(String, u128)>> {
+    let mut out = Vec::new();
+    while !b.is_empty() {
+        let len = usize::from(u16::from_le_bytes(b.get(..2)?.try_into().ok()?));
+        let dest = std::str::from_utf8(b.get(2..2 + len)?).ok()?.to_owned();
+        let amount = u128::from_le_bytes(b.get(2 + len..18 + len)?.try_into().ok()?);
+        out.push((dest, amount));
+        b = &b[18 + len..];
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holds_round_trip() {
+        let holds = [("upi:demo@okbank", 14_999u128), ("evm:1:0xa:0xb", 0)];
+        let enc = encode_holds(holds.iter().map(|(d, a)| (*d, *a)));
+        let dec = decode_holds(&enc).expect("decode");
+        assert_eq!(
+            dec,
+            vec![
+                ("upi:demo@okbank".to_owned(), 14_999),
+                ("evm:1:0xa:0xb".to_owned(), 0)
+            ]
+        );
+        assert!(decode_holds(&enc[..enc.len() - 1]).is_none());
+    }
 }

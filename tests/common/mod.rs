@@ -1,6 +1,6 @@
 //! Test harness: the real `paywatch` binary on OS-chosen loopback ports, in a temp directory,
 //! driven over HTTP and killed with real signals.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,129 @@
+//! The in-memory index of (destination, amount) reservations, owned by the writer thread.
+//!
+//! Reservations are derived state: an awaiting session's pairs are stored with its expiry (or
+//! processing) entry, an ended session's with its release entry. Keeping the index in memory
+//! takes every random-key write out of session creation, so a create only appends; the index is
+//! rebuilt from those tables at start (and after a failed batch).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use redb::{ReadableDatabase, ReadableTable};
+
+use super::tables::{EXPIRY, PROCESSING, RELEASES, Reservation, decode_holds};
+
+#[derive(Debug, Default)]
+pub struct ReservationIndex {
+    by_dest: BTreeMap<String, BTreeMap<u128, Reservation>>,
+}
+
+impl ReservationIndex {
+    pub fn get(&self, dest: &str, amount: u128) -> Option<&Reservation> {
+        self.by_dest.get(dest)?.get(&amount)
+    }
+
+    /// Amounts at `dest` within [lo, hi] that are held at `now_ms`.
+    pub fn held_in(
+        &self,
+        dest: &str,
+        lo: u128,
+        hi: u128,
+        now_ms: i64,
+    ) -> impl Iterator<Item = u128> + '_ {
+        self.by_dest
+            .get(dest)
+            .into_iter()
+            .flat_map(move |m| m.range((Bound::Included(lo), Bound::Included(hi))))
+            .filter(move |(_, r)| r.is_held(now_ms))
+            .map(|(a, _)| *a)
+    }
+
+    /// Whether anything at `dest` is held at `now_ms`.
+    pub fn any_held(&self, dest: &str, now_ms: i64) -> bool {
+        self.by_dest
+            .get(dest)
+            .is_some_and(|m| m.values().any(|r| r.is_held(now_ms)))
+    }
+
+    pub fn insert(&mut self, dest: &str, amount: u128, r: Reservation) -> Option<Reservation> {
+        self.by_dest
+            .entry(dest.to_owned())
+            .or_default()
+            .insert(amount, r)
+    }
+
+    pub fn get_mut(&mut self, dest: &str, amount: u128) -> Option<&mut Reservation> {
+        self.by_dest.get_mut(dest)?.get_mut(&amount)
+    }
+
+    /// Releases (dest, amount) if it is still the hold that ended at `until`.
+    pub fn release(&mut self, dest: &str, amount: u128, until: i64) -> bool {
+        let Some(m) = self.by_dest.get_mut(dest) else {
+            return false;
+        };
+        if m.get(&amount)
+            .is_some_and(|r| r.held_until_ms == Some(until))
+        {
+            m.remove(&amount);
+            if m.is_empty() {
+                self.by_dest.remove(dest);
+            }
+            return true;
+        }
+        false
+    }
+
+    /// Rebuilds the index from what is committed.
+    pub fn load(db: &redb::Database) -> Result<ReservationIndex, String> {
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let mut idx = ReservationIndex::default();
+        let corrupt = |what: &str| format!("damaged reservation list in {what}");
+        let expiry = txn.open_table(EXPIRY).map_err(|e| e.to_string())?;
+        for entry in expiry.iter().map_err(|e| e.to_string())? {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let session = k.value().1.to_owned();
+            for (dest, amount) in decode_holds(v.value()).ok_or_else(|| corrupt("expiry"))? {
+                idx.insert(
+                    &dest,
+                    amount,
+                    Reservation {
+                        session_id: session.clone(),
+                        held_until_ms: None,
+                    },
+                );
+            }
+        }
+        let processing = txn.open_table(PROCESSING).map_err(|e| e.to_string())?;
+        for entry in processing.iter().map_err(|e| e.to_string())? {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let session = k.value().to_owned();
+            for (dest, amount) in decode_holds(v.value()).ok_or_else(|| corrupt("processing"))? {
+                idx.insert(
+                    &dest,
+                    amount,
+                    Reservation {
+                        session_id: session.clone(),
+                        held_until_ms: None,
+                    },
+                );
+            }
+        }
+        let releases = txn.open_table(RELEASES).map_err(|e| e.to_string())?;
+        for entry in releases.iter().map_err(|e| e.to_string())? {
+            let (k, v) = entry.map_err(|e| e.to_string())?;
+            let (until, dest, amount) = k.value();
+            // An awaiting session's hold wins over an ended one's on the same pair.
+            if idx.get(dest, amount).is_none() {
+                idx.insert(
+                    dest,
+                    amount,
+                    Reservation {
+                        session_id: v.value().to_owned(),
+                        held_until_ms: Some(until),
+                    },
+                );
+            }
+        }
+        Ok(idx)
+    }
+}
