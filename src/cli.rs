@@ -31,6 +31,24 @@ pub enum Command {
     /// Create, list and revoke merchants' API keys
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Bank alert tools
+    #[command(subcommand)]
+    Alerts(AlertsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AlertsCommand {
+    /// Run the UPI alert templates on a text and print what they make of it, as JSON
+    Parse {
+        /// The SMS sender id (VM-HDFCBK, …), to pick the bank's template
+        #[arg(long)]
+        sender: Option<String>,
+        /// Read the alert text from this file (- for standard input)
+        #[arg(long, conflicts_with = "text")]
+        file: Option<PathBuf>,
+        /// The alert text
+        text: Option<String>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -108,6 +126,10 @@ fn init_logging(config: &Config) {
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
+    if let Command::Alerts(AlertsCommand::Parse { sender, file, text }) = &cli.command {
+        // Needs no configuration: it only runs the built-in templates.
+        return alerts_parse(sender.as_deref(), file.as_deref(), text.as_deref());
+    }
     let config = load_config(&cli)?;
     match cli.command {
         Command::Serve => {
@@ -117,7 +139,48 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::runtime(e.to_string()))
         }
         Command::Keys(k) => keys(&config, k).await,
+        Command::Alerts(AlertsCommand::Parse { sender, file, text }) => {
+            alerts_parse(sender.as_deref(), file.as_deref(), text.as_deref())
+        }
     }
+}
+
+fn alerts_parse(
+    sender: Option<&str>,
+    file: Option<&std::path::Path>,
+    text: Option<&str>,
+) -> Result<(), Failure> {
+    use std::io::Read as _;
+    let text = match (file, text) {
+        (Some(p), _) if p.as_os_str() == "-" => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .map_err(|e| Failure::runtime(format!("standard input: {e}")))?;
+            s
+        }
+        (Some(p), _) => std::fs::read_to_string(p)
+            .map_err(|e| Failure::usage(format!("{}: cannot read: {e}", p.display())))?,
+        (None, Some(t)) => t.to_owned(),
+        (None, None) => return Err(Failure::usage("give the alert TEXT or --file F")),
+    };
+    let parser = crate::watch::upi::templates::Parser::builtin()
+        .map_err(|e| Failure::usage(e.to_string()))?;
+    let a = parser.parse(sender, &text);
+    let v = serde_json::json!({
+        "kind": a.kind.as_str(),
+        "is_money": a.is_money(),
+        "ignore_reason": a.ignore_reason(),
+        "bank": a.bank,
+        "sender_is_bank": sender.map(|s| parser.bank_for_sender(s).is_some()),
+        "amount": a.amount_paise.map(|p| crate::domain::money::format_units(u128::from(p), 2)),
+        "amount_paise": a.amount_paise,
+        "utr": a.utr,
+        "payer_vpa": a.payer_vpa,
+        "template": a.template,
+    });
+    println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    Ok(())
 }
 
 /// Where the CLI reaches the running daemon: the store directly, or its operator API.

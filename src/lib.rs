@@ -11,3 +11,4 @@ pub mod daemon;
 pub mod domain;
 pub mod matching;
 pub mod store;
+pub mod watch;

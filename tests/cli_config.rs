@@ -99,7 +99,7 @@ fn bad_config_exits_2_with_file_line_key_and_problem() {
         let lines: Vec<&str> = err.lines().collect();
         assert_eq!(lines.len(), 1, "one line: {err}");
         let line = lines[0];
-        assert!(line.contains(&format!("bad.toml:")), "{line}");
+        assert!(line.contains("bad.toml:"), "{line}");
         assert!(line.contains(key), "{key}: {line}");
         assert!(line.contains(problem), "{problem}: {line}");
         if key != "(syntax)" && key != "merchants.1.id" {
@@ -225,4 +225,40 @@ fn embedded_defaults_run_in_an_empty_directory() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[test]
+fn alerts_parse_prints_the_credit_as_json() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let text = "Rs.149.87 credited to a/c XX1234 on 20-11-26 by a/c linked to VPA cust@okaxis (UPI Ref No 432112345678).";
+    let out = run(
+        dir.path(),
+        &["alerts", "parse", "--sender", "VM-HDFCBK", text],
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["is_money"], true);
+    assert_eq!(v["amount_paise"], 14987);
+    assert_eq!(v["utr"], "432112345678");
+    assert_eq!(v["sender_is_bank"], true);
+    let debit = "Rs.500.00 debited from a/c XX1234 on 20-11-26 to VPA shop@okaxis (UPI Ref No 432112345679).";
+    let path = dir.path().join("alert.txt");
+    std::fs::write(&path, debit).expect("write");
+    let out = run(
+        dir.path(),
+        &["alerts", "parse", "--file", path.to_str().expect("p")],
+        &[],
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["is_money"], false, "{v}");
+    assert!(v["ignore_reason"].is_string());
+    assert_eq!(
+        run(dir.path(), &["alerts", "parse"], &[]).status.code(),
+        Some(2)
+    );
 }

@@ -1,0 +1,60 @@
+//! Single-thread throughput of `Parser::parse` over the shared fixture set.
+//!
+//! Plain `std::time` measurement: `cargo bench --bench parse`. Prints alerts parsed per second.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use paywatch::watch::upi::templates::Parser;
+
+#[derive(serde::Deserialize)]
+struct Fixture {
+    sender: Option<String>,
+    text: String,
+}
+
+fn main() {
+    let path =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upi_alerts.jsonl");
+    let body = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{} is required: {e}", path.display()));
+    let fixtures: Vec<Fixture> = body
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+
+    let started = Instant::now();
+    let parser = Parser::builtin().unwrap();
+    println!("template compile: {:?}", started.elapsed());
+
+    // Warm up the lazy DFAs, then measure whole passes for at least two seconds.
+    for _ in 0..200 {
+        for f in &fixtures {
+            black_box(parser.parse(f.sender.as_deref(), &f.text));
+        }
+    }
+    for (label, use_sender) in [("with sender ids", true), ("text only (no sender)", false)] {
+        let mut parsed: u64 = 0;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(2) {
+            for f in &fixtures {
+                let sender = if use_sender {
+                    f.sender.as_deref()
+                } else {
+                    None
+                };
+                black_box(parser.parse(black_box(sender), black_box(&f.text)));
+            }
+            parsed += fixtures.len() as u64;
+        }
+        let secs = started.elapsed().as_secs_f64();
+        println!(
+            "{label}: {parsed} alerts in {secs:.2}s = {:.0} alerts/s on one thread ({:.2} us/alert)",
+            parsed as f64 / secs,
+            secs * 1e6 / parsed as f64
+        );
+    }
+}

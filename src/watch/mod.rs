@@ -1,0 +1,3 @@
+//! Watchers: what sees money arrive. They talk to the rest only through the matcher.
+
+pub mod upi;

@@ -1,0 +1,4 @@
+//! UPI: bank credit alerts (SMS and e-mail), parsed by data-driven templates.
+
+pub mod alert;
+pub mod templates;
