@@ -111,7 +111,10 @@ fn load_config(cli: &Cli) -> Result<Config, Failure> {
 }
 
 fn init_logging(config: &Config) {
-    let filter = std::env::var("PAYWATCH_LOG").unwrap_or_else(|_| config.log.level.clone());
+    // A client that hangs up mid-request is not a server error: keep warp's per-connection
+    // messages out of the log unless PAYWATCH_LOG asks for them.
+    let filter = std::env::var("PAYWATCH_LOG")
+        .unwrap_or_else(|_| format!("{},warp::server=off", config.log.level));
     let filter = tracing_subscriber::EnvFilter::try_new(&filter)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
