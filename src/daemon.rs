@@ -38,7 +38,13 @@ pub fn ensure_admin_token(path: &Path) -> Result<String, DaemonError> {
         source,
     };
     match std::fs::read_to_string(path) {
-        Ok(t) if !t.trim().is_empty() => return Ok(t.trim().to_owned()),
+        Ok(t) if t.trim().len() >= 16 => return Ok(t.trim().to_owned()),
+        Ok(t) if !t.trim().is_empty() => {
+            return Err(err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "the admin token must be at least 16 characters",
+            )));
+        }
         Ok(_) => {}
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(err(e)),
@@ -105,11 +111,15 @@ async fn sweeper(store: SharedStore, interval: Duration, mut stop: watch::Receiv
                 limit: 1000,
             };
             more = match write(store.as_ref(), op, None).await {
-                Ok(Ok(Outcome::Swept { expired, released })) => {
-                    if expired > 0 || released > 0 {
-                        tracing::debug!(expired, released, "sweep");
+                Ok(Ok(Outcome::Swept {
+                    expired,
+                    released,
+                    forgotten,
+                })) => {
+                    if expired > 0 || released > 0 || forgotten > 0 {
+                        tracing::debug!(expired, released, forgotten, "sweep");
                     }
-                    expired == 1000 || released == 1000
+                    expired == 1000 || released == 1000 || forgotten == 1000
                 }
                 Ok(_) => false,
                 Err(e) => {

@@ -613,6 +613,16 @@ async fn idempotency_replays_conflicts_and_survives_restart() {
     .await;
     assert_eq!(st, 409);
     assert_eq!(e["error"]["code"], "idempotency_key_reused");
+    // The key is checked before the body: an invalid body under a used key is the same 409.
+    let (st, _, e) = post(
+        &c,
+        &d.url(SESSIONS),
+        &key,
+        json!({"amount": -1}),
+        Some("order-idem-1"),
+    )
+    .await;
+    assert_eq!(st, 409, "{e}");
 
     // Concurrent requests with one key create one session.
     let mut tasks = Vec::new();

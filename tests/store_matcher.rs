@@ -318,7 +318,10 @@ async fn window_exhaustion_and_release_after_grace() {
     .await
     .expect("store")
     .expect("sweep");
-    let Outcome::Swept { expired, released } = out else {
+    let Outcome::Swept {
+        expired, released, ..
+    } = out
+    else {
         panic!()
     };
     assert_eq!(released, 1);
@@ -390,4 +393,45 @@ async fn everything_survives_reopening_the_file() {
         b.payment_options[0].payable_base,
         s.payment_options[0].payable_base
     );
+}
+
+#[tokio::test]
+async fn a_replayed_revert_never_lets_one_transfer_count_twice() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let store = RedbStore::open(&dir.path().join("db.redb"), GRACE_MS).expect("open");
+    let a = create(&store, new_session(100, false, 600_000), token_method())
+        .await
+        .expect("a");
+    let pay = a.payment_options[0].payable_base;
+    let reference = "evm:31337:0xabc:0";
+    let MatchResult::Matched {
+        payment_id: py1, ..
+    } = observe(&store, observed(&a, pay, reference)).await
+    else {
+        panic!("first sighting must match")
+    };
+    let revert = |id: String| WriteOp::RevertPayment { payment_id: id };
+    write(&store, revert(py1.clone()), None)
+        .await
+        .expect("store")
+        .expect("revert");
+    // The reorged transfer is mined again: matched afresh.
+    assert!(matches!(
+        observe(&store, observed(&a, pay, reference)).await,
+        MatchResult::Matched { .. }
+    ));
+    // A watcher that rescans after a restart replays the old revert, then sees the log again.
+    write(&store, revert(py1), None)
+        .await
+        .expect("store")
+        .expect("replayed revert");
+    let again = observe(&store, observed(&a, pay, reference)).await;
+    assert!(matches!(again, MatchResult::Duplicate { .. }), "{again:?}");
+    let s = store.session(&a.id).expect("read").expect("session");
+    let live = s
+        .payments
+        .iter()
+        .filter(|p| p.state != paywatch::domain::session::PaymentState::Reverted)
+        .count();
+    assert_eq!(live, 1, "one transfer, one payment");
 }

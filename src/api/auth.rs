@@ -18,6 +18,9 @@ use crate::domain::apikey::{ApiKey, hash_secret, secret_mode};
 #[derive(Default)]
 pub struct KeyCache {
     by_hash: RwLock<HashMap<String, ApiKey>>,
+    /// Ids revoked while running: a request that read the key just before its revocation must
+    /// not put it back.
+    revoked: RwLock<std::collections::HashSet<String>>,
 }
 
 impl KeyCache {
@@ -26,14 +29,23 @@ impl KeyCache {
     }
 
     fn put(&self, hash: String, key: ApiKey) {
-        if let Ok(mut m) = self.by_hash.write() {
+        // Both locks, in the same order as `evict`, so a revoke cannot slip in between.
+        let (Ok(revoked), Ok(mut m)) = (self.revoked.read(), self.by_hash.write()) else {
+            return;
+        };
+        if !revoked.contains(&key.id) {
             m.insert(hash, key);
         }
     }
 
-    /// Forgets a key (after revocation).
+    fn is_revoked(&self, key_id: &str) -> bool {
+        self.revoked.read().map_or(true, |r| r.contains(key_id))
+    }
+
+    /// Forgets a key for good (after revocation).
     pub fn evict(&self, key_id: &str) {
-        if let Ok(mut m) = self.by_hash.write() {
+        if let (Ok(mut revoked), Ok(mut m)) = (self.revoked.write(), self.by_hash.write()) {
+            revoked.insert(key_id.to_owned());
             m.retain(|_, k| k.id != key_id);
         }
     }
@@ -73,7 +85,7 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiErro
             k
         }
     };
-    if key.revoked_at_ms.is_some() {
+    if key.revoked_at_ms.is_some() || state.keys.is_revoked(&key.id) {
         return Err(ApiError::unauthenticated("this API key has been revoked"));
     }
     if state.config.merchant(&key.merchant_id).is_none() {

@@ -64,6 +64,19 @@ fn replay(rec: IdempotencyRecord, fingerprint: &str) -> Result<Response, ApiErro
     Ok(r)
 }
 
+/// The stored response for this key, if the key was used: checked before the body is
+/// validated, so a retry gets its original answer (or the 409) whatever has changed since.
+pub async fn replay_if_used(
+    state: &AppState,
+    idem: &Option<Idem>,
+) -> Result<Option<Response>, ApiError> {
+    let Some(i) = idem else { return Ok(None) };
+    match state.store.idempotency(&i.scope_key)? {
+        Some(rec) => replay(rec, &i.fingerprint).map(Some),
+        None => Ok(None),
+    }
+}
+
 /// Runs a write under the request's Idempotency-Key (if any).
 pub async fn run(
     state: &AppState,

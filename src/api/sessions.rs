@@ -243,6 +243,9 @@ async fn create(
     req: &Req,
 ) -> Result<Response, ApiError> {
     let idem = idempotency::from_request(key, req)?;
+    if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
+        return Ok(r);
+    }
     let map = object_body(&req.body, CREATE_FIELDS)?;
     let amount = match map.get("amount") {
         None | Some(Value::Null) => {
@@ -502,6 +505,9 @@ async fn end(
     expire: bool,
 ) -> Result<Response, ApiError> {
     let idem = idempotency::from_request(key, req)?;
+    if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
+        return Ok(r);
+    }
     object_body(&req.body, &[])?;
     owned_session(state, key, id)?;
     let op = WriteOp::EndSession {

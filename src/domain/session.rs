@@ -179,11 +179,12 @@ impl Session {
             .fold(0u128, |acc, p| acc.saturating_add(p.amount_base))
     }
 
-    /// Whether what arrived covers some option's payable amount (within its tolerance).
+    /// Whether what arrived covers some option's payable amount (within its tolerance). An
+    /// option that received nothing never counts, whatever its tolerance.
     fn covered(&self, confirmed_only: bool) -> bool {
         self.payment_options.iter().any(|o| {
-            self.received_for(&o.method, confirmed_only)
-                >= o.payable_base.saturating_sub(o.underpayment_tolerance)
+            let got = self.received_for(&o.method, confirmed_only);
+            got > 0 && got >= o.payable_base.saturating_sub(o.underpayment_tolerance)
         })
     }
 
@@ -221,7 +222,11 @@ impl Session {
     }
 
     fn check_cancelable(&self, action: &'static str) -> Result<(), TransitionError> {
-        if self.status == Status::Open && self.payments.is_empty() {
+        let nothing_received = self
+            .payments
+            .iter()
+            .all(|p| p.state == PaymentState::Reverted);
+        if self.status == Status::Open && nothing_received {
             Ok(())
         } else {
             Err(TransitionError::NotCancelable {
@@ -260,7 +265,11 @@ impl Session {
     /// Returns the events the change causes, in order.
     pub fn apply_payment(&mut self, mut payment: Payment, now_ms: i64) -> Vec<EventType> {
         let mut events = Vec::new();
-        if let Some(e) = self.expire_if_due(now_ms) {
+        // Expiry is judged by when the money arrived, not when a (possibly lagging) watcher
+        // reported it: a payment made before expires_at keeps an open session on time.
+        if payment.received_at_ms >= self.expires_at_ms
+            && let Some(e) = self.expire_if_due(now_ms)
+        {
             events.push(e);
         }
         let confirmed = payment.state == PaymentState::Confirmed;

@@ -169,11 +169,10 @@ fn expiry_on_time_and_not_before() {
 #[test]
 fn payment_after_expiry_is_late_and_keeps_status() {
     let mut s = session(vec![option("upi", 10_000, 0, 0)]);
-    // The sweeper has not run yet: the payment itself notices the expiry first.
-    let ev = s.apply_payment(
-        pay("p1", "upi", 10_000, PaymentState::Confirmed),
-        NOW + 5_000,
-    );
+    // The sweeper has not run yet: the payment, received after expires_at, notices it first.
+    let mut p = pay("p1", "upi", 10_000, PaymentState::Confirmed);
+    p.received_at_ms = NOW + 5_000;
+    let ev = s.apply_payment(p, NOW + 5_000);
     assert_eq!(ev, vec![E::SessionExpired, E::SessionLatePayment]);
     assert_eq!(s.status, Status::Expired);
     assert_eq!(s.payment_status, PaymentStatus::Paid);
@@ -226,4 +225,35 @@ fn payment_after_completion_is_recorded_as_late_overpayment() {
         !s.paid_late,
         "paid_late is for sessions that expired or were canceled"
     );
+}
+
+#[test]
+fn tolerance_never_completes_an_option_that_received_nothing() {
+    // A tolerance as large as the payable amount on one option must not make a dust payment on
+    // another option complete the session.
+    let mut s = session(vec![
+        option("usdt_a", 100, 0, 100),
+        option("usdt_b", 100, 0, 0),
+    ]);
+    let ev = s.apply_payment(pay("p1", "usdt_b", 1, PaymentState::Confirmed), NOW);
+    assert_eq!(ev, vec![E::SessionPartiallyPaid]);
+    assert_eq!(s.status, Status::Open);
+}
+
+#[test]
+fn on_time_payment_reported_late_is_on_time() {
+    let mut s = session(vec![option("upi", 10_000, 0, 0)]);
+    let mut p = pay("p1", "upi", 10_000, PaymentState::Confirmed);
+    p.received_at_ms = NOW + 500; // before expires_at (NOW + 1000)
+    let ev = s.apply_payment(p, NOW + 60_000); // reported a minute later
+    assert_eq!(ev, vec![E::SessionCompleted]);
+    assert!(!s.paid_late);
+}
+
+#[test]
+fn cancel_is_allowed_after_the_only_payment_was_reverted() {
+    let mut s = session(vec![option("usdt", 10_000, 3, 0)]);
+    s.apply_payment(pay("p1", "usdt", 10_000, PaymentState::Pending), NOW);
+    s.revert_payment("p1", NOW).expect("revert");
+    assert_eq!(s.cancel(NOW), Ok(E::SessionCanceled));
 }

@@ -172,6 +172,8 @@ pub enum Outcome {
     Swept {
         expired: usize,
         released: usize,
+        /// Idempotency records past their 24 hours.
+        forgotten: usize,
     },
     Key(Box<ApiKey>),
     /// The Idempotency-Key was already used: its stored response.

@@ -137,8 +137,16 @@ pub fn execute(
             if let Ok(Outcome::Session(s)) = &r
                 && let Some(p) = s.payments.iter().find(|p| p.id == payment_id)
             {
-                // A reorged transaction may be mined again: let the watcher match it afresh.
-                t.refs.remove(p.reference.as_str())?;
+                // A reorged transaction may be mined again: let the watcher match it afresh. Only
+                // while the reference still names this payment: after a re-mining it names the
+                // new one, and a replayed revert must not free it (one transfer, one payment).
+                let ours = t
+                    .refs
+                    .get(p.reference.as_str())?
+                    .is_some_and(|v| v.value() == payment_id);
+                if ours {
+                    t.refs.remove(p.reference.as_str())?;
+                }
             }
             r
         }
@@ -307,7 +315,9 @@ fn create_session(
             destination: dest,
             reservation_amount: res_amount,
             confirmations_required: m.confirmations(),
-            underpayment_tolerance: m.underpayment_tolerance,
+            // At least 90% must arrive whatever the configured tolerance: an absolute tolerance
+            // sized for fees must not let a small session complete on dust.
+            underpayment_tolerance: m.underpayment_tolerance.min(payable / 10),
         });
     }
     // Everything is free: now write.
@@ -503,7 +513,7 @@ fn observe(
     let target = match (&o.only_session, found) {
         (Some(only), Some(f)) if &f != only => {
             return Ok(Err(OpError::Invalid(
-                "this payment matches another session".into(),
+                "this payment cannot be applied to this session".into(),
             )));
         }
         (Some(only), _) => {
@@ -514,7 +524,7 @@ fn observe(
                     .any(|p| p.destination == o.destination)
             }) {
                 return Ok(Err(OpError::Invalid(
-                    "this payment was not sent to this session's pay_to".into(),
+                    "this payment cannot be applied to this session".into(),
                 )));
             }
             s
@@ -699,11 +709,16 @@ fn sweep(
         .take(limit)
         .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
         .collect::<Result<_, _>>()?;
+    let forgotten = old.len();
     for (at, key) in old {
         t.idem_expiry.remove((at, key.as_str()))?;
         t.idempotency.remove(key.as_str())?;
     }
-    Ok(Outcome::Swept { expired, released })
+    Ok(Outcome::Swept {
+        expired,
+        released,
+        forgotten,
+    })
 }
 
 fn revoke_key(t: &mut Tables<'_>, key_id: &str, now: i64) -> R<Result<Outcome, OpError>> {

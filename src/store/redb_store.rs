@@ -190,7 +190,13 @@ fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) {
             // The batch may have changed the in-memory reservations before it failed.
             match ReservationIndex::load(db) {
                 Ok(res) => w.res = res,
-                Err(le) => tracing::error!(error = %le, "cannot reload reservations"),
+                Err(le) => {
+                    // Going on with an index that may not match the tables could hand one pair
+                    // to two sessions; stop, and let the restart rebuild it from disk.
+                    tracing::error!(error = %le, "cannot rebuild the reservation index; stopping");
+                    eprintln!("paywatch: fatal: cannot rebuild the reservation index: {le}");
+                    std::process::abort();
+                }
             }
             tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing in it was acknowledged");
             for job in batch.drain(..) {
@@ -276,8 +282,8 @@ impl Store for RedbStore {
                 continue;
             }
             if q.created_gte_ms.is_some_and(|t| s.created_at_ms < t) {
-                // Newest first: everything after this is older still.
-                break;
+                // Not `break`: creation stamps and storage order can differ by a few ms.
+                continue;
             }
             if q.status.is_some_and(|st| s.status != st)
                 || q.payment_method
