@@ -170,6 +170,27 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         addr: config.admin_listen,
         source,
     })?;
+    for m in &config.merchants {
+        let op = WriteOp::EnsureMerchantSecret {
+            merchant_id: m.id.clone(),
+            secret: crate::domain::webhook::new_secret(),
+        };
+        match write(shared.as_ref(), op, None).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(merchant = %m.id, error = %e, "cannot create the default webhook secret")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let notify_task = tokio::spawn(crate::notify::worker::run(
+        shared.clone(),
+        crate::notify::worker::Settings {
+            allow_private_targets: config.webhooks.allow_private_targets,
+            retry_schedule_secs: config.webhooks.retry_schedule_secs.clone(),
+        },
+        stop_rx.clone(),
+    ));
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
         Duration::from_millis(config.sessions.sweep_interval_ms),
@@ -191,6 +212,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _ = public_task.await;
     let _ = admin_task.await;
     let _ = sweep_task.await;
+    let _ = notify_task.await;
     drop(state);
     drop(shared);
     store.close();

@@ -10,5 +10,6 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod matching;
+pub mod notify;
 pub mod store;
 pub mod watch;

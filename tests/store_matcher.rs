@@ -194,7 +194,7 @@ async fn one_payment_matches_one_session_once() {
     assert!(credit.id.starts_with("cr_"));
     assert_eq!(credit.amount_base, 999_999);
     assert_eq!(store.credits(10).expect("credits").len(), 1);
-    let events = store.outbox(100).expect("outbox");
+    let events = store.recent_events(100).expect("outbox");
     assert!(events.iter().any(|e| e.kind.as_str() == "credit.unmatched"));
     // And its reference is spent too.
     assert!(matches!(
@@ -239,7 +239,7 @@ async fn reorged_payment_reverts_and_can_match_again() {
     );
     assert!(
         store
-            .outbox(100)
+            .recent_events(100)
             .expect("outbox")
             .iter()
             .any(|e| e.kind.as_str() == "payment.reverted")

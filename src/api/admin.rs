@@ -95,8 +95,8 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 .ok_or_else(|| ApiError::not_found("checkout session", id))?;
             Ok(json_response(StatusCode::OK, session_bytes(&s)))
         }
-        ("GET", ["admin", "v1", "outbox"]) => {
-            let events = state.store.outbox(1000)?;
+        ("GET", ["admin", "v1", "events"]) => {
+            let events = state.store.recent_events(1000)?;
             let data: Vec<Value> = events
                 .iter()
                 .map(|e| {

@@ -157,6 +157,14 @@ impl ApiError {
         )
     }
 
+    /// Names the object in a not-found message.
+    pub fn with_id(mut self, id: &str) -> Self {
+        if self.code == "resource_missing" {
+            self.message = format!("{}: {id}", self.message);
+        }
+        self
+    }
+
     pub fn body(&self) -> Vec<u8> {
         serde_json::to_vec(&Body {
             error: Inner {

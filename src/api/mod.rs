@@ -8,6 +8,7 @@ pub mod error;
 mod idempotency;
 mod pages;
 mod sessions;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

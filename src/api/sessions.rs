@@ -8,6 +8,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, op_error};
 use super::idempotency;
+use super::webhooks;
 use super::{AppState, Req, Response, json_response, query_pairs};
 use crate::config::Merchant;
 use crate::domain::apikey::{ApiKey, Permission};
@@ -16,7 +17,7 @@ use crate::domain::method::{Currency, Method, Rail};
 use crate::domain::money::format_units;
 use crate::domain::session::{PaymentStatus, Session, Status};
 use crate::domain::validate::{self, FieldError, substitute_id};
-use crate::domain::view::{rfc3339, session_bytes};
+use crate::domain::view::session_bytes;
 use crate::store::{OpError, Outcome, SessionQuery, WriteOp};
 
 /// Largest accepted amount in minor units (₹1,000 crore / $100 million): catches unit mistakes.
@@ -76,7 +77,43 @@ pub async fn route(
         }
         ("GET", ["v1", "events"]) => {
             require(&key, Permission::EventsRead)?;
-            events(&state, &key, req)
+            webhooks::list_events(&state, &key, req).await
+        }
+        ("GET", ["v1", "events", id]) => {
+            require(&key, Permission::EventsRead)?;
+            webhooks::get_event(&state, &key, id)
+        }
+        ("POST", ["v1", "events", id, "redeliver"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::redeliver(&state, &key, req, id).await
+        }
+        ("POST", ["v1", "webhook_endpoints"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::create_endpoint(&state, &key, req, &merchant.allowed_domains).await
+        }
+        ("GET", ["v1", "webhook_endpoints"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::list_endpoints(&state, &key)
+        }
+        ("GET", ["v1", "webhook_endpoints", id]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::get_endpoint(&state, &key, id)
+        }
+        ("DELETE", ["v1", "webhook_endpoints", id]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::endpoint_action(&state, &key, req, id, false).await
+        }
+        ("POST", ["v1", "webhook_endpoints", id, "rotate_secret"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::endpoint_action(&state, &key, req, id, true).await
+        }
+        ("GET", ["v1", "webhook_secret"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::get_secret(&state, &key)
+        }
+        ("POST", ["v1", "webhook_secret", "rotate"]) => {
+            require(&key, Permission::WebhooksWrite)?;
+            webhooks::rotate_secret(&state, &key, req).await
         }
         _ => Err(ApiError::route_missing(&req.method, &req.path)),
     }
@@ -403,6 +440,14 @@ async fn create(
     let success_url = opt_url(&map, "success_url", merchant)?;
     let cancel_url = opt_url(&map, "cancel_url", merchant)?;
     let notify_url = opt_url(&map, "notify_url", merchant)?;
+    if let Some(u) = &notify_url {
+        webhooks::check_destination(
+            state,
+            "notify_url",
+            &u.replace(validate::SESSION_ID_PLACEHOLDER, "cs_x"),
+        )
+        .await?;
+    }
     let expires_in = match map.get("expires_in") {
         None | Some(Value::Null) => state.config.sessions.default_expires_in,
         Some(v) => {
@@ -535,7 +580,7 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
         })
 }
 
-fn parse_limit(v: &str) -> Result<usize, ApiError> {
+pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
     v.parse::<usize>()
         .ok()
         .filter(|l| (1..=100).contains(l))
@@ -607,44 +652,6 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
         .as_bytes(),
     );
     Ok(json_response(StatusCode::OK, body))
-}
-
-fn events(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
-    let pairs = query_pairs(&req.query, &["limit", "type"])?;
-    let mut limit = 20;
-    let mut kind = None;
-    for (k, v) in pairs {
-        match k.as_str() {
-            "limit" => limit = parse_limit(&v)?,
-            "type" => {
-                kind = Some(crate::domain::event::EventType::parse(&v).ok_or_else(|| {
-                    ApiError::invalid(
-                        "parameter_invalid",
-                        "type",
-                        format!("unknown event type {v:?}"),
-                    )
-                })?)
-            }
-            _ => {}
-        }
-    }
-    let events = state.store.events(
-        &key.merchant_id,
-        key.livemode,
-        if kind.is_some() { 10_000 } else { limit },
-    )?;
-    let data: Vec<Value> = events
-        .into_iter()
-        .filter(|e| kind.is_none_or(|k| e.kind == k))
-        .take(limit)
-        .map(|e| {
-            serde_json::json!({
-                "id": e.id, "object": "event", "type": e.kind.as_str(), "livemode": e.livemode,
-                "created_at": rfc3339(e.created_at_ms), "data": {"object": e.data},
-            })
-        })
-        .collect();
-    Ok(list_response(data, false, "/v1/events"))
 }
 
 /// Formats an amount for humans on pages and messages.

@@ -8,6 +8,7 @@ pub mod money;
 pub mod session;
 pub mod validate;
 pub mod view;
+pub mod webhook;
 
 #[cfg(test)]
 mod session_tests;

@@ -17,6 +17,7 @@ use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
 use crate::domain::method::Method;
 use crate::domain::session::{Session, Status, TransitionError};
+use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
 
 pub use ops::credit_json;
 pub use redb_store::RedbStore;
@@ -162,6 +163,43 @@ pub enum WriteOp {
         key_id: String,
         now_ms: i64,
     },
+    /// The notifier's result for one delivery attempt.
+    RecordAttempt {
+        delivery_id: String,
+        attempt: Attempt,
+        after: AfterAttempt,
+    },
+    /// Gives a merchant a default signing secret if it has none (at start).
+    EnsureMerchantSecret {
+        merchant_id: String,
+        secret: String,
+    },
+    RotateMerchantSecret {
+        merchant_id: String,
+        secret: String,
+        old_valid_until_ms: i64,
+    },
+    CreateEndpoint {
+        endpoint: Box<WebhookEndpoint>,
+    },
+    DeleteEndpoint {
+        merchant_id: String,
+        livemode: bool,
+        id: String,
+    },
+    RotateEndpointSecret {
+        merchant_id: String,
+        livemode: bool,
+        id: String,
+        secret: String,
+        old_valid_until_ms: i64,
+    },
+    /// Queues an event again for every destination that wants it now.
+    Redeliver {
+        merchant_id: String,
+        livemode: bool,
+        event_id: String,
+    },
 }
 
 /// What a successful operation produced.
@@ -178,6 +216,9 @@ pub enum Outcome {
     Key(Box<ApiKey>),
     /// The Idempotency-Key was already used: its stored response.
     Replay(IdempotencyRecord),
+    Deliveries(Vec<Delivery>),
+    Secrets(Vec<SigningSecret>),
+    Endpoint(Box<WebhookEndpoint>),
 }
 
 /// A page of a newest-first list.
@@ -185,6 +226,16 @@ pub enum Outcome {
 pub struct Page<T> {
     pub items: Vec<T>,
     pub has_more: bool,
+}
+
+/// Filters of `GET /v1/events`.
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    pub merchant_id: String,
+    pub livemode: bool,
+    pub limit: usize,
+    pub starting_after: Option<String>,
+    pub kind: Option<crate::domain::event::EventType>,
 }
 
 /// Filters of `GET /v1/checkout/sessions`.
@@ -215,15 +266,25 @@ pub trait Store: Send + Sync {
     fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
     fn list_keys(&self, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;
     fn idempotency(&self, scope_key: &str) -> Result<Option<IdempotencyRecord>, StoreError>;
-    /// Events of one merchant and mode, newest first.
-    fn events(
+    /// Events of one merchant and mode, newest first, after the cursor, of one type if given.
+    fn list_events(&self, q: &EventQuery) -> Result<Page<Event>, StoreError>;
+    fn event(&self, id: &str) -> Result<Option<Event>, StoreError>;
+    /// All events, oldest first (the operator's view).
+    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+    fn event_deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError>;
+    /// Deliveries whose next attempt is due at `now_ms`, earliest first.
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
+    /// When the earliest pending delivery is due.
+    fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
+    fn endpoints(
         &self,
         merchant_id: &str,
         livemode: bool,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError>;
-    /// Events waiting in the outbox, oldest first.
-    fn outbox(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
+    ) -> Result<Vec<WebhookEndpoint>, StoreError>;
+    fn endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
+    fn merchant_secrets(&self, merchant_id: &str) -> Result<Vec<SigningSecret>, StoreError>;
+    /// Wakes the notifier when a commit queued deliveries.
+    fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;
     /// The earliest expiry among open sessions, for the sweeper.
     fn next_expiry_ms(&self) -> Result<Option<i64>, StoreError>;

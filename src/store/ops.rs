@@ -20,6 +20,9 @@ use crate::domain::method::{Method, Strategy};
 use crate::domain::money::{format_units, minor_to_base};
 use crate::domain::session::{Payment, PaymentOption, PaymentState, Session, Status};
 use crate::domain::view::{rfc3339, session_json};
+use crate::domain::webhook::{
+    AfterAttempt, Attempt, Delivery, DeliveryState, SigningSecret, WebhookEndpoint, rotate,
+};
 use crate::matching::{pick_unique_amount, unique_amount_range};
 
 /// A storage or encoding failure: fails the whole batch.
@@ -60,7 +63,11 @@ pub struct Tables<'t> {
     idem_expiry: Table<'t, (i64, &'static str), ()>,
     events: Table<'t, &'static str, &'static [u8]>,
     event_index: Table<'t, (&'static str, u64), &'static str>,
-    outbox: Table<'t, u64, &'static str>,
+    outbox: Table<'t, (i64, &'static str), ()>,
+    deliveries: Table<'t, &'static str, &'static [u8]>,
+    event_deliveries: Table<'t, (&'static str, &'static str), ()>,
+    endpoints: Table<'t, &'static str, &'static [u8]>,
+    merchant_secrets: Table<'t, &'static str, &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -82,6 +89,10 @@ impl<'t> Tables<'t> {
             events: txn.open_table(EVENTS)?,
             event_index: txn.open_table(EVENT_INDEX)?,
             outbox: txn.open_table(OUTBOX)?,
+            deliveries: txn.open_table(DELIVERIES)?,
+            event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
+            endpoints: txn.open_table(ENDPOINTS)?,
+            merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
         })
     }
 }
@@ -91,6 +102,8 @@ pub struct WriterState {
     pub seq: u64,
     /// Who holds which (destination, amount): see `reservations`.
     pub res: ReservationIndex,
+    /// Set when the batch queued deliveries, so the notifier is woken only then.
+    pub queued_deliveries: bool,
     /// How long a reservation outlives its session, for late payments.
     pub grace_ms: i64,
 }
@@ -162,6 +175,87 @@ pub fn execute(
             Ok(Outcome::Key(key))
         }
         WriteOp::RevokeKey { key_id, now_ms } => revoke_key(t, &key_id, now_ms)?,
+        WriteOp::RecordAttempt {
+            delivery_id,
+            attempt,
+            after,
+        } => record_attempt(t, &delivery_id, attempt, after)?,
+        WriteOp::EnsureMerchantSecret {
+            merchant_id,
+            secret,
+        } => {
+            let existing: Option<Vec<SigningSecret>> =
+                load_json(&t.merchant_secrets, &merchant_id)?;
+            let secrets = match existing {
+                Some(s) if !s.is_empty() => s,
+                _ => {
+                    let s = vec![SigningSecret {
+                        secret,
+                        expires_at_ms: None,
+                    }];
+                    t.merchant_secrets
+                        .insert(merchant_id.as_str(), serde_json::to_vec(&s)?.as_slice())?;
+                    s
+                }
+            };
+            Ok(Outcome::Secrets(secrets))
+        }
+        WriteOp::RotateMerchantSecret {
+            merchant_id,
+            secret,
+            old_valid_until_ms,
+        } => {
+            let existing: Vec<SigningSecret> =
+                load_json(&t.merchant_secrets, &merchant_id)?.unwrap_or_default();
+            let s = rotate(&existing, secret, now, old_valid_until_ms);
+            t.merchant_secrets
+                .insert(merchant_id.as_str(), serde_json::to_vec(&s)?.as_slice())?;
+            Ok(Outcome::Secrets(s))
+        }
+        WriteOp::CreateEndpoint { endpoint } => {
+            t.endpoints.insert(
+                endpoint.id.as_str(),
+                serde_json::to_vec(&endpoint)?.as_slice(),
+            )?;
+            Ok(Outcome::Endpoint(endpoint))
+        }
+        WriteOp::DeleteEndpoint {
+            merchant_id,
+            livemode,
+            id,
+        } => match owned_endpoint(t, &merchant_id, livemode, &id)? {
+            Some(ep) => {
+                t.endpoints.remove(id.as_str())?;
+                Ok(Outcome::Endpoint(Box::new(ep)))
+            }
+            None => Err(OpError::NotFound("webhook endpoint")),
+        },
+        WriteOp::RotateEndpointSecret {
+            merchant_id,
+            livemode,
+            id,
+            secret,
+            old_valid_until_ms,
+        } => match owned_endpoint(t, &merchant_id, livemode, &id)? {
+            Some(mut ep) => {
+                ep.secrets = rotate(&ep.secrets, secret, now, old_valid_until_ms);
+                t.endpoints
+                    .insert(ep.id.as_str(), serde_json::to_vec(&ep)?.as_slice())?;
+                Ok(Outcome::Endpoint(Box::new(ep)))
+            }
+            None => Err(OpError::NotFound("webhook endpoint")),
+        },
+        WriteOp::Redeliver {
+            merchant_id,
+            livemode,
+            event_id,
+        } => {
+            let ev: Option<Event> = load_json(&t.events, &event_id)?;
+            match ev.filter(|e| e.merchant_id == merchant_id && e.livemode == livemode) {
+                Some(e) => Ok(Outcome::Deliveries(schedule_deliveries(t, w, &e, now)?)),
+                None => Err(OpError::NotFound("event")),
+            }
+        }
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)
@@ -439,8 +533,96 @@ fn emit(
         .insert(e.id.as_str(), serde_json::to_vec(&e)?.as_slice())?;
     let sc = scope(merchant_id, livemode);
     t.event_index.insert((sc.as_str(), e.seq), e.id.as_str())?;
-    t.outbox.insert(e.seq, e.id.as_str())?;
+    schedule_deliveries(t, w, &e, now)?;
     Ok(())
+}
+
+/// Queues the event for each destination that wants it: the session's notify_url and every
+/// matching endpoint of the merchant and mode. Same transaction as the event, so a committed
+/// change always has its callbacks queued.
+fn schedule_deliveries(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    e: &Event,
+    now: i64,
+) -> R<Vec<Delivery>> {
+    let mut targets: Vec<(Option<String>, String)> = Vec::new();
+    if let Some(u) = &e.notify_url {
+        targets.push((None, u.clone()));
+    }
+    for entry in t.endpoints.iter()? {
+        let (_, v) = entry?;
+        let ep: WebhookEndpoint = serde_json::from_slice(v.value())?;
+        if ep.merchant_id == e.merchant_id && ep.livemode == e.livemode && ep.wants(e.kind) {
+            targets.push((Some(ep.id), ep.url));
+        }
+    }
+    let mut out = Vec::with_capacity(targets.len());
+    for (endpoint_id, url) in targets {
+        let d = Delivery {
+            id: new_id("dl"),
+            event_id: e.id.clone(),
+            merchant_id: e.merchant_id.clone(),
+            livemode: e.livemode,
+            endpoint_id,
+            url,
+            attempts: vec![],
+            state: DeliveryState::Pending,
+            next_attempt_ms: Some(now),
+        };
+        t.deliveries
+            .insert(d.id.as_str(), serde_json::to_vec(&d)?.as_slice())?;
+        t.event_deliveries
+            .insert((e.id.as_str(), d.id.as_str()), ())?;
+        t.outbox.insert((now, d.id.as_str()), ())?;
+        w.queued_deliveries = true;
+        out.push(d);
+    }
+    Ok(out)
+}
+
+fn load_json<T: serde::de::DeserializeOwned>(
+    table: &Table<'_, &'static str, &'static [u8]>,
+    key: &str,
+) -> R<Option<T>> {
+    match table.get(key)? {
+        Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
+        None => Ok(None),
+    }
+}
+
+/// Records an attempt and moves the delivery on (done, or rescheduled in the outbox).
+fn record_attempt(
+    t: &mut Tables<'_>,
+    delivery_id: &str,
+    attempt: Attempt,
+    after: AfterAttempt,
+) -> R<Result<Outcome, OpError>> {
+    let Some(mut d) = load_json::<Delivery>(&t.deliveries, delivery_id)? else {
+        return Ok(Err(OpError::NotFound("delivery")));
+    };
+    if let Some(due) = d.next_attempt_ms {
+        t.outbox.remove((due, d.id.as_str()))?;
+    }
+    d.attempts.push(attempt);
+    match after {
+        AfterAttempt::Succeeded => {
+            d.state = DeliveryState::Succeeded;
+            d.next_attempt_ms = None;
+        }
+        AfterAttempt::Failed => {
+            d.state = DeliveryState::Failed;
+            d.next_attempt_ms = None;
+        }
+        AfterAttempt::RetryAt(at) => {
+            d.state = DeliveryState::Pending;
+            d.next_attempt_ms = Some(at);
+            t.outbox.insert((at, d.id.as_str()), ())?;
+        }
+    }
+    t.deliveries
+        .insert(d.id.as_str(), serde_json::to_vec(&d)?.as_slice())?;
+    Ok(Ok(Outcome::Deliveries(vec![d])))
 }
 
 fn emit_session_events(
@@ -719,6 +901,16 @@ fn sweep(
         released,
         forgotten,
     })
+}
+
+fn owned_endpoint(
+    t: &Tables<'_>,
+    merchant_id: &str,
+    livemode: bool,
+    id: &str,
+) -> R<Option<WebhookEndpoint>> {
+    Ok(load_json::<WebhookEndpoint>(&t.endpoints, id)?
+        .filter(|ep| ep.merchant_id == merchant_id && ep.livemode == livemode))
 }
 
 fn revoke_key(t: &mut Tables<'_>, key_id: &str, now: i64) -> R<Result<Outcome, OpError>> {

@@ -11,12 +11,13 @@ use super::ops::{Tables, WriterState, execute};
 use super::reservations::ReservationIndex;
 use super::tables::*;
 use super::{
-    Credit, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, SessionQuery, Store,
-    StoreError, WriteOp, scope,
+    Credit, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, SessionQuery,
+    Store, StoreError, WriteOp, scope,
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
 use crate::domain::session::Session;
+use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
 
 type Reply = oneshot::Sender<Result<Result<Outcome, OpError>, StoreError>>;
 
@@ -32,6 +33,7 @@ const MAX_BATCH: usize = 4096;
 /// The redb-backed store.
 pub struct RedbStore {
     db: std::sync::Arc<Database>,
+    outbox_signal: std::sync::Arc<tokio::sync::Notify>,
     tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -63,9 +65,16 @@ impl RedbStore {
         let db = std::sync::Arc::new(db);
         let seq = init_tables(&db)?;
         let res = ReservationIndex::load(&db).map_err(StoreError::Storage)?;
-        let mut state = WriterState { seq, res, grace_ms };
+        let mut state = WriterState {
+            seq,
+            res,
+            queued_deliveries: false,
+            grace_ms,
+        };
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let wdb = db.clone();
+        let outbox_signal = std::sync::Arc::new(tokio::sync::Notify::new());
+        let signal = outbox_signal.clone();
         let writer = std::thread::Builder::new()
             .name("paywatch-writer".into())
             .spawn(move || {
@@ -79,11 +88,15 @@ impl RedbStore {
                         }
                     }
                     run_batch(&wdb, &mut state, &mut batch);
+                    if std::mem::take(&mut state.queued_deliveries) {
+                        signal.notify_one();
+                    }
                 }
             })
             .map_err(storage)?;
         Ok(RedbStore {
             db,
+            outbox_signal,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
         })
@@ -136,6 +149,10 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(EVENTS).map_err(storage)?;
         txn.open_table(EVENT_INDEX).map_err(storage)?;
         txn.open_table(OUTBOX).map_err(storage)?;
+        txn.open_table(DELIVERIES).map_err(storage)?;
+        txn.open_table(EVENT_DELIVERIES).map_err(storage)?;
+        txn.open_table(ENDPOINTS).map_err(storage)?;
+        txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {
@@ -337,43 +354,156 @@ impl Store for RedbStore {
         }
     }
 
-    fn events(
-        &self,
-        merchant_id: &str,
-        livemode: bool,
-        limit: usize,
-    ) -> Result<Vec<Event>, StoreError> {
+    fn list_events(&self, q: &EventQuery) -> Result<Page<Event>, StoreError> {
         let txn = self.read()?;
         let events = txn.open_table(EVENTS).map_err(storage)?;
         let index = txn.open_table(EVENT_INDEX).map_err(storage)?;
-        let sc = scope(merchant_id, livemode);
-        let mut out = Vec::new();
+        let sc = scope(&q.merchant_id, q.livemode);
+        let upper = match &q.starting_after {
+            Some(id) => match events.get(id.as_str()).map_err(storage)? {
+                Some(v) => {
+                    let e: Event = decode("event", v.value())?;
+                    if e.merchant_id != q.merchant_id || e.livemode != q.livemode {
+                        return Ok(Page {
+                            items: vec![],
+                            has_more: false,
+                        });
+                    }
+                    e.seq
+                }
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                }
+            },
+            None => u64::MAX,
+        };
+        let mut items = Vec::new();
+        let mut has_more = false;
         for entry in index
-            .range((sc.as_str(), 0u64)..=(sc.as_str(), u64::MAX))
+            .range((sc.as_str(), 0u64)..(sc.as_str(), upper))
             .map_err(storage)?
             .rev()
-            .take(limit)
         {
             let (_, id) = entry.map_err(storage)?;
-            if let Some(v) = events.get(id.value()).map_err(storage)? {
-                out.push(decode("event", v.value())?);
+            let Some(v) = events.get(id.value()).map_err(storage)? else {
+                continue;
+            };
+            let e: Event = decode("event", v.value())?;
+            if q.kind.is_some_and(|k| e.kind != k) {
+                continue;
+            }
+            if items.len() == q.limit {
+                has_more = true;
+                break;
+            }
+            items.push(e);
+        }
+        Ok(Page { items, has_more })
+    }
+
+    fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(EVENTS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("event", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(EVENTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(storage)?.rev().take(limit) {
+            let (_, v) = entry.map_err(storage)?;
+            out.push(decode("event", v.value())?);
+        }
+        out.reverse();
+        Ok(out)
+    }
+
+    fn event_deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError> {
+        let txn = self.read()?;
+        let idx = txn.open_table(EVENT_DELIVERIES).map_err(storage)?;
+        let t = txn.open_table(DELIVERIES).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in idx
+            .range((event_id, "")..=(event_id, "\u{10FFFF}"))
+            .map_err(storage)?
+        {
+            let (k, _) = entry.map_err(storage)?;
+            if let Some(v) = t.get(k.value().1).map_err(storage)? {
+                out.push(decode("delivery", v.value())?);
             }
         }
         Ok(out)
     }
 
-    fn outbox(&self, limit: usize) -> Result<Vec<Event>, StoreError> {
+    fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError> {
         let txn = self.read()?;
-        let events = txn.open_table(EVENTS).map_err(storage)?;
         let outbox = txn.open_table(OUTBOX).map_err(storage)?;
+        let t = txn.open_table(DELIVERIES).map_err(storage)?;
         let mut out = Vec::new();
-        for entry in outbox.iter().map_err(storage)?.take(limit) {
-            let (_, id) = entry.map_err(storage)?;
-            if let Some(v) = events.get(id.value()).map_err(storage)? {
-                out.push(decode("event", v.value())?);
+        for entry in outbox
+            .range(..(now_ms.saturating_add(1), ""))
+            .map_err(storage)?
+            .take(limit)
+        {
+            let (k, _) = entry.map_err(storage)?;
+            if let Some(v) = t.get(k.value().1).map_err(storage)? {
+                out.push(decode("delivery", v.value())?);
             }
         }
         Ok(out)
+    }
+
+    fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(OUTBOX).map_err(storage)?;
+        Ok(t.first().map_err(storage)?.map(|(k, _)| k.value().0))
+    }
+
+    fn endpoints(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+    ) -> Result<Vec<WebhookEndpoint>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(ENDPOINTS).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(storage)?.rev() {
+            let (_, v) = entry.map_err(storage)?;
+            let ep: WebhookEndpoint = decode("webhook endpoint", v.value())?;
+            if ep.merchant_id == merchant_id && ep.livemode == livemode {
+                out.push(ep);
+            }
+        }
+        Ok(out)
+    }
+
+    fn endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(ENDPOINTS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("webhook endpoint", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn merchant_secrets(&self, merchant_id: &str) -> Result<Vec<SigningSecret>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
+        match t.get(merchant_id).map_err(storage)? {
+            Some(v) => decode("merchant secrets", v.value()),
+            None => Ok(vec![]),
+        }
+    }
+
+    fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox_signal.clone()
     }
 
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError> {

@@ -35,8 +35,18 @@ pub const IDEM_EXPIRY: TableDefinition<(i64, &str), ()> =
 pub const EVENTS: TableDefinition<&str, &[u8]> = TableDefinition::new("events");
 /// (merchant/mode scope, seq) → event id.
 pub const EVENT_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new("event_index");
-/// seq → event id: events not yet delivered (drained by the notifier).
-pub const OUTBOX: TableDefinition<u64, &str> = TableDefinition::new("outbox");
+/// (due_ms, delivery id): the outbox, deliveries waiting for their next attempt (the notifier
+/// drains it; an entry leaves only when its delivery succeeded or finally failed).
+pub const OUTBOX: TableDefinition<(i64, &str), ()> = TableDefinition::new("deliveries_due");
+/// Delivery id → delivery (destination, attempts, state).
+pub const DELIVERIES: TableDefinition<&str, &[u8]> = TableDefinition::new("deliveries");
+/// (event id, delivery id): an event's deliveries.
+pub const EVENT_DELIVERIES: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("event_deliveries");
+/// Endpoint id → webhook endpoint.
+pub const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_endpoints");
+/// Merchant id → its default signing secrets (JSON list, newest first).
+pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
 
 /// A reservation of one (destination, amount) pair by one session.
 #[derive(Debug, Clone, PartialEq, Eq)]

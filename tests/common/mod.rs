@@ -295,7 +295,7 @@ pub async fn get(c: &reqwest::Client, url: &str, key: &str) -> (u16, serde_json:
 /// The operator API's view of the outbox.
 pub async fn outbox(c: &reqwest::Client, d: &Daemon) -> Vec<serde_json::Value> {
     let r = c
-        .get(format!("{}/admin/v1/outbox", d.admin))
+        .get(format!("{}/admin/v1/events", d.admin))
         .bearer_auth(ADMIN_TOKEN)
         .send()
         .await
