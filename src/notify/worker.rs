@@ -3,7 +3,7 @@
 //! leaves the outbox only when it succeeded or finally failed, so one in flight at a crash is
 //! sent again after the restart: at least once.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -18,6 +18,9 @@ use crate::store::{SharedStore, WriteOp, write};
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 64;
+/// Deliveries in flight to one destination: a receiver that hangs holds at most this many
+/// slots, so it never stops deliveries to others.
+const PER_DESTINATION: usize = 4;
 /// A 2xx within this long is success.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -58,6 +61,7 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
     let signal = store.outbox_signal();
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
+    let per_destination: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
     let mut tasks = JoinSet::new();
     loop {
         if *stop.borrow() {
@@ -71,6 +75,14 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
             }
         };
         for d in due {
+            let dest = destination(&d.url);
+            let busy = per_destination
+                .lock()
+                .map(|m| m.get(&dest).copied().unwrap_or(0) >= PER_DESTINATION)
+                .unwrap_or(true);
+            if busy {
+                continue;
+            }
             let fresh = in_flight
                 .lock()
                 .map(|mut s| s.insert(d.id.clone()))
@@ -78,6 +90,10 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
             if !fresh {
                 continue;
             }
+            if let Ok(mut m) = per_destination.lock() {
+                *m.entry(dest.clone()).or_default() += 1;
+            }
+            let per_dest = per_destination.clone();
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -92,6 +108,14 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
                 deliver(store.as_ref(), &client, &settings, d).await;
                 if let Ok(mut s) = in_flight.lock() {
                     s.remove(&id);
+                }
+                if let Ok(mut m) = per_dest.lock()
+                    && let Some(n) = m.get_mut(&dest)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&dest);
+                    }
                 }
                 drop(permit);
             });
@@ -111,6 +135,20 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
     }
     // Finish what is in flight (each bounded by the attempt timeout).
     while tasks.join_next().await.is_some() {}
+}
+
+/// The scheme, host and port a URL connects to.
+fn destination(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| {
+            format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_else(|_| url.to_owned())
 }
 
 /// One attempt for one delivery, recorded through the writer.

@@ -2,6 +2,8 @@
 //! driven over HTTP and killed with real signals.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod receiver;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -75,7 +77,7 @@ confirmations = 12
 [[merchants]]
 id = "demo"
 name = "Demo Store"
-allowed_domains = ["shop.example"]
+allowed_domains = ["shop.example", "127.0.0.1"]
 
 [merchants.methods.upi]
 vpa = "demo@okbank"
