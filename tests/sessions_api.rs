@@ -97,7 +97,10 @@ async fn session_lifecycle() {
             .contains("default-src 'none'")
     );
     let html = page.text().await.expect("html");
-    assert!(html.contains("Masala chai &lt;b&gt;x2&lt;/b&gt;"));
+    assert!(
+        html.contains("Masala chai &#60;b&#62;x2&#60;/b&#62;"),
+        "{html}"
+    );
     assert!(!html.contains("<b>x2"));
 
     let (st, _, c1) = post(

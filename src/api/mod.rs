@@ -23,6 +23,7 @@ use crate::store::SharedStore;
 pub use auth::KeyCache;
 use error::ApiError;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
+pub use sessions::display_amount;
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -33,6 +34,7 @@ pub struct AppState {
     pub store: SharedStore,
     pub keys: KeyCache,
     pub limiter: auth::Limiter,
+    pub qr: crate::checkout::qr::QrCache,
 }
 
 impl AppState {
@@ -46,6 +48,7 @@ impl AppState {
             store,
             keys: KeyCache::default(),
             limiter,
+            qr: crate::checkout::qr::QrCache::default(),
         })
     }
 }

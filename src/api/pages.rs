@@ -1,24 +1,29 @@
 //! `/c/{id}`: what the customer's browser talks to. No key: the unguessable session id is the
 //! capability, so these answers never include e-mail, metadata or the notify_url.
 
-use std::fmt::Write as _;
-
 use http::{HeaderValue, StatusCode};
 use rand::Rng;
 
 use super::error::{ApiError, op_error};
-use super::sessions::{display_amount, object_body};
+use super::sessions::object_body;
 use super::{AppState, Req, Response, error_response, json_response};
+use crate::checkout::i18n::Lang;
+use crate::checkout::page;
 use crate::domain::ids::looks_like;
-use crate::domain::money::{format_units, parse_units};
+use crate::domain::money::parse_units;
 use crate::domain::session::Session;
 use crate::domain::view::public_status;
 use crate::store::{MatchResult, Observed, Outcome, WriteOp, write};
 
 pub async fn route(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Response {
     let result = match (req.method.as_str(), rest) {
-        ("GET", []) => page(state, id),
+        ("GET", []) => page(state, req, id),
         ("GET", ["status"]) => status(state, id),
+        ("GET", ["qr.svg"]) => qr(state, req, id),
+        ("GET", ["events"]) => {
+            load(state, id).map(|s| page::status_stream(state.store.clone(), s.id))
+        }
+        ("POST", ["claim"]) => claim(state, req, id).await,
         ("POST", ["simulate"]) => simulate(state, req, id).await,
         _ => Err(ApiError::route_missing(&req.method, &req.path)),
     };
@@ -46,91 +51,132 @@ fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
     Ok(r)
 }
 
-/// Escapes text for HTML element content and attribute values.
-pub fn html_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+fn query_param(req: &Req, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(req.query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
-/// A minimal server-rendered page; the full checkout page replaces it (issue: hosted page).
-fn page(state: &AppState, id: &str) -> Result<Response, ApiError> {
+fn page(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let merchant = state
         .config
         .merchant(&s.merchant_id)
         .map_or("", |m| m.name.as_str());
-    let mut h = String::with_capacity(2048);
-    h.push_str("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">");
-    h.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">");
-    if s.status.is_awaiting() {
-        h.push_str("<meta http-equiv=\"refresh\" content=\"5\">");
-    }
-    let _ = write!(
-        h,
-        "<title>Pay {}</title></head><body>",
-        html_escape(merchant)
+    let lang = Lang::choose(
+        query_param(req, "lang").as_deref(),
+        req.headers
+            .get(http::header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
     );
-    if !s.livemode {
-        h.push_str("<p role=\"status\"><strong>Test mode</strong>: no real money moves.</p>");
-    }
-    let _ = write!(
-        h,
-        "<h1>{}</h1><p>{}</p><p id=\"amount\">{}</p><p id=\"status\">Status: {} ({})</p>",
-        html_escape(merchant),
-        html_escape(s.description.as_deref().unwrap_or("")),
-        html_escape(&display_amount(s.amount, s.currency)),
-        s.status.as_str(),
-        s.payment_status.as_str()
-    );
-    if s.status.is_awaiting() {
-        for o in &s.payment_options {
-            let _ = write!(
-                h,
-                "<section><h2>{}</h2><p>Pay exactly <strong>{}</strong> to <code>{}</code></p><p><a href=\"{}\">Open in app</a></p></section>",
-                html_escape(&o.method),
-                html_escape(&format_units(o.payable_base, o.decimals)),
-                html_escape(&o.pay_to),
-                html_escape(&o.uri)
-            );
-        }
-        if !s.livemode {
-            let _ = write!(
-                h,
-                "<form method=\"post\" action=\"/c/{}/simulate\"><button type=\"submit\">Simulate payment</button></form>",
-                html_escape(&s.id)
-            );
-        }
-    }
-    h.push_str("</body></html>");
-    let mut r = Response::new(h.into());
-    let hs = r.headers_mut();
-    hs.insert(
-        http::header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    hs.insert(
-        "content-security-policy",
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
-        ),
-    );
-    hs.insert(
-        "x-content-type-options",
-        HeaderValue::from_static("nosniff"),
-    );
-    hs.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
-    hs.insert("cache-control", HeaderValue::from_static("no-store"));
+    let html = page::render(&s, merchant, lang)
+        .map_err(|e| ApiError::internal(format!("page rendering failed: {e}")))?;
+    let mut r = page::ok_body(bytes::Bytes::from(html), "text/html; charset=utf-8");
+    let h = r.headers_mut();
+    h.insert("cache-control", HeaderValue::from_static("no-store"));
+    h.insert("content-language", HeaderValue::from_static(lang.code()));
+    h.insert("vary", HeaderValue::from_static("Accept-Language"));
     Ok(r)
+}
+
+/// `GET /c/{id}/qr.svg?method=…`: the option's payment URI as a QR code (rendered once, cached).
+fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+    let s = load(state, id)?;
+    let method = query_param(req, "method");
+    let option = match &method {
+        Some(m) => s.payment_options.iter().find(|o| &o.method == m),
+        None => s.payment_options.first(),
+    }
+    .ok_or_else(|| {
+        ApiError::invalid(
+            "parameter_invalid",
+            "method",
+            format!(
+                "this session offers no method {:?}",
+                method.unwrap_or_default()
+            ),
+        )
+    })?;
+    let svg = state
+        .qr
+        .svg(&option.uri)
+        .ok_or_else(|| ApiError::internal("QR rendering failed"))?;
+    let mut r = page::ok_body(bytes::Bytes::from(svg.as_bytes().to_vec()), "image/svg+xml");
+    r.headers_mut().insert(
+        "cache-control",
+        HeaderValue::from_static("private, max-age=86400, immutable"),
+    );
+    Ok(r)
+}
+
+/// `POST /c/{id}/claim`: the customer hands over a UTR or transaction hash. It is validated and
+/// recorded for the matcher, which checks it against the bank credit or the chain; a claim alone
+/// never moves money.
+async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+    let s = load(state, id)?;
+    let is_form = req
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let (utr, tx) = if is_form {
+        let mut utr = None;
+        let mut tx = None;
+        for (k, v) in url::form_urlencoded::parse(&req.body) {
+            match k.as_ref() {
+                "utr" => utr = Some(v.trim().to_owned()),
+                "tx_hash" => tx = Some(v.trim().to_owned()),
+                _ => {}
+            }
+        }
+        (utr, tx)
+    } else {
+        let map = object_body(&req.body, &["utr", "tx_hash"])?;
+        (
+            map.get("utr").and_then(|v| v.as_str()).map(str::to_owned),
+            map.get("tx_hash")
+                .and_then(|v| v.as_str())
+                .map(str::to_owned),
+        )
+    };
+    let reference = match (utr, tx) {
+        (Some(u), None) if u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("upi:{u}")
+        }
+        (None, Some(t))
+            if t.len() == 66
+                && t.starts_with("0x")
+                && t[2..].bytes().all(|b| b.is_ascii_hexdigit()) =>
+        {
+            format!("tx:{}", t.to_ascii_lowercase())
+        }
+        _ => {
+            return Err(ApiError::bad_request(
+                "parameter_invalid",
+                "give either utr (the 12-digit UPI reference) or tx_hash (0x and 64 hex digits)",
+            ));
+        }
+    };
+    let op = WriteOp::RecordClaim {
+        session_id: s.id.clone(),
+        reference,
+    };
+    match write(state.store.as_ref(), op, None).await? {
+        Ok(_) => {}
+        Err(e) => return Err(op_error(&e)),
+    }
+    if is_form {
+        let mut r = Response::new(Vec::new().into());
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(&format!("/c/{}", s.id)) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return Ok(r);
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        br#"{"status":"pending","message":"The reference was recorded; the payment is matched once the bank or the chain confirms it."}"#.to_vec(),
+    ))
 }
 
 /// Pays a test session through the matcher, exactly as a watcher would report the money: the

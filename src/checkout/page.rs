@@ -1,1 +1,209 @@
+//! The hosted checkout page and what it loads: `/c/{id}`, its QR codes, its live status stream,
+//! and its assets. Everything is served by the daemon under a strict Content-Security-Policy.
 
+use std::convert::Infallible;
+use std::time::Duration;
+
+use askama::Template;
+use http::{HeaderValue, StatusCode};
+
+use super::i18n::{Lang, Strings};
+use crate::domain::money::format_units;
+use crate::domain::session::{PaymentStatus, Session, Status};
+use crate::domain::view::{public_status, rfc3339};
+use crate::store::SharedStore;
+
+/// No inline script or style, nothing from elsewhere, forms only to ourselves.
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+    connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+
+pub struct OptionView {
+    pub method: String,
+    pub label: String,
+    pub is_upi: bool,
+    pub pay_to: String,
+    pub payable: String,
+    pub unit: String,
+    pub network: String,
+    pub chain_id: u64,
+    pub uri: String,
+}
+
+#[derive(Template)]
+#[template(path = "checkout.html")]
+pub struct CheckoutPage<'a> {
+    pub t: &'a Strings,
+    pub lang: &'a str,
+    pub merchant: &'a str,
+    pub description: Option<&'a str>,
+    pub amount: String,
+    pub id: &'a str,
+    pub status: &'a str,
+    pub status_text: &'a str,
+    pub partially_paid: bool,
+    pub awaiting: bool,
+    pub livemode: bool,
+    pub options: Vec<OptionView>,
+    pub has_upi: bool,
+    pub has_token: bool,
+    pub expires_at: String,
+    pub expires_at_text: String,
+    pub expires_at_ms: i64,
+    pub success_url: Option<&'a str>,
+    pub cancel_url: Option<&'a str>,
+}
+
+fn status_text(t: &'static Strings, s: Status) -> &'static str {
+    match s {
+        Status::Open => t.status_open,
+        Status::Processing => t.status_processing,
+        Status::Complete => t.status_complete,
+        Status::Expired => t.status_expired,
+        Status::Canceled => t.status_canceled,
+    }
+}
+
+/// Renders the page of `s` in `lang`.
+pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama::Error> {
+    let t = lang.strings();
+    let options: Vec<OptionView> = s
+        .payment_options
+        .iter()
+        .map(|o| {
+            let is_upi = o.chain_id.is_none();
+            OptionView {
+                method: o.method.clone(),
+                label: if is_upi {
+                    "UPI".to_owned()
+                } else {
+                    format!(
+                        "{} · {}",
+                        o.token.as_deref().unwrap_or("Token"),
+                        o.network.as_deref().unwrap_or("")
+                    )
+                },
+                is_upi,
+                pay_to: o.pay_to.clone(),
+                payable: format_units(o.payable_base, o.decimals),
+                unit: if is_upi {
+                    "INR".to_owned()
+                } else {
+                    o.token.clone().unwrap_or_default()
+                },
+                network: o.network.clone().unwrap_or_default(),
+                chain_id: o.chain_id.unwrap_or_default(),
+                uri: o.uri.clone(),
+            }
+        })
+        .collect();
+    let page = CheckoutPage {
+        t,
+        lang: lang.code(),
+        merchant,
+        description: s.description.as_deref(),
+        amount: crate::api::display_amount(s.amount, s.currency),
+        id: &s.id,
+        status: s.status.as_str(),
+        status_text: status_text(t, s.status),
+        partially_paid: s.payment_status == PaymentStatus::PartiallyPaid,
+        awaiting: s.status.is_awaiting(),
+        livemode: s.livemode,
+        has_upi: options.iter().any(|o| o.is_upi),
+        has_token: options.iter().any(|o| !o.is_upi),
+        options,
+        expires_at: rfc3339(s.expires_at_ms),
+        expires_at_text: chrono::DateTime::from_timestamp_millis(s.expires_at_ms)
+            .map(|d| d.format("%H:%M UTC").to_string())
+            .unwrap_or_default(),
+        expires_at_ms: s.expires_at_ms,
+        success_url: s.success_url.as_deref(),
+        cancel_url: s.cancel_url.as_deref(),
+    };
+    page.render()
+}
+
+/// Headers every page response carries.
+pub fn secure_headers(r: &mut crate::api::Response, content_type: &'static str) {
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    h.insert("content-security-policy", HeaderValue::from_static(CSP));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert("referrer-policy", HeaderValue::from_static("no-referrer"));
+    h.insert("x-frame-options", HeaderValue::from_static("DENY"));
+}
+
+/// The embedded static assets.
+pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
+    match name {
+        "checkout.js" => Some((
+            include_str!("../../assets/checkout.js"),
+            "text/javascript; charset=utf-8",
+        )),
+        "checkout.css" => Some((
+            include_str!("../../assets/checkout.css"),
+            "text/css; charset=utf-8",
+        )),
+        _ => None,
+    }
+}
+
+/// Server-Sent Events: the public status now, then on every change, until the session ends
+/// (bounded to an hour per connection; the page reconnects or falls back to polling).
+pub fn status_stream(store: SharedStore, id: String) -> crate::api::Response {
+    use warp::Reply as _;
+    let stream = futures_util::stream::unfold(
+        (store, id, String::new(), false, 0u32),
+        |(store, id, last, done, n)| async move {
+            if done {
+                return None;
+            }
+            let mut n = n;
+            loop {
+                if n > 0 {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                n += 1;
+                if n > 14_400 {
+                    return None;
+                }
+                let s = store.session(&id).ok().flatten()?;
+                let json = serde_json::to_string(&public_status(&s)).ok()?;
+                if json != last {
+                    let ended = !s.status.is_awaiting();
+                    let ev = warp::sse::Event::default()
+                        .event("status")
+                        .data(json.clone());
+                    return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n)));
+                }
+            }
+        },
+    );
+    let mut r = warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response();
+    r.headers_mut()
+        .insert("cache-control", HeaderValue::from_static("no-store"));
+    r
+}
+
+/// 200 with a body and content type.
+pub fn ok_body(body: bytes::Bytes, content_type: &'static str) -> crate::api::Response {
+    let mut r = crate::api::Response::new(body.into());
+    *r.status_mut() = StatusCode::OK;
+    secure_headers(&mut r, content_type);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn language_strings_exist_for_both() {
+        assert_ne!(Lang::Hi.strings().pay, Lang::En.strings().pay);
+    }
+}

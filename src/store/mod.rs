@@ -194,6 +194,11 @@ pub enum WriteOp {
         secret: String,
         old_valid_until_ms: i64,
     },
+    /// A reference (UTR or tx hash) a customer submitted on the page.
+    RecordClaim {
+        session_id: String,
+        reference: String,
+    },
     /// Queues an event again for every destination that wants it now.
     Redeliver {
         merchant_id: String,
@@ -219,6 +224,7 @@ pub enum Outcome {
     Deliveries(Vec<Delivery>),
     Secrets(Vec<SigningSecret>),
     Endpoint(Box<WebhookEndpoint>),
+    Claimed,
 }
 
 /// A page of a newest-first list.

@@ -68,6 +68,7 @@ pub struct Tables<'t> {
     event_deliveries: Table<'t, (&'static str, &'static str), ()>,
     endpoints: Table<'t, &'static str, &'static [u8]>,
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
+    claims: Table<'t, (&'static str, &'static str), i64>,
 }
 
 impl<'t> Tables<'t> {
@@ -93,9 +94,13 @@ impl<'t> Tables<'t> {
             event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
             endpoints: txn.open_table(ENDPOINTS)?,
             merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
+            claims: txn.open_table(CLAIMS)?,
         })
     }
 }
+
+/// Claims one session may make: enough for typos, too few to guess other people's UTRs.
+const MAX_CLAIMS_PER_SESSION: usize = 5;
 
 /// The writer's state that outlives a batch.
 pub struct WriterState {
@@ -245,6 +250,21 @@ pub fn execute(
             }
             None => Err(OpError::NotFound("webhook endpoint")),
         },
+        WriteOp::RecordClaim {
+            session_id,
+            reference,
+        } => {
+            let sid = session_id.as_str();
+            let existing = t.claims.range((sid, "")..=(sid, "\u{10FFFF}"))?.count();
+            if existing >= MAX_CLAIMS_PER_SESSION {
+                Err(OpError::Invalid(format!(
+                    "at most {MAX_CLAIMS_PER_SESSION} references can be submitted for one payment"
+                )))
+            } else {
+                t.claims.insert((sid, reference.as_str()), now)?;
+                Ok(Outcome::Claimed)
+            }
+        }
         WriteOp::Redeliver {
             merchant_id,
             livemode,

@@ -45,6 +45,9 @@ pub const EVENT_DELIVERIES: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("event_deliveries");
 /// Endpoint id → webhook endpoint.
 pub const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhook_endpoints");
+/// (session id, reference) → when: references customers handed over on the page, waiting for
+/// the matcher to check them against the bank or the chain.
+pub const CLAIMS: TableDefinition<(&str, &str), i64> = TableDefinition::new("claims");
 /// Merchant id → its default signing secrets (JSON list, newest first).
 pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
 
