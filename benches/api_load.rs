@@ -271,10 +271,19 @@ enum Scenario {
     List,
     /// `GET /c/{id}`: the customer-facing HTML page.
     Page,
+    /// `GET /c/{id}/qr.svg`: the page's QR code (rendered once per URI, then cached).
+    Qr,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 5] = [Self::Noop, Self::Create, Self::Get, Self::List, Self::Page];
+    const ALL: [Scenario; 6] = [
+        Self::Noop,
+        Self::Create,
+        Self::Get,
+        Self::List,
+        Self::Page,
+        Self::Qr,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -283,6 +292,7 @@ impl Scenario {
             Self::Get => "get",
             Self::List => "list",
             Self::Page => "page",
+            Self::Qr => "qr",
         }
     }
 
@@ -294,7 +304,7 @@ impl Scenario {
     }
 
     fn needs_ids(self) -> bool {
-        matches!(self, Self::Get | Self::Page)
+        matches!(self, Self::Get | Self::Page | Self::Qr)
     }
 }
 
@@ -363,6 +373,9 @@ impl Target {
                 .body(Full::default())?,
             Scenario::Page => builder
                 .uri(format!("/c/{}", self.random_id(rng)?))
+                .body(Full::default())?,
+            Scenario::Qr => builder
+                .uri(format!("/c/{}/qr.svg?method=upi", self.random_id(rng)?))
                 .body(Full::default())?,
         };
         Ok(req)
@@ -679,16 +692,16 @@ async fn report_progress(budget: Arc<AtomicUsize>, n: usize) {
 /// connection count, i.e. what the durable write costs compared with the bare HTTP round trip.
 fn table(rows: &[Measurement]) -> String {
     let mut s = String::from(
-        "| scenario | conns | req/s | p50 ms | p99 ms | errors | create/noop |\n\
+        "| scenario | conns | req/s | p50 ms | p99 ms | errors | vs noop |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let ratio = match r.scenario {
-            Scenario::Create => rows
+            Scenario::Noop | Scenario::List => String::new(),
+            _ => rows
                 .iter()
                 .find(|n| n.scenario == Scenario::Noop && n.conns == r.conns)
                 .map_or_else(String::new, |n| format!("{:.3}", r.rps / n.rps)),
-            _ => String::new(),
         };
         let _ = writeln!(
             s,

@@ -183,6 +183,18 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
             .await
         }
         (_, ["c", id, rest @ ..]) => pages::route(&state, &req, id, rest).await,
+        ("GET", ["assets", name]) => match crate::checkout::page::asset(name) {
+            Some((body, ct)) => {
+                let mut r =
+                    crate::checkout::page::ok_body(bytes::Bytes::from_static(body.as_bytes()), ct);
+                r.headers_mut().insert(
+                    http::header::CACHE_CONTROL,
+                    HeaderValue::from_static("public, max-age=300"),
+                );
+                r
+            }
+            None => error_response(&ApiError::route_missing(&req.method, &req.path)),
+        },
         _ => error_response(&ApiError::route_missing(&req.method, &req.path)),
     }
 }
