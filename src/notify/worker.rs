@@ -18,9 +18,9 @@ use crate::store::{SharedStore, WriteOp, write};
 
 /// Deliveries in flight at once.
 const CONCURRENCY: usize = 64;
-/// Deliveries in flight to one destination: a receiver that hangs holds at most this many
+/// Deliveries in flight to one destination: a receiver that hangs holds at most half the
 /// slots, so it never stops deliveries to others.
-const PER_DESTINATION: usize = 4;
+const PER_DESTINATION: usize = 32;
 /// A 2xx within this long is success.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
