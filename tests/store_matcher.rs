@@ -115,6 +115,8 @@ fn observed(s: &Session, amount: u128, reference: &str) -> Observed {
         received_at_ms: chrono::Utc::now().timestamp_millis(),
         owner: Some(("demo".into(), o.method.clone())),
         only_session: None,
+        source: None,
+        sender: None,
     }
 }
 

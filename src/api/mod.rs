@@ -8,6 +8,7 @@ pub mod error;
 mod idempotency;
 mod pages;
 mod sessions;
+pub mod upi;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub keys: KeyCache,
     pub limiter: auth::Limiter,
     pub qr: crate::checkout::qr::QrCache,
+    /// The bank alert templates, compiled once.
+    pub upi: Option<crate::watch::upi::templates::Parser>,
 }
 
 impl AppState {
@@ -49,6 +52,13 @@ impl AppState {
             keys: KeyCache::default(),
             limiter,
             qr: crate::checkout::qr::QrCache::default(),
+            upi: match crate::watch::upi::templates::Parser::builtin() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::error!(error = %e, "the UPI alert templates do not compile");
+                    None
+                }
+            },
         })
     }
 }

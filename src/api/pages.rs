@@ -283,6 +283,8 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         received_at_ms: chrono::Utc::now().timestamp_millis(),
         owner: Some((s.merchant_id.clone(), option.method.clone())),
         only_session: Some(s.id.clone()),
+        source: Some("simulate".into()),
+        sender: None,
     };
     let out = write(
         state.store.as_ref(),

@@ -107,6 +107,14 @@ pub async fn route(
             require(&key, Permission::WebhooksWrite)?;
             webhooks::endpoint_action(&state, &key, req, id, true).await
         }
+        ("POST", ["v1", "upi", "credits"]) => {
+            require(&key, Permission::CreditsWrite)?;
+            super::upi::ingest(&state, &key, req).await
+        }
+        ("GET", ["v1", "credits"]) => {
+            require(&key, Permission::SessionsRead)?;
+            super::upi::list(&state, &key, req)
+        }
         ("GET", ["v1", "webhook_secret"]) => {
             require(&key, Permission::WebhooksWrite)?;
             webhooks::get_secret(&state, &key)

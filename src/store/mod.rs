@@ -92,6 +92,10 @@ pub struct Observed {
     pub owner: Option<(String, String)>,
     /// Match only this session (a claim), never another.
     pub only_session: Option<String>,
+    /// For the record: which feed reported it (`sms`, `manual`, `simulate`, a chain), and the
+    /// SMS sender id.
+    pub source: Option<String>,
+    pub sender: Option<String>,
 }
 
 /// An unmatched credit: money that arrived and belongs to no session (yet).
@@ -110,6 +114,11 @@ pub struct Credit {
     pub received_at_ms: i64,
     pub status: String,
     pub reason: String,
+    /// Where an alert came from (`sms`, `manual`), and its SMS sender id.
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub sender: Option<String>,
 }
 
 /// What the matcher did with an observed payment.
@@ -193,6 +202,10 @@ pub enum WriteOp {
         id: String,
         secret: String,
         old_valid_until_ms: i64,
+    },
+    /// An alert that is not money (a debit, an OTP, a stranger's SMS…), kept with the reason.
+    RecordIgnored {
+        credit: Box<Credit>,
     },
     /// A reference (UTR or tx hash) a customer submitted on the page.
     RecordClaim {

@@ -250,6 +250,11 @@ pub fn execute(
             }
             None => Err(OpError::NotFound("webhook endpoint")),
         },
+        WriteOp::RecordIgnored { credit } => {
+            t.credits
+                .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+            Ok(Outcome::Match(MatchResult::Unmatched { credit }))
+        }
         WriteOp::RecordClaim {
             session_id,
             reference,
@@ -792,6 +797,8 @@ pub fn credit_json(c: &Credit) -> serde_json::Value {
         "utr": c.utr,
         "tx_hash": c.tx_hash,
         "received_at": rfc3339(c.received_at_ms),
+        "source": c.source,
+        "sender": c.sender,
     })
 }
 
@@ -814,6 +821,8 @@ fn unmatched(t: &mut Tables<'_>, w: &mut WriterState, o: Observed, now: i64) -> 
         received_at_ms: o.received_at_ms,
         status: "unmatched".into(),
         reason: "no session awaiting payment holds this destination and amount".into(),
+        source: o.source,
+        sender: o.sender,
     };
     t.credits
         .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
