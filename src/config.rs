@@ -182,9 +182,44 @@ pub struct MerchantConfig {
     pub methods: BTreeMap<String, MethodConfig>,
 }
 
+/// How an SMS-forwarder app posts alerts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IngestFormat {
+    /// paywatch's own `{"source": "sms", "sender", "text", "received_at"}`.
+    Sms,
+    /// SMS Gateway for Android: `{"event": "sms:received", "payload": {…}}`, `X-Signature`.
+    SmsGateway,
+    /// "SMS to URL forwarder": its JSON template `{"from", "text", "receivedStamp", …}`.
+    SmsToUrl,
+    /// SmsForwarder: a form body `from`, `content`, `timestamp`, `sign`.
+    Smsforwarder,
+}
+
+/// One forwarder allowed to post alerts without an API key: `[upi.ingest.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestSource {
+    #[serde(skip)]
+    pub name: String,
+    pub merchant: String,
+    /// Sent as `?token=…`, `X-Paywatch-Token` or `Authorization: Bearer …`.
+    pub token: String,
+    pub format: IngestFormat,
+    /// The app's signing key (SMS Gateway) or secret (SmsForwarder); required for those.
+    pub signing_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct UpiConfig {
+    ingest: BTreeMap<String, IngestSource>,
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawConfig {
+    upi: UpiConfig,
     server: ServerConfig,
     storage: StorageConfig,
     api: ApiConfig,
@@ -220,6 +255,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub log: LogConfig,
     pub merchants: Vec<Merchant>,
+    /// Forwarders that post UPI alerts with an ingest token (their credits pay live sessions).
+    pub ingest: Vec<IngestSource>,
 }
 
 impl Config {
@@ -613,7 +650,58 @@ fn validate(
             methods,
         });
     }
+    let mut ingest = Vec::new();
+    for (src_name, src) in &raw.upi.ingest {
+        let key = format!("upi.ingest.{src_name}");
+        let Some(m) = merchants.iter().find(|m| m.id == src.merchant) else {
+            return Err(err(
+                locate,
+                &format!("{key}.merchant"),
+                format!("no merchant {:?} is configured", src.merchant),
+            ));
+        };
+        if !m
+            .methods
+            .iter()
+            .any(|me| matches!(me.rail, Rail::Upi { .. }))
+        {
+            return Err(err(
+                locate,
+                &format!("{key}.merchant"),
+                format!("merchant {:?} has no UPI method", src.merchant),
+            ));
+        }
+        if src.token.len() < 16 {
+            return Err(err(
+                locate,
+                &format!("{key}.token"),
+                "must be at least 16 characters",
+            ));
+        }
+        let needs_key = matches!(
+            src.format,
+            IngestFormat::SmsGateway | IngestFormat::Smsforwarder
+        );
+        if needs_key && src.signing_key.as_deref().is_none_or(str::is_empty) {
+            return Err(err(
+                locate,
+                &format!("{key}.signing_key"),
+                "is required for this format (the app signs every request with it)",
+            ));
+        }
+        if ingest.iter().any(|s: &IngestSource| s.token == src.token) {
+            return Err(err(
+                locate,
+                &format!("{key}.token"),
+                "is used by another source",
+            ));
+        }
+        let mut s = src.clone();
+        s.name = src_name.clone();
+        ingest.push(s);
+    }
     Ok(Config {
+        ingest,
         source: name.to_owned(),
         listen,
         public_url,

@@ -184,3 +184,156 @@ async fn credits_respect_modes_permissions_and_validation() {
     .await;
     assert_eq!(got["status"], "open");
 }
+
+fn forwarder_opts() -> Opts {
+    Opts {
+        extra: r#"
+[upi.ingest.gateway]
+merchant = "demo"
+token = "gateway-token-0123456789"
+format = "sms_gateway"
+signing_key = "gw-signing-key"
+
+[upi.ingest.tourl]
+merchant = "demo"
+token = "tourl-token-0123456789ab"
+format = "sms_to_url"
+
+[upi.ingest.fwd]
+merchant = "demo"
+token = "fwd-token-0123456789abcd"
+format = "smsforwarder"
+signing_key = "SECabc123"
+"#
+        .into(),
+        ..Opts::default()
+    }
+}
+
+fn hmac(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).expect("key");
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+#[tokio::test]
+async fn every_forwarder_format_pays_a_live_session_and_forgeries_are_refused() {
+    use base64::Engine as _;
+    let mut d = Daemon::prepare(&forwarder_opts());
+    let live = create_key(&d.config, "demo", &["--live"]);
+    d.start();
+    let c = client();
+    let url = d.url(CREDITS);
+    let now = chrono::Utc::now();
+
+    // SMS Gateway for Android: JSON event, X-Signature = hex HMAC(body + X-Timestamp).
+    let s1 = session(&c, &d, &live, 20_001).await;
+    let p1 = s1["payment_options"][0]["payable_amount"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let body = serde_json::to_vec(&json!({
+        "event": "sms:received", "id": "Ey6ECgOkVVFjz3CL48B8C", "deviceId": "ffff",
+        "payload": {"messageId": "abc", "message": hdfc_credit(&p1, "611111111111"),
+                    "phoneNumber": "VM-HDFCBK", "simNumber": 1, "receivedAt": now.to_rfc3339()}
+    }))
+    .expect("json");
+    let ts = now.timestamp().to_string();
+    let good_sig = hex::encode(hmac(b"gw-signing-key", &[&body, ts.as_bytes()]));
+    let send = |sig: String, body: Vec<u8>| {
+        c.post(format!("{url}?token=gateway-token-0123456789"))
+            .header("content-type", "application/json")
+            .header("x-timestamp", ts.clone())
+            .header("x-signature", sig)
+            .body(body)
+            .send()
+    };
+    let r = send("00".repeat(32), body.clone()).await.expect("send");
+    assert_eq!(r.status().as_u16(), 401, "a bad signature is refused");
+    let e: Value = r.json().await.expect("json");
+    assert_eq!(e["error"]["code"], "signature_invalid");
+    let r = send(good_sig, body).await.expect("send");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["outcome"], "matched", "{v}");
+    assert_eq!(v["session"], s1["id"]);
+
+    // "SMS to URL forwarder": its JSON template, the token in a header.
+    let s2 = session(&c, &d, &live, 20_002).await;
+    let p2 = s2["payment_options"][0]["payable_amount"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let r = c
+        .post(&url)
+        .header("x-paywatch-token", "tourl-token-0123456789ab")
+        .json(&json!({"from": "AD-HDFCBK", "text": hdfc_credit(&p2, "622222222222"),
+                      "sentStamp": now.timestamp_millis(), "receivedStamp": now.timestamp_millis(), "sim": "sim1"}))
+        .send()
+        .await
+        .expect("send");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["outcome"], "matched", "{v}");
+    assert_eq!(v["session"], s2["id"]);
+
+    // SmsForwarder: form body, sign = urlencode(base64(HMAC(secret, "{ts}\n{secret}"))).
+    let s3 = session(&c, &d, &live, 20_003).await;
+    let p3 = s3["payment_options"][0]["payable_amount"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let ms = now.timestamp_millis().to_string();
+    let sign = base64::engine::general_purpose::STANDARD
+        .encode(hmac(b"SECabc123", &[ms.as_bytes(), b"\n", b"SECabc123"]));
+    let form = |sign: &str| {
+        url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("from", "VM-HDFCBK")
+            .append_pair("content", &hdfc_credit(&p3, "633333333333"))
+            .append_pair("timestamp", &ms)
+            .append_pair("sign", sign)
+            .finish()
+    };
+    let post_form = |body: String| {
+        c.post(format!("{url}?token=fwd-token-0123456789abcd"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(body)
+            .send()
+    };
+    let r = post_form(form("forged")).await.expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    let r = post_form(form(&sign)).await.expect("send");
+    let v: Value = r.json().await.expect("json");
+    assert_eq!(v["outcome"], "matched", "{v}");
+
+    // Forgeries changed nothing; an unknown token is refused; the completed sessions carry the UTRs.
+    let r = c
+        .post(format!("{url}?token=nope-nope-nope-nope"))
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 401);
+    for (s, utr) in [
+        (&s1, "611111111111"),
+        (&s2, "622222222222"),
+        (&s3, "633333333333"),
+    ] {
+        let (_, got) = get(
+            &c,
+            &d.url(&format!("{SESSIONS}/{}", s["id"].as_str().expect("id"))),
+            &live,
+        )
+        .await;
+        assert_eq!(got["status"], "complete");
+        assert_eq!(got["payments"].as_array().map(Vec::len), Some(1));
+        assert_eq!(got["payments"][0]["utr"], utr);
+    }
+    let (_, list) = get(&c, &d.url("/v1/credits"), &live).await;
+    assert_eq!(
+        list["data"].as_array().map(Vec::len),
+        Some(0),
+        "nothing stored for forged requests: {list}"
+    );
+}

@@ -186,6 +186,12 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segs.as_slice()) {
         ("GET", ["healthz"]) => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+        ("POST", ["v1", "upi", "credits"]) if upi::presented_token(&req).is_some() => {
+            let token = upi::presented_token(&req).unwrap_or_default();
+            upi::ingest_with_token(&state, &req, &token)
+                .await
+                .unwrap_or_else(|e| error_response(&e))
+        }
         (_, ["v1", ..]) => {
             auth::authenticated(&state, &req, |key| {
                 sessions::route(state.clone(), key, &req, &segs)

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use super::error::{ApiError, op_error};
 use super::sessions::{object_body, parse_limit};
 use super::{AppState, Req, Response, json_response, query_pairs};
+use crate::config::{IngestFormat, Merchant};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::new_id;
 use crate::domain::method::{Method, Rail};
@@ -58,24 +59,38 @@ enum Verdict {
     Ignored(String),
 }
 
-pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
-    let merchant = state
-        .config
-        .merchant(&key.merchant_id)
-        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
-    let method: &Method = merchant
+/// An alert as it arrived, before it is judged.
+struct Alert {
+    source: String,
+    sender: Option<String>,
+    text: Option<String>,
+    /// For `manual`: the amount and UTR typed in.
+    manual: Option<(u64, Option<String>)>,
+    received_at_ms: i64,
+}
+
+fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
+    merchant
         .methods
         .iter()
-        .find(|m| matches!(m.rail, Rail::Upi { .. }))
+        .find_map(|m| match &m.rail {
+            Rail::Upi { vpa, .. } => Some((m, vpa.as_str())),
+            Rail::Token { .. } => None,
+        })
         .ok_or_else(|| {
             ApiError::bad_request(
                 "payment_method_unavailable",
                 "this merchant has no UPI method",
             )
-        })?;
-    let Rail::Upi { vpa, .. } = &method.rail else {
-        return Err(ApiError::internal("UPI method without a VPA"));
-    };
+        })
+}
+
+/// `POST /v1/upi/credits` with an API key (`credits:write`): `sms` or `manual`.
+pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+    let merchant = state
+        .config
+        .merchant(&key.merchant_id)
+        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
     let map = object_body(&req.body, FIELDS)?;
     let source = str_field(&map, "source", 20)?.ok_or_else(|| {
         ApiError::invalid(
@@ -84,8 +99,6 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
             "source is required: sms or manual",
         )
     })?;
-    let sender = str_field(&map, "sender", 40)?;
-    let text = str_field(&map, "text", 2000)?;
     let received_at_ms = match str_field(&map, "received_at", 40)? {
         Some(t) => chrono::DateTime::parse_from_rfc3339(&t)
             .map(|d| d.timestamp_millis())
@@ -98,39 +111,20 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
             })?,
         None => chrono::Utc::now().timestamp_millis(),
     };
-    let verdict = match source.as_str() {
-        "sms" => {
-            let text = text.clone().ok_or_else(|| {
+    let alert = match source.as_str() {
+        "sms" => Alert {
+            source,
+            sender: str_field(&map, "sender", 40)?,
+            text: Some(str_field(&map, "text", 2000)?.ok_or_else(|| {
                 ApiError::invalid(
                     "parameter_missing",
                     "text",
                     "text (the SMS as received) is required",
                 )
-            })?;
-            let parser = state.upi.as_ref().ok_or_else(|| {
-                ApiError::unavailable(
-                    "parser_unavailable",
-                    "the UPI alert templates failed to load",
-                )
-            })?;
-            match &sender {
-                Some(s) if parser.bank_for_sender(s).is_none() => {
-                    Verdict::Ignored(format!("sender {s:?} is not a known bank sender id"))
-                }
-                _ => {
-                    let a = parser.parse(sender.as_deref(), &text);
-                    match (a.is_money(), a.amount_paise) {
-                        (true, Some(p)) => Verdict::Money {
-                            paise: p,
-                            utr: a.utr,
-                        },
-                        _ => Verdict::Ignored(
-                            a.ignore_reason().unwrap_or("not a credit alert").to_owned(),
-                        ),
-                    }
-                }
-            }
-        }
+            })?),
+            manual: None,
+            received_at_ms,
+        },
         "manual" => {
             let amount = str_field(&map, "amount", 20)?.ok_or_else(|| {
                 ApiError::invalid(
@@ -160,7 +154,13 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                     "utr must be the 12-digit UPI reference",
                 ));
             }
-            Verdict::Money { paise, utr }
+            Alert {
+                source,
+                sender: None,
+                text: None,
+                manual: Some((paise, utr)),
+                received_at_ms,
+            }
         }
         other => {
             return Err(ApiError::invalid(
@@ -170,7 +170,58 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
             ));
         }
     };
+    process(state, merchant, key.livemode, alert).await
+}
+
+/// Judges an alert and records what it is: a matched payment, a duplicate, an unmatched credit,
+/// or an ignored alert with the reason.
+async fn process(
+    state: &AppState,
+    merchant: &Merchant,
+    livemode: bool,
+    alert: Alert,
+) -> Result<Response, ApiError> {
+    let (method, vpa) = upi_method(merchant)?;
+    let verdict = match &alert.manual {
+        Some((paise, utr)) => Verdict::Money {
+            paise: *paise,
+            utr: utr.clone(),
+        },
+        None => {
+            let parser = state.upi.as_ref().ok_or_else(|| {
+                ApiError::unavailable(
+                    "parser_unavailable",
+                    "the UPI alert templates failed to load",
+                )
+            })?;
+            let text = alert.text.as_deref().unwrap_or_default();
+            match &alert.sender {
+                Some(s) if parser.bank_for_sender(s).is_none() => {
+                    Verdict::Ignored(format!("sender {s:?} is not a known bank sender id"))
+                }
+                _ => {
+                    let a = parser.parse(alert.sender.as_deref(), text);
+                    match (a.is_money(), a.amount_paise) {
+                        (true, Some(p)) => Verdict::Money {
+                            paise: p,
+                            utr: a.utr,
+                        },
+                        _ => Verdict::Ignored(
+                            a.ignore_reason().unwrap_or("not a credit alert").to_owned(),
+                        ),
+                    }
+                }
+            }
+        }
+    };
     let destination = method.destination_key(vpa);
+    let Alert {
+        source,
+        sender,
+        text,
+        received_at_ms,
+        ..
+    } = alert;
     match verdict {
         Verdict::Ignored(reason) => {
             let credit = Credit {
@@ -183,7 +234,7 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                 reference: format!("ignored:{}", new_id("al")),
                 utr: None,
                 tx_hash: None,
-                livemode: key.livemode,
+                livemode,
                 received_at_ms,
                 status: "ignored".into(),
                 reason: reason.clone(),
@@ -225,7 +276,7 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                 amount_base: u128::from(paise),
                 decimals: 2,
                 reference,
-                livemode: key.livemode,
+                livemode,
                 utr: utr.clone(),
                 tx_hash: None,
                 log_index: None,
@@ -263,6 +314,203 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
             }
         }
     }
+}
+
+/// The ingest token a forwarder presents, if any.
+pub fn presented_token(req: &Req) -> Option<String> {
+    if let Some(t) = url::form_urlencoded::parse(req.query.as_bytes()).find(|(k, _)| k == "token") {
+        return Some(t.1.into_owned());
+    }
+    req.headers
+        .get("x-paywatch-token")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+}
+
+fn eq_ct(a: &[u8], b: &[u8]) -> bool {
+    // Digests first, so the comparison's time does not depend on where they differ.
+    Sha256::digest(a) == Sha256::digest(b)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    use hmac::Mac;
+    let Ok(mut m) = hmac::Hmac::<Sha256>::new_from_slice(key) else {
+        return Vec::new();
+    };
+    for p in parts {
+        m.update(p);
+    }
+    m.finalize().into_bytes().to_vec()
+}
+
+fn forged(why: &str) -> ApiError {
+    let mut e =
+        ApiError::unauthenticated(format!("the forwarder's signature does not verify: {why}"));
+    e.code = "signature_invalid";
+    e
+}
+
+/// Milliseconds from a forwarder's timestamp (seconds or milliseconds, number or string).
+fn stamp_ms(v: Option<&Value>) -> Option<i64> {
+    let n = match v? {
+        Value::Number(n) => n.as_i64()?,
+        Value::String(s) => s.trim().parse().ok()?,
+        _ => return None,
+    };
+    Some(if n < 100_000_000_000 { n * 1000 } else { n })
+}
+
+/// `POST /v1/upi/credits` from a forwarder app with its ingest token. Its credits pay only live
+/// sessions (a forwarder reports real bank SMS).
+pub async fn ingest_with_token(
+    state: &AppState,
+    req: &Req,
+    token: &str,
+) -> Result<Response, ApiError> {
+    let src = state
+        .config
+        .ingest
+        .iter()
+        .find(|s| eq_ct(s.token.as_bytes(), token.as_bytes()))
+        .ok_or_else(|| ApiError::unauthenticated("unknown ingest token"))?;
+    let merchant = state
+        .config
+        .merchant(&src.merchant)
+        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
+    let key = src.signing_key.as_deref().unwrap_or_default().as_bytes();
+    let now = chrono::Utc::now().timestamp_millis();
+    let bad = |m: &str| ApiError::bad_request("body_invalid", format!("{}: {m}", src.name));
+    let alert = match src.format {
+        IngestFormat::Sms => {
+            let v: Value =
+                serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            Alert {
+                source: "sms".into(),
+                sender: v["sender"].as_str().map(str::to_owned),
+                text: Some(v["text"].as_str().ok_or_else(|| bad("no text"))?.to_owned()),
+                manual: None,
+                received_at_ms: v["received_at"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(now, |d| d.timestamp_millis()),
+            }
+        }
+        IngestFormat::SmsGateway => {
+            let ts = req
+                .headers
+                .get("x-timestamp")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| forged("no X-Timestamp"))?;
+            let sig = req
+                .headers
+                .get("x-signature")
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| forged("no X-Signature"))?;
+            let secs: i64 = ts
+                .trim()
+                .parse()
+                .map_err(|_| forged("X-Timestamp is not unix seconds"))?;
+            if (now / 1000 - secs).abs() > 300 {
+                return Err(forged("X-Timestamp is more than 5 minutes from now"));
+            }
+            let expected = hex::encode(hmac_sha256(key, &[&req.body, ts.as_bytes()]));
+            if !eq_ct(
+                expected.as_bytes(),
+                sig.trim().to_ascii_lowercase().as_bytes(),
+            ) {
+                return Err(forged("X-Signature"));
+            }
+            let v: Value =
+                serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            if v["event"] != "sms:received" {
+                return ok(
+                    json!({"object": "upi_credit_result", "outcome": "ignored", "reason": "not an sms:received event"}),
+                );
+            }
+            let p = &v["payload"];
+            Alert {
+                source: "sms".into(),
+                sender: p["phoneNumber"]
+                    .as_str()
+                    .or(p["sender"].as_str())
+                    .map(str::to_owned),
+                text: Some(
+                    p["message"]
+                        .as_str()
+                        .ok_or_else(|| bad("no payload.message"))?
+                        .to_owned(),
+                ),
+                manual: None,
+                received_at_ms: p["receivedAt"]
+                    .as_str()
+                    .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(now, |d| d.timestamp_millis()),
+            }
+        }
+        IngestFormat::SmsToUrl => {
+            let v: Value =
+                serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            Alert {
+                source: "sms".into(),
+                sender: v["from"].as_str().map(str::to_owned),
+                text: Some(v["text"].as_str().ok_or_else(|| bad("no text"))?.to_owned()),
+                manual: None,
+                received_at_ms: stamp_ms(v.get("receivedStamp")).unwrap_or(now),
+            }
+        }
+        IngestFormat::Smsforwarder => {
+            let mut from = None;
+            let mut content = None;
+            let mut timestamp = None;
+            let mut sign = None;
+            for (k, v) in url::form_urlencoded::parse(&req.body) {
+                match k.as_ref() {
+                    "from" => from = Some(v.into_owned()),
+                    "content" => content = Some(v.into_owned()),
+                    "timestamp" => timestamp = Some(v.into_owned()),
+                    "sign" => sign = Some(v.into_owned()),
+                    _ => {}
+                }
+            }
+            let ts = timestamp.ok_or_else(|| forged("no timestamp"))?;
+            let sign = sign.ok_or_else(|| forged("no sign"))?;
+            let ms = stamp_ms(Some(&Value::String(ts.clone())))
+                .ok_or_else(|| forged("timestamp is not a number"))?;
+            if (now - ms).abs() > 3_600_000 {
+                return Err(forged("timestamp is more than an hour from now"));
+            }
+            // The app signs like DingTalk: base64(HMAC-SHA256(secret, "{timestamp}\n{secret}")),
+            // URL-encoded once more inside the form.
+            let expected = base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                hmac_sha256(key, &[ts.as_bytes(), b"\n", key]),
+            );
+            let once: String = url::form_urlencoded::parse(format!("s={sign}").as_bytes())
+                .next()
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
+            if !(eq_ct(expected.as_bytes(), sign.as_bytes())
+                || eq_ct(expected.as_bytes(), once.as_bytes()))
+            {
+                return Err(forged("sign"));
+            }
+            Alert {
+                source: "sms".into(),
+                sender: from,
+                text: Some(content.ok_or_else(|| bad("no content"))?),
+                manual: None,
+                received_at_ms: ms,
+            }
+        }
+    };
+    if alert
+        .text
+        .as_ref()
+        .is_some_and(|t| t.chars().count() > 2000)
+    {
+        return Err(bad("the text is longer than 2000 characters"));
+    }
+    process(state, merchant, true, alert).await
 }
 
 /// `GET /v1/credits?status=unmatched|ignored`: this merchant's and mode's credits, newest first.
