@@ -337,3 +337,91 @@ async fn every_forwarder_format_pays_a_live_session_and_forgeries_are_refused() 
         "nothing stored for forged requests: {list}"
     );
 }
+
+#[tokio::test]
+async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_operator_can_assign() {
+    let (d, key) = Daemon::started(&Opts::default());
+    let c = client();
+    let claim = |id: &str, utr: &str| {
+        c.post(d.url(&format!("/c/{id}/claim")))
+            .json(&json!({"utr": utr}))
+            .send()
+    };
+    // The claim comes first: the credit (whose amount matches nothing) then goes to this session.
+    let a = session(&c, &d, &key, 30_000).await;
+    let a_id = a["id"].as_str().expect("id").to_owned();
+    let r = claim(&a_id, "700000000001").await.expect("claim");
+    assert_eq!(r.status().as_u16(), 202);
+    let (_, _, r) = post(
+        &c,
+        &d.url(CREDITS),
+        &key,
+        json!({"source": "manual", "amount": "300.05", "utr": "700000000001"}),
+        None,
+    )
+    .await;
+    assert_eq!(r["outcome"], "matched", "{r}");
+    assert_eq!(r["session"], a_id.as_str());
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{a_id}")), &key).await;
+    assert_eq!(got["status"], "complete");
+    assert_eq!(got["payment_status"], "overpaid");
+
+    // The credit comes first (unmatched), then the customer's claim applies it at once.
+    let b = session(&c, &d, &key, 40_000).await;
+    let b_id = b["id"].as_str().expect("id").to_owned();
+    let (_, _, r) = post(
+        &c,
+        &d.url(CREDITS),
+        &key,
+        json!({"source": "manual", "amount": "400.07", "utr": "700000000002"}),
+        None,
+    )
+    .await;
+    assert_eq!(r["outcome"], "unmatched");
+    let r = claim(&b_id, "700000000002").await.expect("claim");
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{b_id}")), &key).await;
+    assert_eq!(got["status"], "complete");
+    assert_eq!(got["payments"][0]["utr"], "700000000002");
+
+    // A reference already used cannot be claimed again, and guessing is bounded.
+    let e_sess = session(&c, &d, &key, 50_000).await;
+    let e_id = e_sess["id"].as_str().expect("id").to_owned();
+    let r = claim(&e_id, "700000000002").await.expect("claim");
+    assert_eq!(r.status().as_u16(), 400);
+    for i in 0..4 {
+        let r = claim(&e_id, &format!("70000000010{i}"))
+            .await
+            .expect("claim");
+        assert_eq!(r.status().as_u16(), 202);
+    }
+    let r = claim(&e_id, "700000000199").await.expect("claim");
+    assert_eq!(r.status().as_u16(), 400, "at most 5 claims per session");
+
+    // The operator assigns an unmatched credit to a session.
+    let f = session(&c, &d, &key, 60_000).await;
+    let f_id = f["id"].as_str().expect("id").to_owned();
+    let (_, _, r) = post(
+        &c,
+        &d.url(CREDITS),
+        &key,
+        json!({"source": "manual", "amount": "600.09", "utr": "700000000003"}),
+        None,
+    )
+    .await;
+    let credit = r["credit"]["id"].as_str().expect("credit").to_owned();
+    let assign = |session: &str| {
+        c.post(format!("{}/admin/v1/credits/{credit}/assign", d.admin))
+            .bearer_auth(ADMIN_TOKEN)
+            .json(&json!({"session": session}))
+            .send()
+    };
+    let r = assign(&f_id).await.expect("assign");
+    assert_eq!(r.status().as_u16(), 200);
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{f_id}")), &key).await;
+    assert_eq!(got["status"], "complete");
+    let r = assign(&e_id).await.expect("assign again");
+    assert_eq!(r.status().as_u16(), 400, "a credit is applied once");
+    let (_, list) = get(&c, &d.url("/v1/credits?status=unmatched"), &key).await;
+    assert_eq!(list["data"].as_array().map(Vec::len), Some(0));
+}

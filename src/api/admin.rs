@@ -110,6 +110,26 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 .collect();
             ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
         }
+        ("POST", ["admin", "v1", "credits", id, "assign"]) => {
+            let map = object_body(&req.body, &["session"])?;
+            let session = map.get("session").and_then(Value::as_str).ok_or_else(|| {
+                ApiError::invalid("parameter_missing", "session", "session (cs_…) is required")
+            })?;
+            let op = WriteOp::AssignCredit {
+                credit_id: (*id).to_owned(),
+                session_id: session.to_owned(),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(Outcome::Match(crate::store::MatchResult::Matched {
+                    session,
+                    payment_id,
+                })) => ok(
+                    serde_json::json!({"object": "credit_assignment", "session": session.id, "payment": payment_id, "status": session.status.as_str()}),
+                ),
+                Ok(_) => Err(ApiError::internal("unexpected outcome")),
+                Err(e) => Err(op_error(&e).with_id(id)),
+            }
+        }
         ("GET", ["admin", "v1", "credits"]) => {
             let credits = state.store.credits(1000)?;
             let data: Vec<Value> = credits.iter().map(crate::store::credit_json).collect();

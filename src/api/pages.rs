@@ -157,14 +157,15 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
             ));
         }
     };
-    let op = WriteOp::RecordClaim {
+    let op = WriteOp::Claim {
         session_id: s.id.clone(),
         reference,
     };
-    match write(state.store.as_ref(), op, None).await? {
-        Ok(_) => {}
+    let matched = match write(state.store.as_ref(), op, None).await? {
+        Ok(Outcome::Match(MatchResult::Matched { .. })) => true,
+        Ok(_) => false,
         Err(e) => return Err(op_error(&e)),
-    }
+    };
     if is_form {
         let mut r = Response::new(Vec::new().into());
         *r.status_mut() = StatusCode::SEE_OTHER;
@@ -172,6 +173,12 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
             r.headers_mut().insert(http::header::LOCATION, v);
         }
         return Ok(r);
+    }
+    if matched {
+        return Ok(json_response(
+            StatusCode::OK,
+            br#"{"status":"matched","message":"The payment with this reference was found and applied."}"#.to_vec(),
+        ));
     }
     Ok(json_response(
         StatusCode::ACCEPTED,

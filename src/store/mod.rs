@@ -208,9 +208,14 @@ pub enum WriteOp {
         credit: Box<Credit>,
     },
     /// A reference (UTR or tx hash) a customer submitted on the page.
-    RecordClaim {
+    Claim {
         session_id: String,
         reference: String,
+    },
+    /// The operator attaches an unmatched credit to a session.
+    AssignCredit {
+        credit_id: String,
+        session_id: String,
     },
     /// Queues an event again for every destination that wants it now.
     Redeliver {

@@ -69,6 +69,7 @@ pub struct Tables<'t> {
     endpoints: Table<'t, &'static str, &'static [u8]>,
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
     claims: Table<'t, (&'static str, &'static str), i64>,
+    claim_refs: Table<'t, &'static str, &'static str>,
 }
 
 impl<'t> Tables<'t> {
@@ -95,6 +96,7 @@ impl<'t> Tables<'t> {
             endpoints: txn.open_table(ENDPOINTS)?,
             merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
             claims: txn.open_table(CLAIMS)?,
+            claim_refs: txn.open_table(CLAIM_REFS)?,
         })
     }
 }
@@ -255,21 +257,14 @@ pub fn execute(
                 .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
             Ok(Outcome::Match(MatchResult::Unmatched { credit }))
         }
-        WriteOp::RecordClaim {
+        WriteOp::Claim {
             session_id,
             reference,
-        } => {
-            let sid = session_id.as_str();
-            let existing = t.claims.range((sid, "")..=(sid, "\u{10FFFF}"))?.count();
-            if existing >= MAX_CLAIMS_PER_SESSION {
-                Err(OpError::Invalid(format!(
-                    "at most {MAX_CLAIMS_PER_SESSION} references can be submitted for one payment"
-                )))
-            } else {
-                t.claims.insert((sid, reference.as_str()), now)?;
-                Ok(Outcome::Claimed)
-            }
-        }
+        } => claim(t, w, &session_id, &reference, now)?,
+        WriteOp::AssignCredit {
+            credit_id,
+            session_id,
+        } => assign_credit(t, w, &credit_id, &session_id, None, now)?.map(Outcome::Match),
         WriteOp::Redeliver {
             merchant_id,
             livemode,
@@ -717,7 +712,16 @@ fn observe(
         }));
     }
     let found = holder(w, &o.destination, o.amount_base, now);
-    let target = match (&o.only_session, found) {
+    // A customer may have claimed this reference on a session's page before the money was seen.
+    let claimed = if found.is_none() && o.only_session.is_none() {
+        t.claim_refs
+            .get(o.reference.as_str())?
+            .map(|v| v.value().to_owned())
+    } else {
+        None
+    };
+    let only = o.only_session.clone().or(claimed);
+    let target = match (&only, found) {
         (Some(only), Some(f)) if &f != only => {
             return Ok(Err(OpError::Invalid(
                 "this payment cannot be applied to this session".into(),
@@ -740,16 +744,28 @@ fn observe(
         (None, None) => None,
     };
     let target = target.filter(|s| s.livemode == o.livemode);
-    let Some(mut s) = target else {
+    let Some(s) = target else {
         return Ok(Ok(unmatched(t, w, o, now)?));
     };
+    Ok(Ok(apply_to_session(t, w, s, o, now)?))
+}
+
+/// Records `o` as a payment of `s` (whose options include its destination, else it becomes an
+/// unmatched credit) and moves the session on.
+fn apply_to_session(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    mut s: Session,
+    o: Observed,
+    now: i64,
+) -> R<MatchResult> {
     let Some(option) = s
         .payment_options
         .iter()
         .find(|p| p.destination == o.destination)
         .cloned()
     else {
-        return Ok(Ok(unmatched(t, w, o, now)?));
+        return unmatched(t, w, o, now);
     };
     let payment = Payment {
         id: new_id("py"),
@@ -775,12 +791,76 @@ fn observe(
     let events = s.apply_payment(payment, now);
     t.refs.insert(o.reference.as_str(), payment_id.as_str())?;
     t.payments.insert(payment_id.as_str(), s.id.as_str())?;
+    if t.claim_refs.get(o.reference.as_str())?.is_some() {
+        t.claim_refs.remove(o.reference.as_str())?;
+    }
     save_session(t, w, Some(&before), &s, now)?;
     emit_session_events(t, w, &s, &events, now)?;
-    Ok(Ok(MatchResult::Matched {
+    Ok(MatchResult::Matched {
         session: Box::new(s),
         payment_id,
-    }))
+    })
+}
+
+/// Attaches an unmatched credit to a session (the operator's decision, or a customer's claim
+/// of its UTR): it becomes that session's payment, exactly as if it had matched.
+fn assign_credit(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    credit_id: &str,
+    session_id: &str,
+    scope: Option<(&str, bool)>,
+    now: i64,
+) -> R<Result<MatchResult, OpError>> {
+    let Some(mut credit) = load_json::<Credit>(&t.credits, credit_id)? else {
+        return Ok(Err(OpError::NotFound("credit")));
+    };
+    let Some(s) = load_session(t, session_id)? else {
+        return Ok(Err(OpError::NotFound("checkout session")));
+    };
+    if let Some((merchant, livemode)) = scope
+        && (s.merchant_id != merchant
+            || s.livemode != livemode
+            || credit.merchant_id.as_deref() != Some(merchant))
+    {
+        return Ok(Err(OpError::NotFound("checkout session")));
+    }
+    let fits = credit.status == "unmatched"
+        && credit.livemode == s.livemode
+        && s.payment_options
+            .iter()
+            .any(|p| p.destination == credit.destination);
+    if !fits {
+        return Ok(Err(OpError::Invalid(
+            "this credit cannot be applied to this session (already used, another mode, or paid to another destination)".into(),
+        )));
+    }
+    let o = Observed {
+        destination: credit.destination.clone(),
+        amount_base: credit.amount_base,
+        decimals: credit.decimals,
+        reference: credit.reference.clone(),
+        livemode: credit.livemode,
+        utr: credit.utr.clone(),
+        tx_hash: credit.tx_hash.clone(),
+        log_index: None,
+        block_number: None,
+        confirmations: 0,
+        confirmed: true,
+        received_at_ms: credit.received_at_ms,
+        owner: None,
+        only_session: Some(s.id.clone()),
+        source: credit.source.clone(),
+        sender: credit.sender.clone(),
+    };
+    let result = apply_to_session(t, w, s, o, now)?;
+    if let MatchResult::Matched { session, .. } = &result {
+        credit.status = "assigned".into();
+        credit.reason = format!("assigned to {}", session.id);
+        t.credits
+            .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+    }
+    Ok(Ok(result))
 }
 
 /// The API representation of a credit.
@@ -930,6 +1010,53 @@ fn sweep(
         released,
         forgotten,
     })
+}
+
+/// A reference a customer handed over on a session's page. A UTR whose credit already arrived
+/// (and matched nothing) is applied at once; otherwise the claim waits, and the credit, when it
+/// arrives, goes to this session. The money is always what the bank or chain reported.
+fn claim(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    session_id: &str,
+    reference: &str,
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let refused = || {
+        Ok(Err(OpError::Invalid(
+            "this reference cannot be applied to this session".into(),
+        )))
+    };
+    let existing = t
+        .claims
+        .range((session_id, "")..=(session_id, "\u{10FFFF}"))?
+        .count();
+    if existing >= MAX_CLAIMS_PER_SESSION {
+        return Ok(Err(OpError::Invalid(format!(
+            "at most {MAX_CLAIMS_PER_SESSION} references can be submitted for one payment"
+        ))));
+    }
+    t.claims.insert((session_id, reference), now)?;
+    let used_by = t.refs.get(reference)?.map(|v| v.value().to_owned());
+    match used_by {
+        Some(id) if id.starts_with("cr_") => {
+            match assign_credit(t, w, &id, session_id, None, now)? {
+                Ok(m) => Ok(Ok(Outcome::Match(m))),
+                Err(_) => refused(),
+            }
+        }
+        Some(_) => refused(),
+        None => {
+            let other = t.claim_refs.get(reference)?.map(|v| v.value().to_owned());
+            match other {
+                Some(sid) if sid != session_id => refused(),
+                _ => {
+                    t.claim_refs.insert(reference, session_id)?;
+                    Ok(Ok(Outcome::Claimed))
+                }
+            }
+        }
+    }
 }
 
 fn owned_endpoint(

@@ -154,6 +154,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(ENDPOINTS).map_err(storage)?;
         txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
         txn.open_table(CLAIMS).map_err(storage)?;
+        txn.open_table(CLAIM_REFS).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {

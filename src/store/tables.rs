@@ -48,6 +48,8 @@ pub const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhoo
 /// (session id, reference) → when: references customers handed over on the page, waiting for
 /// the matcher to check them against the bank or the chain.
 pub const CLAIMS: TableDefinition<(&str, &str), i64> = TableDefinition::new("claims");
+/// Reference → the session whose page claimed it, until the money arrives.
+pub const CLAIM_REFS: TableDefinition<&str, &str> = TableDefinition::new("claim_refs");
 /// Merchant id → its default signing secrets (JSON list, newest first).
 pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
 
