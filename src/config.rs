@@ -210,10 +210,44 @@ pub struct IngestSource {
     pub signing_key: Option<String>,
 }
 
+/// The mailbox that receives the bank's alert e-mails: `[upi.imap]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    #[serde(default = "imaps_port")]
+    pub port: u16,
+    pub username: String,
+    pub password: Option<String>,
+    pub password_file: Option<String>,
+    #[serde(default = "inbox")]
+    pub mailbox: String,
+    /// Whose UPI method the credits belong to.
+    pub merchant: String,
+    /// A PEM file of extra CAs to trust (a self-signed mail server).
+    pub ca_file: Option<String>,
+    /// The receiving server's authserv-id in Authentication-Results (default: trust the topmost).
+    pub authserv_id: Option<String>,
+    /// Polling interval when the server has no IDLE, and the IDLE refresh interval.
+    #[serde(default = "poll_secs")]
+    pub poll_interval_secs: u64,
+}
+
+fn imaps_port() -> u16 {
+    993
+}
+fn inbox() -> String {
+    "INBOX".into()
+}
+fn poll_secs() -> u64 {
+    60
+}
+
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct UpiConfig {
     ingest: BTreeMap<String, IngestSource>,
+    imap: Option<ImapConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -257,6 +291,8 @@ pub struct Config {
     pub merchants: Vec<Merchant>,
     /// Forwarders that post UPI alerts with an ingest token (their credits pay live sessions).
     pub ingest: Vec<IngestSource>,
+    /// The alert mailbox, with its password resolved.
+    pub imap: Option<ImapConfig>,
 }
 
 impl Config {
@@ -700,7 +736,60 @@ fn validate(
         s.name = src_name.clone();
         ingest.push(s);
     }
+    let imap = match raw.upi.imap.clone() {
+        None => None,
+        Some(mut im) => {
+            if !merchants.iter().any(|m| {
+                m.id == im.merchant
+                    && m.methods
+                        .iter()
+                        .any(|me| matches!(me.rail, Rail::Upi { .. }))
+            }) {
+                return Err(err(
+                    locate,
+                    "upi.imap.merchant",
+                    format!("no merchant {:?} with a UPI method", im.merchant),
+                ));
+            }
+            match (&im.password, &im.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(err(
+                        locate,
+                        "upi.imap.password",
+                        "set password or password_file, not both",
+                    ));
+                }
+                (None, None) => {
+                    return Err(err(
+                        locate,
+                        "upi.imap.password_file",
+                        "a password or password_file is required",
+                    ));
+                }
+                (None, Some(f)) => {
+                    let pw = std::fs::read_to_string(f).map_err(|e| {
+                        err(
+                            locate,
+                            "upi.imap.password_file",
+                            format!("cannot read {f}: {e}"),
+                        )
+                    })?;
+                    im.password = Some(pw.trim().to_owned());
+                }
+                (Some(_), None) => {}
+            }
+            if im.poll_interval_secs == 0 {
+                return Err(err(
+                    locate,
+                    "upi.imap.poll_interval_secs",
+                    "must be at least 1",
+                ));
+            }
+            Some(im)
+        }
+    };
     Ok(Config {
+        imap,
         ingest,
         source: name.to_owned(),
         listen,

@@ -191,6 +191,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         },
         stop_rx.clone(),
     ));
+    let imap_task = config.imap.clone().map(|im| {
+        tokio::spawn(crate::watch::upi::imap::run(
+            state.clone(),
+            im,
+            stop_rx.clone(),
+        ))
+    });
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
         Duration::from_millis(config.sessions.sweep_interval_ms),
@@ -213,6 +220,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let _ = admin_task.await;
     let _ = sweep_task.await;
     let _ = notify_task.await;
+    if let Some(t) = imap_task {
+        let _ = t.await;
+    }
     drop(state);
     drop(shared);
     store.close();

@@ -316,6 +316,63 @@ async fn process(
     }
 }
 
+/// An alert e-mail the IMAP watcher fetched: trusted ones are parsed like an SMS, untrusted ones
+/// are kept as ignored with the reason. Credits from the mailbox pay live sessions only.
+pub async fn process_email(
+    state: &AppState,
+    merchant_id: &str,
+    verdict: crate::watch::upi::mail::MailVerdict,
+    received_at_ms: i64,
+) -> Result<(), ApiError> {
+    use crate::watch::upi::mail::MailVerdict;
+    let merchant = state
+        .config
+        .merchant(merchant_id)
+        .ok_or_else(|| ApiError::internal("the IMAP merchant is not configured"))?;
+    let alert = match verdict {
+        MailVerdict::Trusted { text, .. } => Alert {
+            source: "email".into(),
+            sender: None,
+            text: Some(text),
+            manual: None,
+            received_at_ms,
+        },
+        MailVerdict::Untrusted(reason) => {
+            let (method, vpa) = upi_method(merchant)?;
+            let credit = Credit {
+                id: new_id("cr"),
+                merchant_id: Some(merchant.id.clone()),
+                method: Some(method.name.clone()),
+                destination: method.destination_key(vpa),
+                amount_base: 0,
+                decimals: 2,
+                reference: format!("ignored:{}", new_id("al")),
+                utr: None,
+                tx_hash: None,
+                livemode: true,
+                received_at_ms,
+                status: "ignored".into(),
+                reason,
+                source: Some("email".into()),
+                sender: None,
+            };
+            return match write(
+                state.store.as_ref(),
+                WriteOp::RecordIgnored {
+                    credit: Box::new(credit),
+                },
+                None,
+            )
+            .await?
+            {
+                Ok(_) => Ok(()),
+                Err(e) => Err(op_error(&e)),
+            };
+        }
+    };
+    process(state, merchant, true, alert).await.map(|_| ())
+}
+
 /// The ingest token a forwarder presents, if any.
 pub fn presented_token(req: &Req) -> Option<String> {
     if let Some(t) = url::form_urlencoded::parse(req.query.as_bytes()).find(|(k, _)| k == "token") {

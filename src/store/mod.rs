@@ -217,6 +217,11 @@ pub enum WriteOp {
         credit_id: String,
         session_id: String,
     },
+    /// A watcher's durable cursor (e.g. the last IMAP UID processed).
+    SetCursor {
+        key: String,
+        value: u64,
+    },
     /// Queues an event again for every destination that wants it now.
     Redeliver {
         merchant_id: String,
@@ -286,6 +291,8 @@ pub trait Store: Send + Sync {
     ) -> oneshot::Receiver<Result<Result<Outcome, OpError>, StoreError>>;
 
     fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
+    /// A watcher's cursor (see `WriteOp::SetCursor`).
+    fn cursor(&self, key: &str) -> Result<Option<u64>, StoreError>;
     fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>, StoreError>;
     fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
     fn list_keys(&self, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;

@@ -265,6 +265,10 @@ pub fn execute(
             credit_id,
             session_id,
         } => assign_credit(t, w, &credit_id, &session_id, None, now)?.map(Outcome::Match),
+        WriteOp::SetCursor { key, value } => {
+            t.meta.insert(format!("cursor:{key}").as_str(), value)?;
+            Ok(Outcome::Claimed)
+        }
         WriteOp::Redeliver {
             merchant_id,
             livemode,

@@ -251,6 +251,14 @@ impl Store for RedbStore {
         rx
     }
 
+    fn cursor(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(META).map_err(storage)?;
+        Ok(t.get(format!("cursor:{key}").as_str())
+            .map_err(storage)?
+            .map(|v| v.value()))
+    }
+
     fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(SESSIONS).map_err(storage)?;

@@ -1,4 +1,6 @@
 //! UPI: bank credit alerts (SMS and e-mail), parsed by data-driven templates.
 
 pub mod alert;
+pub mod imap;
+pub mod mail;
 pub mod templates;
