@@ -46,6 +46,9 @@ pub enum AlertsCommand {
         /// Read the alert text from this file (- for standard input)
         #[arg(long, conflicts_with = "text")]
         file: Option<PathBuf>,
+        /// Also load operator templates from this directory (as upi.templates_dir does)
+        #[arg(long)]
+        templates_dir: Option<String>,
         /// The alert text
         text: Option<String>,
     },
@@ -129,9 +132,20 @@ fn init_logging(config: &Config) {
 }
 
 pub async fn run(cli: Cli) -> Result<(), Failure> {
-    if let Command::Alerts(AlertsCommand::Parse { sender, file, text }) = &cli.command {
-        // Needs no configuration: it only runs the built-in templates.
-        return alerts_parse(sender.as_deref(), file.as_deref(), text.as_deref());
+    if let Command::Alerts(AlertsCommand::Parse {
+        sender,
+        file,
+        text,
+        templates_dir,
+    }) = &cli.command
+    {
+        // Needs no configuration: the built-in templates, plus a directory if given.
+        return alerts_parse(
+            sender.as_deref(),
+            file.as_deref(),
+            text.as_deref(),
+            templates_dir.as_deref(),
+        );
     }
     let config = load_config(&cli)?;
     match cli.command {
@@ -142,9 +156,17 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::runtime(e.to_string()))
         }
         Command::Keys(k) => keys(&config, k).await,
-        Command::Alerts(AlertsCommand::Parse { sender, file, text }) => {
-            alerts_parse(sender.as_deref(), file.as_deref(), text.as_deref())
-        }
+        Command::Alerts(AlertsCommand::Parse {
+            sender,
+            file,
+            text,
+            templates_dir,
+        }) => alerts_parse(
+            sender.as_deref(),
+            file.as_deref(),
+            text.as_deref(),
+            templates_dir.as_deref(),
+        ),
     }
 }
 
@@ -152,6 +174,7 @@ fn alerts_parse(
     sender: Option<&str>,
     file: Option<&std::path::Path>,
     text: Option<&str>,
+    templates_dir: Option<&str>,
 ) -> Result<(), Failure> {
     use std::io::Read as _;
     let text = match (file, text) {
@@ -167,7 +190,16 @@ fn alerts_parse(
         (None, Some(t)) => t.to_owned(),
         (None, None) => return Err(Failure::usage("give the alert TEXT or --file F")),
     };
-    let parser = crate::watch::upi::templates::Parser::builtin()
+    let extra = match templates_dir {
+        Some(d) => config::read_template_dir(d)
+            .map_err(|e| Failure::usage(format!("--templates-dir: {e}")))?,
+        None => Vec::new(),
+    };
+    let sources: Vec<crate::watch::upi::templates::TemplateSource<'_>> = extra
+        .iter()
+        .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
+        .collect();
+    let parser = crate::watch::upi::templates::Parser::with_overrides(&sources)
         .map_err(|e| Failure::usage(e.to_string()))?;
     let a = parser.parse(sender, &text);
     let v = serde_json::json!({

@@ -248,6 +248,9 @@ fn poll_secs() -> u64 {
 struct UpiConfig {
     ingest: BTreeMap<String, IngestSource>,
     imap: Option<ImapConfig>,
+    /// A directory of operator alert templates (`*.toml`): a template for a bank replaces the
+    /// built-in one, a new bank is added. No recompiling to support a bank.
+    templates_dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -293,6 +296,41 @@ pub struct Config {
     pub ingest: Vec<IngestSource>,
     /// The alert mailbox, with its password resolved.
     pub imap: Option<ImapConfig>,
+    /// Operator alert templates: (file, TOML text), already checked to compile.
+    pub upi_templates: Vec<(String, String)>,
+}
+
+impl Config {
+    /// The alert parser: built-in templates plus the operator's.
+    pub fn upi_parser(
+        &self,
+    ) -> Result<crate::watch::upi::templates::Parser, crate::watch::upi::templates::TemplateError>
+    {
+        let sources: Vec<crate::watch::upi::templates::TemplateSource<'_>> = self
+            .upi_templates
+            .iter()
+            .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
+            .collect();
+        crate::watch::upi::templates::Parser::with_overrides(&sources)
+    }
+}
+
+/// Reads every `*.toml` in `dir`, sorted by name.
+pub fn read_template_dir(dir: &str) -> Result<Vec<(String, String)>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| format!("cannot read {dir}: {e}"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    files.sort();
+    files
+        .into_iter()
+        .map(|p| {
+            std::fs::read_to_string(&p)
+                .map(|t| (p.display().to_string(), t))
+                .map_err(|e| format!("cannot read {}: {e}", p.display()))
+        })
+        .collect()
 }
 
 impl Config {
@@ -788,7 +826,20 @@ fn validate(
             Some(im)
         }
     };
+    let upi_templates = match &raw.upi.templates_dir {
+        Some(dir) => read_template_dir(dir).map_err(|p| err(locate, "upi.templates_dir", p))?,
+        None => Vec::new(),
+    };
+    {
+        let sources: Vec<crate::watch::upi::templates::TemplateSource<'_>> = upi_templates
+            .iter()
+            .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
+            .collect();
+        crate::watch::upi::templates::Parser::with_overrides(&sources)
+            .map_err(|e| err(locate, "upi.templates_dir", e.to_string()))?;
+    }
     Ok(Config {
+        upi_templates,
         imap,
         ingest,
         source: name.to_owned(),

@@ -425,3 +425,61 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     let (_, list) = get(&c, &d.url("/v1/credits?status=unmatched"), &key).await;
     assert_eq!(list["data"].as_array().map(Vec::len), Some(0));
 }
+
+#[tokio::test]
+async fn an_operator_template_adds_a_bank_without_recompiling() {
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(
+        dir.path().join("example-coop.toml"),
+        r#"bank = "Example Co-operative Bank"
+sms_senders = ["EXCOOP"]
+email_domains = ["excoop.example"]
+markers = ['''\bEXCOOP\b''']
+
+[[patterns]]
+name = "credit"
+kind = "credit"
+regex = '''(?i)\bReceived\s+%CUR%%AMOUNT%\s+via\s+UPI\s+ref\s+%UTR%'''
+"#,
+    )
+    .expect("template");
+    let extra = format!("\n[upi]\ntemplates_dir = \"{}\"\n", dir.path().display());
+    let (d, key) = Daemon::started(&Opts {
+        extra,
+        ..Opts::default()
+    });
+    let c = client();
+    let s = session(&c, &d, &key, 4_200).await;
+    let payable = s["payment_options"][0]["payable_amount"]
+        .as_str()
+        .expect("p")
+        .to_owned();
+    let text = format!("EXCOOP: Received Rs.{payable} via UPI ref 990011223344. Thank you.");
+    let (_, _, r) = post(
+        &c,
+        &d.url(CREDITS),
+        &key,
+        json!({"source": "sms", "sender": "VM-EXCOOP", "text": text}),
+        None,
+    )
+    .await;
+    assert_eq!(r["outcome"], "matched", "{r}");
+    let events: Vec<Value> = outbox(&c, &d).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["type"] == "checkout.session.completed"
+                && e["data"]["object"]["id"] == s["id"]),
+        "the completion is announced"
+    );
+
+    // A template that does not compile stops the daemon at start with the file named.
+    std::fs::write(dir.path().join("broken.toml"), "bank = \"Broken\"\nsms_senders = [\"BRKN\"]\n[[patterns]]\nname = \"x\"\nkind = \"credit\"\nregex = '''(unclosed'''\n").expect("broken");
+    let out = cli(&d.config, &["serve"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("upi.templates_dir") && err.contains("broken.toml"),
+        "{err}"
+    );
+}

@@ -46,19 +46,20 @@ impl AppState {
             config.api.rate_limit_per_second,
             config.api.rate_limit_burst,
         );
+        let upi = match config.upi_parser() {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::error!(error = %e, "the UPI alert templates do not compile");
+                None
+            }
+        };
         Arc::new(AppState {
             config,
             store,
             keys: KeyCache::default(),
             limiter,
             qr: crate::checkout::qr::QrCache::default(),
-            upi: match crate::watch::upi::templates::Parser::builtin() {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::error!(error = %e, "the UPI alert templates do not compile");
-                    None
-                }
-            },
+            upi,
         })
     }
 }
