@@ -224,38 +224,19 @@ async fn process(
     } = alert;
     match verdict {
         Verdict::Ignored(reason) => {
-            let credit = Credit {
-                id: new_id("cr"),
-                merchant_id: Some(merchant.id.clone()),
-                method: Some(method.name.clone()),
-                destination,
-                amount_base: 0,
-                decimals: 2,
-                reference: format!("ignored:{}", new_id("al")),
-                utr: None,
-                tx_hash: None,
+            let credit = record_ignored(
+                state,
+                merchant,
                 livemode,
                 received_at_ms,
-                status: "ignored".into(),
-                reason: reason.clone(),
-                source: Some(source),
+                reason.clone(),
+                source,
                 sender,
-            };
-            match write(
-                state.store.as_ref(),
-                WriteOp::RecordIgnored {
-                    credit: Box::new(credit),
-                },
-                None,
             )
-            .await?
-            {
-                Ok(Outcome::Match(MatchResult::Unmatched { credit })) => ok(json!({
-                    "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
-                })),
-                Ok(_) => Err(ApiError::internal("unexpected outcome")),
-                Err(e) => Err(op_error(&e)),
-            }
+            .await?;
+            ok(json!({
+                "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
+            }))
         }
         Verdict::Money { paise, utr } => {
             // A credit is unique by UTR; without one, by the alert itself (the same SMS twice
@@ -338,39 +319,63 @@ pub async fn process_email(
             received_at_ms,
         },
         MailVerdict::Untrusted(reason) => {
-            let (method, vpa) = upi_method(merchant)?;
-            let credit = Credit {
-                id: new_id("cr"),
-                merchant_id: Some(merchant.id.clone()),
-                method: Some(method.name.clone()),
-                destination: method.destination_key(vpa),
-                amount_base: 0,
-                decimals: 2,
-                reference: format!("ignored:{}", new_id("al")),
-                utr: None,
-                tx_hash: None,
-                livemode: true,
+            record_ignored(
+                state,
+                merchant,
+                true,
                 received_at_ms,
-                status: "ignored".into(),
                 reason,
-                source: Some("email".into()),
-                sender: None,
-            };
-            return match write(
-                state.store.as_ref(),
-                WriteOp::RecordIgnored {
-                    credit: Box::new(credit),
-                },
+                "email".into(),
                 None,
             )
-            .await?
-            {
-                Ok(_) => Ok(()),
-                Err(e) => Err(op_error(&e)),
-            };
+            .await?;
+            return Ok(());
         }
     };
     process(state, merchant, true, alert).await.map(|_| ())
+}
+
+/// Keeps an alert that is not money, with the reason, for the operator to see.
+async fn record_ignored(
+    state: &AppState,
+    merchant: &Merchant,
+    livemode: bool,
+    received_at_ms: i64,
+    reason: String,
+    source: String,
+    sender: Option<String>,
+) -> Result<Box<Credit>, ApiError> {
+    let (method, vpa) = upi_method(merchant)?;
+    let credit = Credit {
+        id: new_id("cr"),
+        merchant_id: Some(merchant.id.clone()),
+        method: Some(method.name.clone()),
+        destination: method.destination_key(vpa),
+        amount_base: 0,
+        decimals: 2,
+        reference: format!("ignored:{}", new_id("al")),
+        utr: None,
+        tx_hash: None,
+        livemode,
+        received_at_ms,
+        status: "ignored".into(),
+        reason,
+        source: Some(source),
+        sender,
+    };
+    match write(
+        state.store.as_ref(),
+        WriteOp::RecordIgnored {
+            credit: Box::new(credit),
+        },
+        None,
+    )
+    .await?
+    {
+        Ok(Outcome::Match(MatchResult::Unmatched { credit })) => Ok(credit),
+        Ok(_) => Err(ApiError::internal("unexpected outcome")),
+        Err(e) => Err(op_error(&e)),
+    }
 }
 
 /// The ingest token a forwarder presents, if any.

@@ -77,35 +77,27 @@ impl ReservationIndex {
     pub fn load(db: &redb::Database) -> Result<ReservationIndex, String> {
         let txn = db.begin_read().map_err(|e| e.to_string())?;
         let mut idx = ReservationIndex::default();
-        let corrupt = |what: &str| format!("damaged reservation list in {what}");
+        // Awaiting sessions, from the expiry queue (open) and the processing set.
+        let mut awaiting: Vec<(String, Vec<u8>)> = Vec::new();
         let expiry = txn.open_table(EXPIRY).map_err(|e| e.to_string())?;
         for entry in expiry.iter().map_err(|e| e.to_string())? {
             let (k, v) = entry.map_err(|e| e.to_string())?;
-            let session = k.value().1.to_owned();
-            for (dest, amount) in decode_holds(v.value()).ok_or_else(|| corrupt("expiry"))? {
-                idx.insert(
-                    &dest,
-                    amount,
-                    Reservation {
-                        session_id: session.clone(),
-                        held_until_ms: None,
-                    },
-                );
-            }
+            awaiting.push((k.value().1.to_owned(), v.value().to_vec()));
         }
         let processing = txn.open_table(PROCESSING).map_err(|e| e.to_string())?;
         for entry in processing.iter().map_err(|e| e.to_string())? {
             let (k, v) = entry.map_err(|e| e.to_string())?;
-            let session = k.value().to_owned();
-            for (dest, amount) in decode_holds(v.value()).ok_or_else(|| corrupt("processing"))? {
-                idx.insert(
-                    &dest,
-                    amount,
-                    Reservation {
-                        session_id: session.clone(),
-                        held_until_ms: None,
-                    },
-                );
+            awaiting.push((k.value().to_owned(), v.value().to_vec()));
+        }
+        for (session, holds) in awaiting {
+            let pairs = decode_holds(&holds)
+                .ok_or_else(|| format!("damaged reservation list of session {session}"))?;
+            for (dest, amount) in pairs {
+                let hold = Reservation {
+                    session_id: session.clone(),
+                    held_until_ms: None,
+                };
+                idx.insert(&dest, amount, hold);
             }
         }
         let releases = txn.open_table(RELEASES).map_err(|e| e.to_string())?;
