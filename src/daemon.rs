@@ -135,6 +135,12 @@ async fn sweeper(store: SharedStore, interval: Duration, mut stop: watch::Receiv
     }
 }
 
+/// Half the watchdog timeout systemd asked for (WATCHDOG_USEC), if it asked.
+fn watchdog_interval() -> Option<Duration> {
+    let usec: u64 = std::env::var("WATCHDOG_USEC").ok()?.parse().ok()?;
+    (usec > 0).then(|| Duration::from_micros(usec / 2))
+}
+
 /// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
@@ -214,11 +220,33 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     println!("listening public={public_addr} admin={admin_addr}");
     let _ = std::io::stdout().flush();
 
+    // systemd (Type=notify): ready only now that storage is open and both listeners are bound;
+    // then ping the watchdog from this loop for as long as the runtime and the store answer.
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    let watchdog = watchdog_interval().map(|every| {
+        let store = shared.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stop.changed() => return,
+                }
+                if store.next_expiry_ms().is_ok() {
+                    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
+                }
+            }
+        })
+    });
     shutdown_signal().await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
     let _ = stop_tx.send(true);
     let _ = public_task.await;
     let _ = admin_task.await;
     let _ = sweep_task.await;
+    if let Some(w) = watchdog {
+        let _ = w.await;
+    }
     let _ = notify_task.await;
     if let Some(t) = imap_task {
         let _ = t.await;
