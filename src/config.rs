@@ -203,7 +203,7 @@ pub struct IngestSource {
     #[serde(skip)]
     pub name: String,
     pub merchant: String,
-    /// Sent as `?token=…`, `X-Paywatch-Token` or `Authorization: Bearer …`.
+    /// Sent as `?token=…` or `X-Paywatch-Token` (Bearer is for API keys).
     pub token: String,
     pub format: IngestFormat,
     /// The app's signing key (SMS Gateway) or secret (SmsForwarder); required for those.
@@ -224,6 +224,10 @@ pub struct ImapConfig {
     pub mailbox: String,
     /// Whose UPI method the credits belong to.
     pub merchant: String,
+    /// The last digits of the merchant's bank account(s), as alerts mask them ("XX1234" → "1234"):
+    /// an alert must name one, so a genuine bank mail about someone else's account cannot pay.
+    #[serde(default)]
+    pub accounts: Vec<String>,
     /// A PEM file of extra CAs to trust (a self-signed mail server).
     pub ca_file: Option<String>,
     /// The receiving server's authserv-id in Authentication-Results (default: trust the topmost).
@@ -815,6 +819,18 @@ fn validate(
                     im.password = Some(pw.trim().to_owned());
                 }
                 (Some(_), None) => {}
+            }
+            if im.accounts.is_empty()
+                || im
+                    .accounts
+                    .iter()
+                    .any(|a| a.len() < 3 || !a.bytes().all(|b| b.is_ascii_digit()))
+            {
+                return Err(err(
+                    locate,
+                    "upi.imap.accounts",
+                    "list the last digits (3 or more) of the merchant's bank account(s), e.g. [\"1234\"]: an alert must name one",
+                ));
             }
             if im.poll_interval_secs == 0 {
                 return Err(err(

@@ -138,7 +138,7 @@ async fn a_dkim_passing_bank_mail_pays_and_a_spoofed_one_does_not() {
     let _dovecot = dovecot(mail_dir.path(), port);
     let extra = format!(
         "\n[upi.imap]\nhost = \"localhost\"\nport = {port}\nusername = \"shop\"\npassword = \"secretpass\"\n\
-         merchant = \"demo\"\nca_file = \"{}\"\nauthserv_id = \"mx.shop.example\"\npoll_interval_secs = 1\n",
+         merchant = \"demo\"\naccounts = [\"1234\"]\nca_file = \"{}\"\nauthserv_id = \"mx.shop.example\"\npoll_interval_secs = 1\n",
         mail_dir.path().join("ca.pem").display()
     );
     let mut d = Daemon::prepare(&Opts {
@@ -186,10 +186,11 @@ async fn a_dkim_passing_bank_mail_pays_and_a_spoofed_one_does_not() {
         &credit_text(&amount(&spoofed), "802222222222"),
     );
     let s = wait_status(&c, &d, &live, paid["id"].as_str().expect("id"), "complete").await;
+    let (_, all_credits) = get(&c, &d.url("/v1/credits"), &live).await;
     assert_eq!(
         s["status"],
         "complete",
-        "the DKIM-passing mail was not applied; stderr: {}",
+        "the DKIM-passing mail was not applied; credits {all_credits}; stderr: {}",
         d.stderr()
     );
     assert_eq!(s["payments"][0]["utr"], "801111111111");

@@ -379,7 +379,7 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     .await;
     assert_eq!(r["outcome"], "unmatched");
     let r = claim(&b_id, "700000000002").await.expect("claim");
-    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(r.status().as_u16(), 202, "the same answer matched or not");
     let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{b_id}")), &key).await;
     assert_eq!(got["status"], "complete");
     assert_eq!(got["payments"][0]["utr"], "700000000002");
@@ -388,7 +388,13 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     let e_sess = session(&c, &d, &key, 50_000).await;
     let e_id = e_sess["id"].as_str().expect("id").to_owned();
     let r = claim(&e_id, "700000000002").await.expect("claim");
-    assert_eq!(r.status().as_u16(), 400);
+    assert_eq!(
+        r.status().as_u16(),
+        202,
+        "no oracle: a used reference gets the same answer"
+    );
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{e_id}")), &key).await;
+    assert_eq!(got["status"], "open", "and it is not applied");
     for i in 0..4 {
         let r = claim(&e_id, &format!("70000000010{i}"))
             .await
@@ -397,6 +403,33 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     }
     let r = claim(&e_id, "700000000199").await.expect("claim");
     assert_eq!(r.status().as_u16(), 400, "at most 5 claims per session");
+
+    // A claim never takes a credit far from the session's amount: it waits for the operator.
+    let g = session(&c, &d, &key, 70_000).await;
+    let g_id = g["id"].as_str().expect("id").to_owned();
+    let (_, _, r) = post(
+        &c,
+        &d.url(CREDITS),
+        &key,
+        json!({"source": "manual", "amount": "5000.00", "utr": "700000000004"}),
+        None,
+    )
+    .await;
+    assert_eq!(r["outcome"], "unmatched");
+    let r = claim(&g_id, "700000000004").await.expect("claim");
+    assert_eq!(r.status().as_u16(), 202);
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{g_id}")), &key).await;
+    assert_eq!(
+        got["status"], "open",
+        "a 5000.00 credit is not a 700.00 session's on the customer's word"
+    );
+    // A claim on a session that is not waiting for UPI money is refused.
+    let r = claim(&a_id, "700000000005").await.expect("claim");
+    assert_eq!(
+        r.status().as_u16(),
+        400,
+        "a completed session takes no claims"
+    );
 
     // The operator assigns an unmatched credit to a session.
     let f = session(&c, &d, &key, 60_000).await;
@@ -423,7 +456,12 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     let r = assign(&e_id).await.expect("assign again");
     assert_eq!(r.status().as_u16(), 400, "a credit is applied once");
     let (_, list) = get(&c, &d.url("/v1/credits?status=unmatched"), &key).await;
-    assert_eq!(list["data"].as_array().map(Vec::len), Some(0));
+    assert_eq!(
+        list["data"].as_array().map(Vec::len),
+        Some(1),
+        "only the 5000.00 credit waits for the operator: {list}"
+    );
+    assert_eq!(list["data"][0]["amount"], "5000.00");
 }
 
 #[tokio::test]

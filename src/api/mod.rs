@@ -38,6 +38,8 @@ pub struct AppState {
     pub qr: crate::checkout::qr::QrCache,
     /// The bank alert templates, compiled once.
     pub upi: Option<crate::watch::upi::templates::Parser>,
+    /// Live status streams open now (capped).
+    pub streams: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl AppState {
@@ -60,6 +62,7 @@ impl AppState {
             limiter,
             qr: crate::checkout::qr::QrCache::default(),
             upi,
+            streams: Arc::default(),
         })
     }
 }

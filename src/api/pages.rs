@@ -20,9 +20,14 @@ pub async fn route(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Resp
         ("GET", []) => page(state, req, id),
         ("GET", ["status"]) => status(state, id),
         ("GET", ["qr.svg"]) => qr(state, req, id),
-        ("GET", ["events"]) => {
-            load(state, id).map(|s| page::status_stream(state.store.clone(), s.id))
-        }
+        ("GET", ["events"]) => load(state, id).and_then(|s| {
+            page::status_stream(state.store.clone(), s.id, state.streams.clone()).ok_or_else(|| {
+                ApiError::unavailable(
+                    "too_many_streams",
+                    "too many live status streams; the page falls back to polling",
+                )
+            })
+        }),
         ("POST", ["claim"]) => claim(state, req, id).await,
         ("POST", ["simulate"]) => simulate(state, req, id).await,
         _ => Err(ApiError::route_missing(&req.method, &req.path)),
@@ -161,11 +166,11 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
         session_id: s.id.clone(),
         reference,
     };
-    let matched = match write(state.store.as_ref(), op, None).await? {
-        Ok(Outcome::Match(MatchResult::Matched { .. })) => true,
-        Ok(_) => false,
-        Err(e) => return Err(op_error(&e)),
-    };
+    // The same answer whether or not it matched at once: the page's live status tells the
+    // customer, and the answer gives nobody a way to test guessed references.
+    if let Err(e) = write(state.store.as_ref(), op, None).await? {
+        return Err(op_error(&e));
+    }
     if is_form {
         let mut r = Response::new(Vec::new().into());
         *r.status_mut() = StatusCode::SEE_OTHER;
@@ -174,17 +179,14 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
         }
         return Ok(r);
     }
-    if matched {
-        return Ok(json_response(
-            StatusCode::OK,
-            br#"{"status":"matched","message":"The payment with this reference was found and applied."}"#.to_vec(),
-        ));
-    }
     Ok(json_response(
         StatusCode::ACCEPTED,
-        br#"{"status":"pending","message":"The reference was recorded; the payment is matched once the bank or the chain confirms it."}"#.to_vec(),
+        br#"{"status":"received","message":"The reference was recorded; the payment is applied once the bank or the chain confirms it."}"#.to_vec(),
     ))
 }
+
+/// Simulated payments one test session accepts.
+const MAX_SIMULATED_PAYMENTS: usize = 10;
 
 /// Pays a test session through the matcher, exactly as a watcher would report the money: the
 /// payable amount (or `amount`, to rehearse partial and over payments) to the option's pay_to.
@@ -193,6 +195,14 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
     if s.livemode {
         return Err(ApiError::forbidden(
             "simulate pays test sessions only; this session is live",
+        ));
+    }
+    // Unauthenticated: bounded per session, so nobody can grow a session (and its callbacks)
+    // without limit.
+    if s.payments.len() >= MAX_SIMULATED_PAYMENTS {
+        return Err(ApiError::conflict(
+            "simulate_limit",
+            format!("a test session takes at most {MAX_SIMULATED_PAYMENTS} simulated payments"),
         ));
     }
     let is_form = req
@@ -266,12 +276,13 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
                 let utr: String = (0..12)
                     .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
                     .collect();
-                (format!("upi:{utr}"), Some(utr), None, None)
+                // Own namespace: a simulated UTR can never collide with a real credit's.
+                (format!("sim:upi:{utr}"), Some(utr), None, None)
             }
             Some(chain) => {
                 let bytes: [u8; 32] = rng.random();
                 let tx = format!("0x{}", hex::encode(bytes));
-                (format!("evm:{chain}:{tx}:0"), None, Some(tx), Some(0))
+                (format!("sim:evm:{chain}:{tx}:0"), None, Some(tx), Some(0))
             }
         }
     };

@@ -248,7 +248,8 @@ async fn process(
                     h.update(sender.as_deref().unwrap_or("").as_bytes());
                     h.update(b"\n");
                     h.update(text.as_deref().unwrap_or("").as_bytes());
-                    h.update(received_at_ms.to_le_bytes());
+                    // Not the receipt time: a forwarder's retry of the same SMS must stay one
+                    // credit (bank texts carry their own date, time or balance).
                     format!("upi-noref:{}", hex::encode(&h.finalize()[..16]))
                 }
             };
@@ -419,7 +420,11 @@ fn stamp_ms(v: Option<&Value>) -> Option<i64> {
         Value::String(s) => s.trim().parse().ok()?,
         _ => return None,
     };
-    Some(if n < 100_000_000_000 { n * 1000 } else { n })
+    Some(if n < 100_000_000_000 {
+        n.saturating_mul(1000)
+    } else {
+        n
+    })
 }
 
 /// `POST /v1/upi/credits` from a forwarder app with its ingest token. Its credits pay only live
@@ -472,7 +477,7 @@ pub async fn ingest_with_token(
                 .trim()
                 .parse()
                 .map_err(|_| forged("X-Timestamp is not unix seconds"))?;
-            if (now / 1000 - secs).abs() > 300 {
+            if (now / 1000).saturating_sub(secs).saturating_abs() > 300 {
                 return Err(forged("X-Timestamp is more than 5 minutes from now"));
             }
             let expected = hex::encode(hmac_sha256(key, &[&req.body, ts.as_bytes()]));
@@ -538,7 +543,7 @@ pub async fn ingest_with_token(
             let sign = sign.ok_or_else(|| forged("no sign"))?;
             let ms = stamp_ms(Some(&Value::String(ts.clone())))
                 .ok_or_else(|| forged("timestamp is not a number"))?;
-            if (now - ms).abs() > 3_600_000 {
+            if now.saturating_sub(ms).saturating_abs() > 3_600_000 {
                 return Err(forged("timestamp is more than an hour from now"));
             }
             // The app signs like DingTalk: base64(HMAC-SHA256(secret, "{timestamp}\n{secret}")),

@@ -155,11 +155,24 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
 
 /// Server-Sent Events: the public status now, then on every change, until the session ends
 /// (bounded to an hour per connection; the page reconnects or falls back to polling).
-pub fn status_stream(store: SharedStore, id: String) -> crate::api::Response {
+pub fn status_stream(
+    store: SharedStore,
+    id: String,
+    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Option<crate::api::Response> {
+    use std::sync::atomic::Ordering;
     use warp::Reply as _;
+    // At most this many streams at once (each polls the store 4 times a second); past it the
+    // page polls /status instead.
+    const MAX_STREAMS: usize = 2000;
+    if open.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+        open.fetch_sub(1, Ordering::SeqCst);
+        return None;
+    }
+    let guard = StreamSlot(open);
     let stream = futures_util::stream::unfold(
-        (store, id, String::new(), false, 0u32),
-        |(store, id, last, done, n)| async move {
+        (store, id, String::new(), false, 0u32, guard),
+        |(store, id, last, done, n, guard)| async move {
             if done {
                 return None;
             }
@@ -179,7 +192,7 @@ pub fn status_stream(store: SharedStore, id: String) -> crate::api::Response {
                     let ev = warp::sse::Event::default()
                         .event("status")
                         .data(json.clone());
-                    return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n)));
+                    return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
                 }
             }
         },
@@ -187,7 +200,16 @@ pub fn status_stream(store: SharedStore, id: String) -> crate::api::Response {
     let mut r = warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response();
     r.headers_mut()
         .insert("cache-control", HeaderValue::from_static("no-store"));
-    r
+    Some(r)
+}
+
+/// Counts an open stream; released when the stream (and its state) is dropped.
+struct StreamSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// 200 with a body and content type.

@@ -15,6 +15,20 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
                 return forbidden_v4(v4);
             }
             let seg = v6.segments();
+            // IPv4-compatible ::a.b.c.d (deprecated, still routed by some stacks).
+            if seg[..6].iter().all(|s| *s == 0) && !v6.is_loopback() && !v6.is_unspecified() {
+                let o = v6.octets();
+                return forbidden_v4(Ipv4Addr::new(o[12], o[13], o[14], o[15]));
+            }
+            // 6to4 (2002::/16) carries an IPv4 address in its next 32 bits.
+            if seg[0] == 0x2002 {
+                return forbidden_v4(Ipv4Addr::new(
+                    (seg[1] >> 8) as u8,
+                    seg[1] as u8,
+                    (seg[2] >> 8) as u8,
+                    seg[2] as u8,
+                ));
+            }
             v6.is_loopback()
                 || v6.is_unspecified()
                 || v6.is_multicast()
@@ -22,6 +36,8 @@ pub fn is_forbidden(ip: IpAddr) -> bool {
                 || (seg[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
                 || (seg[0] == 0x2001 && seg[1] == 0x0db8) // documentation
                 || (seg[0] == 0x64 && seg[1] == 0xff9b) // NAT64 of possibly private v4
+                || (seg[0] == 0x2001 && seg[1] == 0) // Teredo tunnels
+                || (seg[0] & 0xffc0) == 0xfec0 // deprecated site-local
         }
     }
 }

@@ -40,6 +40,8 @@ pub fn client(allow_private: bool) -> Result<reqwest::Client, reqwest::Error> {
         .timeout(ATTEMPT_TIMEOUT)
         .connect_timeout(Duration::from_secs(5))
         .redirect(reqwest::redirect::Policy::none())
+        // A proxy would resolve the target itself, past the address check.
+        .no_proxy()
         .user_agent(concat!("paywatch/", env!("CARGO_PKG_VERSION")))
         .pool_max_idle_per_host(8);
     if !allow_private {

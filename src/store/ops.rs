@@ -724,8 +724,24 @@ fn observe(
     } else {
         None
     };
-    let only = o.only_session.clone().or(claimed);
-    let target = match (&only, found) {
+    if let Some(sid) = claimed {
+        // A claim only ever routes money that plausibly is that session's; anything else stays
+        // an unmatched credit for the operator (never an error: a bad claim must not block).
+        if let Some(s) = load_session(t, &sid)?
+            && claim_fits(
+                &s,
+                &o.destination,
+                o.amount_base,
+                o.received_at_ms,
+                o.livemode,
+                owner_merchant(&o),
+            )
+        {
+            return Ok(Ok(apply_to_session(t, w, s, o, now)?));
+        }
+        return Ok(Ok(unmatched(t, w, o, now)?));
+    }
+    let target = match (&o.only_session, found) {
         (Some(only), Some(f)) if &f != only => {
             return Ok(Err(OpError::Invalid(
                 "this payment cannot be applied to this session".into(),
@@ -747,11 +763,53 @@ fn observe(
         (None, Some(f)) => load_session(t, &f)?,
         (None, None) => None,
     };
-    let target = target.filter(|s| s.livemode == o.livemode);
+    // Money reported as received well before a session existed is not that session's (an old
+    // alert, a re-read mailbox): it stays unmatched.
+    let target = target.filter(|s| {
+        s.livemode == o.livemode
+            && o.received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
+    });
     let Some(s) = target else {
         return Ok(Ok(unmatched(t, w, o, now)?));
     };
     Ok(Ok(apply_to_session(t, w, s, o, now)?))
+}
+
+/// How far a reported receipt time may precede a session's creation (clock skew between phones,
+/// banks and this server).
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+fn owner_merchant(o: &Observed) -> Option<&str> {
+    o.owner.as_ref().map(|(m, _)| m.as_str())
+}
+
+/// Whether money may be applied to `s` on a customer's word (a claimed reference): the session
+/// awaits payment, belongs to the money's merchant and mode, was paid at its destination, the
+/// money arrived during its life, and the amount is within 10% of what it asked. Anything else is
+/// for the operator to assign.
+fn claim_fits(
+    s: &Session,
+    destination: &str,
+    amount: u128,
+    received_at_ms: i64,
+    livemode: bool,
+    merchant: Option<&str>,
+) -> bool {
+    let Some(option) = s
+        .payment_options
+        .iter()
+        .find(|p| p.destination == destination)
+    else {
+        return false;
+    };
+    let band = option.payable_base / 10;
+    s.status.is_awaiting()
+        && s.livemode == livemode
+        && merchant.is_none_or(|m| m == s.merchant_id)
+        && received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
+        && received_at_ms <= s.expires_at_ms.saturating_add(CLOCK_SKEW_MS)
+        && amount >= option.payable_base.saturating_sub(band)
+        && amount <= option.payable_base.saturating_add(band)
 }
 
 /// Records `o` as a payment of `s` (whose options include its destination, else it becomes an
@@ -1026,11 +1084,19 @@ fn claim(
     reference: &str,
     now: i64,
 ) -> R<Result<Outcome, OpError>> {
-    let refused = || {
-        Ok(Err(OpError::Invalid(
-            "this reference cannot be applied to this session".into(),
-        )))
+    let Some(s) = load_session(t, session_id)? else {
+        return Ok(Err(OpError::NotFound("checkout session")));
     };
+    let upi = reference.starts_with("upi:");
+    let has_rail = s
+        .payment_options
+        .iter()
+        .any(|o| o.chain_id.is_none() == upi);
+    if !s.status.is_awaiting() || !has_rail {
+        return Ok(Err(OpError::Invalid(
+            "this session is not waiting for a payment of that kind".into(),
+        )));
+    }
     let existing = t
         .claims
         .range((session_id, "")..=(session_id, "\u{10FFFF}"))?
@@ -1042,25 +1108,29 @@ fn claim(
     }
     t.claims.insert((session_id, reference), now)?;
     let used_by = t.refs.get(reference)?.map(|v| v.value().to_owned());
-    match used_by {
-        Some(id) if id.starts_with("cr_") => {
-            match assign_credit(t, w, &id, session_id, None, now)? {
-                Ok(m) => Ok(Ok(Outcome::Match(m))),
-                Err(_) => refused(),
-            }
+    if let Some(id) = used_by {
+        if let Some(credit) = load_json::<Credit>(&t.credits, &id)?
+            && credit.status == "unmatched"
+            && claim_fits(
+                &s,
+                &credit.destination,
+                credit.amount_base,
+                credit.received_at_ms,
+                credit.livemode,
+                credit.merchant_id.as_deref(),
+            )
+            && let Ok(m) = assign_credit(t, w, &id, session_id, None, now)?
+        {
+            return Ok(Ok(Outcome::Match(m)));
         }
-        Some(_) => refused(),
-        None => {
-            let other = t.claim_refs.get(reference)?.map(|v| v.value().to_owned());
-            match other {
-                Some(sid) if sid != session_id => refused(),
-                _ => {
-                    t.claim_refs.insert(reference, session_id)?;
-                    Ok(Ok(Outcome::Claimed))
-                }
-            }
-        }
+        // Used, or not plausibly this session's: recorded for the operator, same answer.
+        return Ok(Ok(Outcome::Claimed));
     }
+    // Not seen yet: the first session to claim it waits for it (a later claim is recorded only).
+    if t.claim_refs.get(reference)?.is_none() {
+        t.claim_refs.insert(reference, session_id)?;
+    }
+    Ok(Ok(Outcome::Claimed))
 }
 
 fn owned_endpoint(

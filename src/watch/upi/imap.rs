@@ -95,11 +95,30 @@ async fn session(
             cfg.mailbox,
             mbox.uid_validity.unwrap_or(0)
         );
-        let last = state
-            .store
-            .cursor(&cursor_key)
-            .map_err(|e| e.to_string())?
-            .unwrap_or(0);
+        let last = match state.store.cursor(&cursor_key).map_err(|e| e.to_string())? {
+            Some(l) => l,
+            None => {
+                // First contact with this mailbox: read the last day's mail only, not months of
+                // old alerts (and old alerts never pay newer sessions: see the matcher).
+                let since = (chrono::Utc::now() - chrono::Duration::days(1)).format("%d-%b-%Y");
+                let recent = sess
+                    .uid_search(format!("SINCE {since}"))
+                    .await
+                    .map_err(|e| format!("search: {e}"))?;
+                let start = match recent.iter().min() {
+                    Some(first) => u64::from(*first).saturating_sub(1),
+                    None => u64::from(mbox.uid_next.unwrap_or(1).saturating_sub(1)),
+                };
+                let op = WriteOp::SetCursor {
+                    key: cursor_key.clone(),
+                    value: start,
+                };
+                if let Err(e) = write(state.store.as_ref(), op, None).await {
+                    return Err(format!("saving the IMAP cursor: {e}"));
+                }
+                start
+            }
+        };
         let fetched: Vec<_> = sess
             .uid_fetch(format!("{}:*", last + 1), "(UID INTERNALDATE RFC822)")
             .await
@@ -117,13 +136,21 @@ async fn session(
                 || chrono::Utc::now().timestamp_millis(),
                 |d| d.timestamp_millis(),
             );
-            if let (Some(body), Some(parser)) = (m.body(), state.upi.as_ref()) {
-                let verdict = judge(body, parser, cfg.authserv_id.as_deref());
+            let Some(parser) = state.upi.as_ref() else {
+                // Without templates nothing can be judged: keep the mail for later.
+                return Err("the UPI alert templates are not loaded".into());
+            };
+            if let Some(body) = m.body() {
+                let verdict = judge(body, parser, cfg.authserv_id.as_deref(), &cfg.accounts);
                 if let Err(e) =
                     crate::api::upi::process_email(state, &cfg.merchant, verdict, received).await
                 {
-                    // Not recorded: stop here so the mail is read again next time.
-                    return Err(format!("recording mail {uid}: {}", e.message));
+                    if e.status.is_server_error() {
+                        // Not recorded: stop here so the mail is read again next time.
+                        return Err(format!("recording mail {uid}: {}", e.message));
+                    }
+                    // Refused for good (it cannot apply anywhere): log it and go on.
+                    tracing::warn!(uid, error = %e.message, "alert mail refused");
                 }
             }
             newest = newest.max(u64::from(uid));

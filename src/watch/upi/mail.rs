@@ -30,8 +30,33 @@ fn same_org(d: &str, want: &str) -> bool {
     d == want || d.ends_with(&format!(".{want}"))
 }
 
+/// Removes RFC 8601 comments `(…)` and quoted strings `"…"`, so text a sender controls (echoed
+/// in a comment or a quoted local part) cannot inject a `;dkim=pass` clause.
+fn strip_comments(ar: &str) -> String {
+    let mut out = String::with_capacity(ar.len());
+    let mut depth = 0usize;
+    let mut quoted = false;
+    let mut escaped = false;
+    for c in ar.chars() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if quoted || depth > 0 => escaped = true,
+            '"' if depth == 0 => quoted = !quoted,
+            '(' if !quoted => depth += 1,
+            ')' if !quoted && depth > 0 => depth -= 1,
+            c if !quoted && depth == 0 => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Whether one Authentication-Results value passes DKIM or DMARC for `domain`.
 fn passes(ar: &str, domain: &str) -> bool {
+    let ar = strip_comments(ar);
     ar.split(';').skip(1).any(|clause| {
         let c = clause.trim().to_ascii_lowercase();
         let prop = |name: &str| {
@@ -54,8 +79,27 @@ fn authserv_id(ar: &str) -> &str {
         .unwrap_or("")
 }
 
-/// Judges a raw RFC 5322 message.
-pub fn judge(raw: &[u8], parser: &Parser, authserv: Option<&str>) -> MailVerdict {
+/// Whether `text` names one of the merchant's accounts (by their last digits, as banks mask them:
+/// "a/c XX1234", "A/c ...1234", "account ending 1234"). A genuine bank mail about someone else's
+/// account, re-sent to this mailbox, still passes DKIM: this is what ties it to the merchant.
+pub fn mentions_account(text: &str, suffixes: &[String]) -> bool {
+    let bytes = text.as_bytes();
+    suffixes.iter().filter(|s| !s.is_empty()).any(|suffix| {
+        text.match_indices(suffix.as_str()).any(|(i, _)| {
+            let before = i.checked_sub(1).and_then(|j| bytes.get(j));
+            let after = bytes.get(i + suffix.len());
+            before.is_none_or(|b| !b.is_ascii_digit()) && after.is_none_or(|b| !b.is_ascii_digit())
+        })
+    })
+}
+
+/// Judges a raw RFC 5322 message for a merchant whose accounts end in `accounts`.
+pub fn judge(
+    raw: &[u8],
+    parser: &Parser,
+    authserv: Option<&str>,
+    accounts: &[String],
+) -> MailVerdict {
     let Some(msg) = MessageParser::default().parse(raw) else {
         return MailVerdict::Untrusted("not a parseable e-mail".into());
     };
@@ -95,10 +139,13 @@ pub fn judge(raw: &[u8], parser: &Parser, authserv: Option<&str>) -> MailVerdict
         .or_else(|| msg.body_html(0).map(|h| strip_tags(&h)))
         .unwrap_or_default();
     let subject = msg.subject().unwrap_or_default();
-    MailVerdict::Trusted {
-        bank,
-        text: format!("{subject}\n{text}").trim().to_owned(),
+    let text = format!("{subject}\n{text}").trim().to_owned();
+    if !mentions_account(&text, accounts) {
+        return MailVerdict::Untrusted(
+            "the alert does not name one of the merchant's accounts (upi.imap.accounts)".into(),
+        );
     }
+    MailVerdict::Trusted { bank, text }
 }
 
 /// Crude HTML to text: enough for bank alert templates, which match words and numbers.
@@ -135,6 +182,8 @@ mod tests {
     #[test]
     fn trusts_only_a_bank_domain_with_dkim_or_dmarc_from_the_receiving_server() {
         let p = Parser::builtin().expect("templates");
+        let acct = vec!["1234".to_owned()];
+        let judge = |raw: &[u8], p: &Parser, id: Option<&str>| judge(raw, p, id, &acct);
         let body = "Rs.150.00 credited to a/c XX1234 on 20-11-26 by a/c linked to VPA cust@okaxis (UPI Ref No 432112345678).";
         let good = mail(
             "alerts@hdfcbank.net",
