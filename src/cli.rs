@@ -34,6 +34,8 @@ pub enum Command {
     /// Bank alert tools
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Write a consistent copy of the database to PATH (a new file), while running or not
+    Backup { path: PathBuf },
 }
 
 #[derive(Subcommand, Debug)]
@@ -156,6 +158,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::runtime(e.to_string()))
         }
         Command::Keys(k) => keys(&config, k).await,
+        Command::Backup { path } => backup(&config, &path).await,
         Command::Alerts(AlertsCommand::Parse {
             sender,
             file,
@@ -168,6 +171,37 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             templates_dir.as_deref(),
         ),
     }
+}
+
+async fn backup(config: &Config, path: &std::path::Path) -> Result<(), Failure> {
+    let abs = std::path::absolute(path)
+        .map_err(|e| Failure::usage(format!("{}: {e}", path.display())))?;
+    if abs.exists() {
+        return Err(Failure::usage(format!(
+            "{}: already exists; back up to a new file",
+            abs.display()
+        )));
+    }
+    let rows = match target(config)? {
+        Target::File(store) => {
+            let r = crate::store::backup::backup(&store.database(), &abs).map_err(Failure::runtime);
+            store.close();
+            r?
+        }
+        Target::Daemon { url, token } => {
+            let v = admin_call(
+                &url,
+                &token,
+                reqwest::Method::POST,
+                "/admin/v1/backup",
+                Some(serde_json::json!({"path": abs.display().to_string()})),
+            )
+            .await?;
+            v["rows"].as_u64().unwrap_or(0)
+        }
+    };
+    println!("backed up {rows} rows to {}", abs.display());
+    Ok(())
 }
 
 fn alerts_parse(

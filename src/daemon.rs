@@ -153,7 +153,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let config = Arc::new(config);
     let shared: SharedStore = store.clone();
-    let state = AppState::new(config.clone(), shared.clone());
+    let state = AppState::new(config.clone(), shared.clone(), Some(store.database()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let (public_addr, public_task) = api::serve(

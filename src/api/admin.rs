@@ -130,6 +130,34 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 Err(e) => Err(op_error(&e).with_id(id)),
             }
         }
+        ("POST", ["admin", "v1", "backup"]) => {
+            let map = object_body(&req.body, &["path"])?;
+            let path = map
+                .get("path")
+                .and_then(Value::as_str)
+                .filter(|p| std::path::Path::new(p).is_absolute())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        "parameter_invalid",
+                        "path",
+                        "path must be an absolute file path on the server",
+                    )
+                })?
+                .to_owned();
+            let Some(db) = state.database.clone() else {
+                return Err(ApiError::unavailable(
+                    "backup_unavailable",
+                    "this store cannot be backed up online",
+                ));
+            };
+            let rows = tokio::task::spawn_blocking(move || {
+                crate::store::backup::backup(&db, std::path::Path::new(&path))
+            })
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::bad_request("backup_failed", e))?;
+            ok(serde_json::json!({"object": "backup", "rows": rows}))
+        }
         ("GET", ["admin", "v1", "credits"]) => {
             let credits = state.store.credits(1000)?;
             let data: Vec<Value> = credits.iter().map(crate::store::credit_json).collect();

@@ -40,10 +40,16 @@ pub struct AppState {
     pub upi: Option<crate::watch::upi::templates::Parser>,
     /// Live status streams open now (capped).
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
+    /// The database, for online backups (absent for stores that are not redb).
+    pub database: Option<Arc<redb::Database>>,
 }
 
 impl AppState {
-    pub fn new(config: Arc<Config>, store: SharedStore) -> Arc<AppState> {
+    pub fn new(
+        config: Arc<Config>,
+        store: SharedStore,
+        database: Option<Arc<redb::Database>>,
+    ) -> Arc<AppState> {
         let limiter = auth::Limiter::new(
             config.api.rate_limit_per_second,
             config.api.rate_limit_burst,
@@ -63,6 +69,7 @@ impl AppState {
             qr: crate::checkout::qr::QrCache::default(),
             upi,
             streams: Arc::default(),
+            database,
         })
     }
 }

@@ -2,6 +2,7 @@
 //! every pending one in a single transaction (group commit) before any of them is acknowledged;
 //! reads use MVCC read transactions and never wait for the writer.
 
+pub mod backup;
 mod ops;
 mod redb_store;
 mod reservations;

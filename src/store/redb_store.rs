@@ -117,9 +117,9 @@ impl RedbStore {
         self.db.begin_read().map_err(storage)
     }
 
-    /// A consistent point-in-time copy of the whole database into `dest` (a new file).
-    pub fn database(&self) -> &Database {
-        &self.db
+    /// The database itself, for online backups.
+    pub fn database(&self) -> std::sync::Arc<Database> {
+        self.db.clone()
     }
 }
 

@@ -1,0 +1,67 @@
+//! A consistent copy of the whole database, taken from one MVCC read transaction while the daemon
+//! keeps writing: every table is copied into a new redb file, which is then a complete database.
+
+use std::path::Path;
+
+use redb::{
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value,
+};
+
+use super::tables::*;
+
+fn copy<K: Key + 'static, V: Value + 'static>(
+    src: &ReadTransaction,
+    dst: &redb::WriteTransaction,
+    def: TableDefinition<K, V>,
+) -> Result<u64, redb::Error> {
+    let from = src.open_table(def)?;
+    let mut to = dst.open_table(def)?;
+    let mut n = 0;
+    for entry in from.iter()? {
+        let (k, v) = entry?;
+        to.insert(k.value(), v.value())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Copies `db` into a new database file at `dest` (which must not exist); returns the rows copied.
+pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
+    if dest.exists() {
+        return Err(format!(
+            "{} already exists; back up to a new file",
+            dest.display()
+        ));
+    }
+    let src = db.begin_read().map_err(|e| e.to_string())?;
+    let out =
+        Database::create(dest).map_err(|e| format!("cannot create {}: {e}", dest.display()))?;
+    let w = out.begin_write().map_err(|e| e.to_string())?;
+    let rows = (|| -> Result<u64, redb::Error> {
+        Ok(copy(&src, &w, META)?
+            + copy(&src, &w, KEYS)?
+            + copy(&src, &w, KEY_IDS)?
+            + copy(&src, &w, SESSIONS)?
+            + copy(&src, &w, SESSION_INDEX)?
+            + copy(&src, &w, EXPIRY)?
+            + copy(&src, &w, PROCESSING)?
+            + copy(&src, &w, RELEASES)?
+            + copy(&src, &w, PAYMENTS)?
+            + copy(&src, &w, REFS)?
+            + copy(&src, &w, CREDITS)?
+            + copy(&src, &w, IDEMPOTENCY)?
+            + copy(&src, &w, IDEM_EXPIRY)?
+            + copy(&src, &w, EVENTS)?
+            + copy(&src, &w, EVENT_INDEX)?
+            + copy(&src, &w, OUTBOX)?
+            + copy(&src, &w, DELIVERIES)?
+            + copy(&src, &w, EVENT_DELIVERIES)?
+            + copy(&src, &w, ENDPOINTS)?
+            + copy(&src, &w, MERCHANT_SECRETS)?
+            + copy(&src, &w, CLAIMS)?
+            + copy(&src, &w, CLAIM_REFS)?)
+    })()
+    .map_err(|e| e.to_string())?;
+    w.commit().map_err(|e| e.to_string())?;
+    Ok(rows)
+}
