@@ -103,7 +103,12 @@ async fn wait_for(mut rx: watch::Receiver<bool>) {
 /// Expires sessions on time and releases reservations whose grace has passed.
 async fn sweeper(store: SharedStore, interval: Duration, mut stop: watch::Receiver<bool>) {
     loop {
-        let mut more = true;
+        let now = chrono::Utc::now().timestamp_millis();
+        let due = match store.next_sweep_ms(api::IDEMPOTENCY_TTL_MS) {
+            Ok(next) => next.is_some_and(|t| t <= now),
+            Err(_) => true, // let the write report the storage problem
+        };
+        let mut more = due;
         while more {
             let op = WriteOp::Sweep {
                 now_ms: chrono::Utc::now().timestamp_millis(),
@@ -232,7 +237,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                     _ = tokio::time::sleep(every) => {}
                     _ = stop.changed() => return,
                 }
-                if store.next_expiry_ms().is_ok() {
+                if store.next_sweep_ms(0).is_ok() {
                     let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Watchdog]);
                 }
             }

@@ -56,6 +56,14 @@ fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
     Ok(r)
 }
 
+/// Whether the body is an HTML form post (the no-JavaScript page) rather than JSON.
+fn is_form(req: &Req) -> bool {
+    req.headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"))
+}
+
 fn query_param(req: &Req, name: &str) -> Option<String> {
     url::form_urlencoded::parse(req.query.as_bytes())
         .find(|(k, _)| k == name)
@@ -119,11 +127,7 @@ fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
 /// never moves money.
 async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
-    let is_form = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let is_form = is_form(req);
     let (utr, tx) = if is_form {
         let mut utr = None;
         let mut tx = None;
@@ -205,11 +209,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             format!("a test session takes at most {MAX_SIMULATED_PAYMENTS} simulated payments"),
         ));
     }
-    let is_form = req
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
+    let is_form = is_form(req);
     let (method, amount) = if is_form {
         let mut method = None;
         let mut amount = None;

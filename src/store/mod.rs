@@ -248,7 +248,10 @@ pub enum Outcome {
     Deliveries(Vec<Delivery>),
     Secrets(Vec<SigningSecret>),
     Endpoint(Box<WebhookEndpoint>),
+    /// A claim was recorded (and waits for its money).
     Claimed,
+    /// Written; nothing to report.
+    Done,
 }
 
 /// A page of a newest-first list.
@@ -318,8 +321,9 @@ pub trait Store: Send + Sync {
     /// Wakes the notifier when a commit queued deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;
-    /// The earliest expiry among open sessions, for the sweeper.
-    fn next_expiry_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// When the sweeper next has work (an expiry, a release, an idempotency record to drop), so an
+    /// idle daemon does not write at all.
+    fn next_sweep_ms(&self, idempotency_ttl_ms: i64) -> Result<Option<i64>, StoreError>;
 }
 
 /// A shared store handle.

@@ -267,7 +267,7 @@ pub fn execute(
         } => assign_credit(t, w, &credit_id, &session_id, None, now)?.map(Outcome::Match),
         WriteOp::SetCursor { key, value } => {
             t.meta.insert(format!("cursor:{key}").as_str(), value)?;
-            Ok(Outcome::Claimed)
+            Ok(Outcome::Done)
         }
         WriteOp::Redeliver {
             merchant_id,

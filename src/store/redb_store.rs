@@ -527,10 +527,18 @@ impl Store for RedbStore {
         Ok(out)
     }
 
-    fn next_expiry_ms(&self) -> Result<Option<i64>, StoreError> {
+    fn next_sweep_ms(&self, idempotency_ttl_ms: i64) -> Result<Option<i64>, StoreError> {
         let txn = self.read()?;
-        let t = txn.open_table(EXPIRY).map_err(storage)?;
-        let first = t.first().map_err(storage)?;
-        Ok(first.map(|(k, _)| k.value().0))
+        let expiry = txn.open_table(EXPIRY).map_err(storage)?;
+        let releases = txn.open_table(RELEASES).map_err(storage)?;
+        let idem = txn.open_table(IDEM_EXPIRY).map_err(storage)?;
+        let times = [
+            expiry.first().map_err(storage)?.map(|(k, _)| k.value().0),
+            releases.first().map_err(storage)?.map(|(k, _)| k.value().0),
+            idem.first()
+                .map_err(storage)?
+                .map(|(k, _)| k.value().0.saturating_add(idempotency_ttl_ms)),
+        ];
+        Ok(times.into_iter().flatten().min())
     }
 }
