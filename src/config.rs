@@ -8,8 +8,10 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use thiserror::Error;
 
+use crate::domain::address;
 use crate::domain::method::{Currency, Direction, Method, Rail, Strategy};
 use crate::domain::money::{parse_units, pow10};
+use crate::domain::xpub::Xpub;
 
 /// The repository's own `config.toml`, used when no file is given and none is in the directory.
 pub const EMBEDDED_CONFIG: &str = include_str!("../config.toml");
@@ -135,9 +137,13 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// `[chains.NAME]` as written: every key optional, because a preset in `watchers/chains/` (or the
+/// entry's `preset = "…"`) supplies what is not given.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ChainConfig {
+    /// The built-in preset to start from; defaults to the entry's own name when a preset has it.
+    pub preset: Option<String>,
     pub chain_id: Option<u64>,
     pub test: Option<bool>,
     #[serde(default)]
@@ -147,6 +153,65 @@ pub struct ChainConfig {
     pub decimals: Option<u32>,
     pub confirmations: Option<u32>,
     pub poll_interval_ms: Option<u64>,
+    /// TRON: Base58Check `T…` addresses at the edges.
+    pub tron: Option<bool>,
+    pub block_time_ms: Option<u64>,
+    /// Blocks per `eth_getLogs` request (halved when an RPC refuses a range).
+    pub max_log_range: Option<u64>,
+    /// Where the first run starts when no checkpoint exists (default: the head at first start).
+    pub start_block: Option<u64>,
+}
+
+impl ChainConfig {
+    /// `self` over `base`: what this entry gives wins.
+    fn over(&self, base: ChainConfig) -> ChainConfig {
+        ChainConfig {
+            preset: self.preset.clone().or(base.preset),
+            chain_id: self.chain_id.or(base.chain_id),
+            test: self.test.or(base.test),
+            rpc_urls: if self.rpc_urls.is_empty() {
+                base.rpc_urls
+            } else {
+                self.rpc_urls.clone()
+            },
+            token: self.token.clone().or(base.token),
+            token_contract: self.token_contract.clone().or(base.token_contract),
+            decimals: self.decimals.or(base.decimals),
+            confirmations: self.confirmations.or(base.confirmations),
+            poll_interval_ms: self.poll_interval_ms.or(base.poll_interval_ms),
+            tron: self.tron.or(base.tron),
+            block_time_ms: self.block_time_ms.or(base.block_time_ms),
+            max_log_range: self.max_log_range.or(base.max_log_range),
+            start_block: self.start_block.or(base.start_block),
+        }
+    }
+}
+
+/// A chain and the token watched on it, resolved against its preset and validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    /// The config key (`local`, `polygon`): the `network` merchants see.
+    pub name: String,
+    pub chain_id: u64,
+    pub test: bool,
+    pub rpc_urls: Vec<String>,
+    pub token: String,
+    /// The token contract's 20 bytes.
+    pub contract: [u8; 20],
+    pub decimals: u32,
+    pub confirmations: u32,
+    pub poll_interval_ms: u64,
+    pub tron: bool,
+    pub block_time_ms: u64,
+    pub max_log_range: u64,
+    pub start_block: Option<u64>,
+}
+
+impl Chain {
+    /// The contract in the chain's edge form (EIP-55, or `T…` on TRON).
+    pub fn contract_display(&self) -> String {
+        crate::domain::address::display(&self.contract, self.tron)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -158,6 +223,8 @@ pub struct MethodConfig {
     pub chain: Option<String>,
     pub pay_to: Option<String>,
     pub pay_to_pool: Option<Vec<String>>,
+    /// The account's extended public key, for the `xpub` strategy.
+    pub xpub: Option<String>,
     pub strategy: Option<String>,
     pub step: Option<String>,
     pub window: Option<u32>,
@@ -296,6 +363,8 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub log: LogConfig,
     pub merchants: Vec<Merchant>,
+    /// Chains with a watcher: those a merchant method uses.
+    pub chains: Vec<Chain>,
     /// Forwarders that post UPI alerts with an ingest token (their credits pay live sessions).
     pub ingest: Vec<IngestSource>,
     /// The alert mailbox, with its password resolved.
@@ -663,8 +732,9 @@ fn validate(
     if !matches!(raw.log.format.as_str(), "plain" | "json") {
         return Err(err(locate, "log.format", "must be \"plain\" or \"json\""));
     }
+    let mut chains = BTreeMap::new();
     for (id, chain) in &raw.chains {
-        validate_chain(locate, id, chain)?;
+        chains.insert(id.clone(), resolve_chain(locate, id, chain)?);
     }
     if raw.merchants.is_empty() {
         return Err(err(
@@ -674,6 +744,7 @@ fn validate(
         ));
     }
     let mut merchants: Vec<Merchant> = Vec::new();
+    let mut used_chains: Vec<Chain> = Vec::new();
     for (i, m) in raw.merchants.iter().enumerate() {
         let key = format!("merchants.{i}");
         if !valid_slug(&m.id) {
@@ -712,14 +783,15 @@ fn validate(
                 continue;
             }
             let mkey = format!("{key}.methods.{mname}");
-            methods.push(resolve_method(
-                locate,
-                &mkey,
-                mname,
-                mc,
-                &m.name,
-                &raw.chains,
-            )?);
+            methods.push(resolve_method(locate, &mkey, mname, mc, &m.name, &chains)?);
+        }
+        for method in &methods {
+            if let Rail::Token { network, .. } = &method.rail
+                && let Some(c) = chains.get(network)
+                && !used_chains.iter().any(|u: &Chain| u.name == c.name)
+            {
+                used_chains.push(c.clone());
+            }
         }
         merchants.push(Merchant {
             id: m.id.clone(),
@@ -870,6 +942,7 @@ fn validate(
         sessions: raw.sessions,
         log: raw.log,
         merchants,
+        chains: used_chains,
     })
 }
 
@@ -879,12 +952,40 @@ fn valid_slug(s: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
 }
 
-fn validate_chain(
+fn resolve_chain(
     locate: &dyn Fn(&str) -> String,
     id: &str,
-    c: &ChainConfig,
-) -> Result<(), ConfigError> {
+    given: &ChainConfig,
+) -> Result<Chain, ConfigError> {
     let key = format!("chains.{id}");
+    if !valid_slug(id) {
+        return Err(err(
+            locate,
+            &key,
+            "chain names are 1-40 of a-z, 0-9, _ and -",
+        ));
+    }
+    let preset_name = given.preset.clone().or_else(|| {
+        crate::watch::evm::preset::find(id)
+            .is_some()
+            .then(|| id.to_owned())
+    });
+    let c = match &preset_name {
+        Some(p) => {
+            let base = crate::watch::evm::preset::find(p).ok_or_else(|| {
+                err(
+                    locate,
+                    &format!("{key}.preset"),
+                    format!(
+                        "{p:?} is not a built-in preset (there are: {})",
+                        crate::watch::evm::preset::names().join(", ")
+                    ),
+                )
+            })?;
+            given.over(base)
+        }
+        None => given.clone(),
+    };
     let need = |field: &str, present: bool| {
         if present {
             Ok(())
@@ -899,67 +1000,92 @@ fn validate_chain(
     need("chain_id", c.chain_id.is_some())?;
     need("token_contract", c.token_contract.is_some())?;
     need("decimals", c.decimals.is_some())?;
-    need("rpc_urls", !c.rpc_urls.is_empty())?;
+    if c.rpc_urls.is_empty() {
+        return Err(err(
+            locate,
+            &format!("{key}.rpc_urls"),
+            "give at least one JSON-RPC URL (several = failover)",
+        ));
+    }
     for (i, u) in c.rpc_urls.iter().enumerate() {
         match url::Url::parse(u) {
-            Ok(p) if matches!(p.scheme(), "http" | "https" | "ws" | "wss") => {}
+            Ok(p) if matches!(p.scheme(), "http" | "https") => {}
             _ => {
                 return Err(err(
                     locate,
                     &format!("{key}.rpc_urls.{i}"),
-                    format!("{u:?} is not an http(s) or ws(s) URL"),
+                    format!("{u:?} is not an http(s) URL"),
                 ));
             }
         }
     }
-    if let Some(contract) = &c.token_contract {
-        check_evm_address(contract)
-            .map_err(|p| err(locate, &format!("{key}.token_contract"), p))?;
-    }
-    if c.decimals.is_some_and(|d| d > 30) {
+    let tron = c.tron.unwrap_or(false);
+    let contract_text = c.token_contract.clone().unwrap_or_default();
+    let contract = crate::domain::address::parse(&contract_text, tron)
+        .map_err(|p| err(locate, &format!("{key}.token_contract"), p.to_string()))?;
+    let decimals = c.decimals.unwrap_or(6);
+    if decimals > 30 {
         return Err(err(locate, &format!("{key}.decimals"), "must be 0 to 30"));
     }
-    Ok(())
+    let confirmations = c.confirmations.unwrap_or(1);
+    if !(1..=1000).contains(&confirmations) {
+        return Err(err(
+            locate,
+            &format!("{key}.confirmations"),
+            "must be 1 to 1000 (1 = counted as soon as mined)",
+        ));
+    }
+    let poll_interval_ms = c.poll_interval_ms.unwrap_or(1000);
+    if !(50..=600_000).contains(&poll_interval_ms) {
+        return Err(err(
+            locate,
+            &format!("{key}.poll_interval_ms"),
+            "must be 50 to 600000",
+        ));
+    }
+    let max_log_range = c.max_log_range.unwrap_or(1000);
+    if !(1..=1_000_000).contains(&max_log_range) {
+        return Err(err(
+            locate,
+            &format!("{key}.max_log_range"),
+            "must be 1 to 1000000 blocks",
+        ));
+    }
+    let token = c.token.clone().unwrap_or_else(|| "USDT".into());
+    if token.is_empty()
+        || token.len() > 16
+        || !token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.')
+    {
+        return Err(err(
+            locate,
+            &format!("{key}.token"),
+            "must be a ticker of 1-16 letters and digits",
+        ));
+    }
+    Ok(Chain {
+        name: id.to_owned(),
+        chain_id: c.chain_id.unwrap_or_default(),
+        test: c.test.unwrap_or(true),
+        rpc_urls: c.rpc_urls.clone(),
+        token,
+        contract,
+        decimals,
+        confirmations,
+        poll_interval_ms,
+        tron,
+        block_time_ms: c.block_time_ms.unwrap_or(poll_interval_ms),
+        max_log_range,
+        start_block: c.start_block,
+    })
 }
 
-/// An EVM address: `0x` and 40 hex digits; mixed case must carry a valid EIP-55 checksum, so a
-/// mistyped address is caught before money is sent to it.
+/// An EVM address: `0x` and 40 hex digits, with a valid EIP-55 checksum when mixed-case.
 pub fn check_evm_address(addr: &str) -> Result<(), String> {
-    let hexpart = addr
-        .strip_prefix("0x")
-        .filter(|h| h.len() == 40 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| format!("{addr:?} is not a 0x-prefixed 40-hex-digit address"))?;
-    let lower = hexpart.to_ascii_lowercase();
-    let upper = hexpart.to_ascii_uppercase();
-    if hexpart == lower || hexpart == upper {
-        return Ok(());
-    }
-    if eip55(&lower) == hexpart {
-        Ok(())
-    } else {
-        Err(format!(
-            "{addr:?} fails its EIP-55 checksum (a typo?); expected 0x{}",
-            eip55(&lower)
-        ))
-    }
-}
-
-/// The EIP-55 mixed-case form of a lowercase hex address (without 0x).
-pub fn eip55(lower_hex: &str) -> String {
-    use sha3::{Digest, Keccak256};
-    let hash = Keccak256::digest(lower_hex.as_bytes());
-    lower_hex
-        .chars()
-        .enumerate()
-        .map(|(i, ch)| {
-            let nibble = (hash[i / 2] >> if i % 2 == 0 { 4 } else { 0 }) & 0xf;
-            if ch.is_ascii_alphabetic() && nibble >= 8 {
-                ch.to_ascii_uppercase()
-            } else {
-                ch
-            }
-        })
-        .collect()
+    address::parse_evm(addr)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// A VPA: `name@handle`, as NPCI allows.
@@ -987,7 +1113,7 @@ fn resolve_method(
     name: &str,
     mc: &MethodConfig,
     merchant_name: &str,
-    chains: &BTreeMap<String, ChainConfig>,
+    chains: &BTreeMap<String, Chain>,
 ) -> Result<Method, ConfigError> {
     if !valid_slug(name) {
         return Err(err(
@@ -1044,19 +1170,18 @@ fn resolve_method(
         let chain = chains
             .get(&chain_name)
             .ok_or_else(|| e("chain", format!("no [chains.{chain_name}] is configured")))?;
-        let contract = chain.token_contract.clone().unwrap_or_default();
         (
             Rail::Token {
                 network: chain_name.clone(),
-                chain_id: chain.chain_id.unwrap_or_default(),
-                symbol: chain.token.clone().unwrap_or_else(|| "USDT".into()),
-                contract,
-                decimals: chain.decimals.unwrap_or(6),
-                confirmations: chain.confirmations.unwrap_or(1),
-                tron: false,
+                chain_id: chain.chain_id,
+                symbol: chain.token.clone(),
+                contract: chain.contract_display(),
+                decimals: chain.decimals,
+                confirmations: chain.confirmations,
+                tron: chain.tron,
             },
             Currency::Usd,
-            chain.test.unwrap_or(true),
+            chain.test,
         )
     };
     let decimals = match &rail {
@@ -1071,15 +1196,16 @@ fn resolve_method(
         "unique_amount" => {
             let pay_to = match &rail {
                 Rail::Upi { vpa, .. } => vpa.clone(),
-                Rail::Token { .. } => {
+                Rail::Token { tron, .. } => {
                     let p = mc.pay_to.clone().ok_or_else(|| {
                         e(
                             "pay_to",
                             "is required for the unique_amount strategy".into(),
                         )
                     })?;
-                    check_evm_address(&p).map_err(|p| e("pay_to", p))?;
-                    p
+                    let bytes =
+                        address::parse(&p, *tron).map_err(|p| e("pay_to", p.to_string()))?;
+                    address::display(&bytes, *tron)
                 }
             };
             let default_step = if is_upi {
@@ -1114,25 +1240,42 @@ fn resolve_method(
                 ));
             }
             for (i, a) in pool.iter().enumerate() {
-                if is_upi {
-                    if !valid_vpa(a) {
-                        return Err(e(
-                            &format!("pay_to_pool.{i}"),
-                            format!("{a:?} is not a VPA"),
-                        ));
-                    }
-                } else {
-                    check_evm_address(a).map_err(|p| e(&format!("pay_to_pool.{i}"), p))?;
+                if is_upi && !valid_vpa(a) {
+                    return Err(e(
+                        &format!("pay_to_pool.{i}"),
+                        format!("{a:?} is not a VPA"),
+                    ));
                 }
             }
+            let pool = match &rail {
+                Rail::Upi { .. } => pool,
+                Rail::Token { tron, .. } => pool
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        address::parse(a, *tron)
+                            .map(|b| address::display(&b, *tron))
+                            .map_err(|p| e(&format!("pay_to_pool.{i}"), p.to_string()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?,
+            };
             Strategy::AddressPool { addresses: pool }
         }
         "xpub" => {
-            return Err(e(
-                "strategy",
-                "\"xpub\" is not available in this version; use unique_amount or address_pool"
-                    .into(),
-            ));
+            if is_upi {
+                return Err(e(
+                    "strategy",
+                    "\"xpub\" is for token methods; UPI uses unique_amount or address_pool".into(),
+                ));
+            }
+            let text = mc.xpub.clone().ok_or_else(|| {
+                e(
+                    "xpub",
+                    "is required for the xpub strategy (the account's extended public key)".into(),
+                )
+            })?;
+            let xpub = Xpub::parse(&text).map_err(|p| e("xpub", p.to_string()))?;
+            Strategy::Xpub { xpub }
         }
         other => {
             return Err(e(
@@ -1209,6 +1352,103 @@ mod tests {
         assert!(check_evm_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_ok());
         assert!(check_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_err());
         assert!(check_evm_address("0x123").is_err());
+    }
+
+    fn with_chain(chain: &str, method: &str) -> String {
+        format!(
+            "{chain}\n[[merchants]]\nid = \"m\"\nname = \"M\"\n[merchants.methods.usdt]\n{method}\n"
+        )
+    }
+
+    #[test]
+    fn chain_presets_fill_what_is_not_given() {
+        let text = with_chain(
+            "[chains.bsc]\nrpc_urls = [\"https://bsc.example\"]\nconfirmations = 30",
+            "chain = \"bsc\"\npay_to = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"",
+        );
+        let c = parse("c.toml", &text, &[]).expect("preset");
+        let chain = &c.chains[0];
+        assert_eq!(
+            (
+                chain.chain_id,
+                chain.decimals,
+                chain.confirmations,
+                chain.test
+            ),
+            (56, 18, 30, false)
+        );
+        // A USDC entry on a preset chain: the preset's network, another token.
+        let text = with_chain(
+            "[chains.base_usdc]\npreset = \"base\"\nrpc_urls = [\"https://b.example\"]\ntoken = \"USDC\"\ntoken_contract = \"0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913\"",
+            "chain = \"base_usdc\"\nstrategy = \"address_pool\"\npay_to_pool = [\"0x70997970c51812dc3a010c7d01b50e0d17dc79c8\"]",
+        );
+        let c = parse("c.toml", &text, &[]).expect("usdc");
+        assert_eq!(
+            (c.chains[0].chain_id, c.chains[0].token.as_str()),
+            (8453, "USDC")
+        );
+        let Strategy::AddressPool { addresses } = &c.merchants[0].methods[0].strategy else {
+            panic!("pool");
+        };
+        assert_eq!(
+            addresses[0], "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+            "stored checksummed"
+        );
+
+        let e = parse(
+            "c.toml",
+            &with_chain("[chains.x]\npreset = \"polygn\"", "chain = \"x\""),
+            &[],
+        )
+        .expect_err("unknown preset");
+        assert_eq!(e.key, "chains.x.preset");
+        assert!(e.problem.contains("polygon"), "{}", e.problem);
+        let e = parse(
+            "c.toml",
+            &with_chain("[chains.polygon]", "chain = \"polygon\""),
+            &[],
+        )
+        .expect_err("no rpc");
+        assert_eq!(e.key, "chains.polygon.rpc_urls");
+    }
+
+    #[test]
+    fn tron_and_xpub_methods_are_checked() {
+        let tron = "[chains.tron]\nrpc_urls = [\"https://api.trongrid.io/jsonrpc\"]";
+        let c = parse(
+            "c.toml",
+            &with_chain(
+                tron,
+                "chain = \"tron\"\npay_to = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\"",
+            ),
+            &[],
+        )
+        .expect("tron");
+        let m = &c.merchants[0].methods[0];
+        assert!(matches!(m.rail, Rail::Token { tron: true, .. }));
+        assert_eq!(
+            m.destination_key("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t"),
+            "evm:728126428:0xa614f803b6fd780986a42c78ec9c7f77e6ded13c:0xa614f803b6fd780986a42c78ec9c7f77e6ded13c"
+        );
+        let e = parse(
+            "c.toml",
+            &with_chain(
+                tron,
+                "chain = \"tron\"\npay_to = \"0x70997970C51812dc3A010C7d01b50e0d17dc79C8\"",
+            ),
+            &[],
+        )
+        .expect_err("hex on tron");
+        assert_eq!(e.key, "merchants.0.methods.usdt.pay_to");
+        let local = "[chains.l]\nchain_id = 31337\nrpc_urls = [\"http://127.0.0.1:8545\"]\ntoken_contract = \"0x5FbDB2315678afecb367f032d93F642f64180aa3\"\ndecimals = 6";
+        let e = parse(
+            "c.toml",
+            &with_chain(local, "chain = \"l\"\nstrategy = \"xpub\"\nxpub = \"xprv9s21ZrQH143K3QTDL4LXw2F7HEK3wJUD2nW2nRk4stbPy6cq3jPPqjiChkVvvNKmPGJxWUtg6LnF5kejMRNNU3TGtRBeJgk33yuGBxrMPHi\""),
+            &[],
+        )
+        .expect_err("private key");
+        assert_eq!(e.key, "merchants.0.methods.usdt.xpub");
+        assert!(e.problem.contains("PRIVATE"), "{}", e.problem);
     }
 
     #[test]

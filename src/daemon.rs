@@ -209,6 +209,20 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             stop_rx.clone(),
         ))
     });
+    let mut chain_tasks = Vec::new();
+    for chain in &config.chains {
+        match crate::watch::evm::watcher::ChainWatcher::new(
+            chain.clone(),
+            &config.merchants,
+            shared.clone(),
+            state.chains.clone(),
+        ) {
+            Ok(w) => chain_tasks.push(tokio::spawn(w.run(stop_rx.clone()))),
+            Err(e) => {
+                tracing::error!(chain = %chain.name, error = %e, "cannot start the chain watcher")
+            }
+        }
+    }
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
         Duration::from_millis(config.sessions.sweep_interval_ms),
@@ -254,6 +268,9 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     }
     let _ = notify_task.await;
     if let Some(t) = imap_task {
+        let _ = t.await;
+    }
+    for t in chain_tasks {
         let _ = t.await;
     }
     drop(state);

@@ -187,10 +187,16 @@ async fn one_payment_matches_one_session_once() {
     let Outcome::Session(s) = out else { panic!() };
     assert_eq!(s.status, Status::Complete);
 
-    // An amount nobody holds becomes an unmatched credit, with its event.
-    let MatchResult::Unmatched { credit } =
-        observe(&store, observed(&a, 999_999, "evm:31337:0xdef:3")).await
-    else {
+    // An amount nobody holds, not final yet: nothing is recorded (a reorg may still remove it).
+    assert_eq!(
+        observe(&store, observed(&a, 999_999, "evm:31337:0xdef:3")).await,
+        MatchResult::Deferred
+    );
+    assert!(store.credits(10).expect("credits").is_empty());
+    // Final, it becomes an unmatched credit, with its event.
+    let mut final_one = observed(&a, 999_999, "evm:31337:0xdef:3");
+    final_one.confirmed = true;
+    let MatchResult::Unmatched { credit } = observe(&store, final_one).await else {
         panic!("expected unmatched")
     };
     assert!(credit.id.starts_with("cr_"));
@@ -207,6 +213,7 @@ async fn one_payment_matches_one_session_once() {
     // A live payment never pays a test session.
     let mut live = observed(&a, pa, "evm:31337:0x111:0");
     live.livemode = true;
+    live.confirmed = true;
     assert!(matches!(
         observe(&store, live).await,
         MatchResult::Unmatched { .. }

@@ -42,6 +42,8 @@ pub struct AppState {
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The database, for online backups (absent for stores that are not redb).
     pub database: Option<Arc<redb::Database>>,
+    /// What each chain watcher last saw (readiness, metrics, console).
+    pub chains: crate::watch::evm::status::ChainStatuses,
 }
 
 impl AppState {
@@ -70,6 +72,7 @@ impl AppState {
             upi,
             streams: Arc::default(),
             database,
+            chains: Default::default(),
         })
     }
 }

@@ -122,6 +122,26 @@ fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     Ok(r)
 }
 
+/// Asks each chain the session can be paid on for the claimed transaction, in the background.
+fn check_tx_claim(state: &AppState, s: &Session, tx: &str) {
+    let Ok(hash) = tx.parse::<alloy::primitives::B256>() else {
+        return;
+    };
+    for option in &s.payment_options {
+        let Some(network) = &option.network else {
+            continue;
+        };
+        if let Some(chain) = state.config.chains.iter().find(|c| &c.name == network) {
+            tokio::spawn(crate::watch::evm::claim::check(
+                state.store.clone(),
+                chain.clone(),
+                s.clone(),
+                hash,
+            ));
+        }
+    }
+}
+
 /// `POST /c/{id}/claim`: the customer hands over a UTR or transaction hash. It is validated and
 /// recorded for the matcher, which checks it against the bank credit or the chain; a claim alone
 /// never moves money.
@@ -148,6 +168,7 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
                 .map(str::to_owned),
         )
     };
+    let claimed_tx = tx.clone();
     let reference = match (utr, tx) {
         (Some(u), None) if u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit()) => {
             format!("upi:{u}")
@@ -174,6 +195,9 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
     // customer, and the answer gives nobody a way to test guessed references.
     if let Err(e) = write(state.store.as_ref(), op, None).await? {
         return Err(op_error(&e));
+    }
+    if let Some(tx) = claimed_tx {
+        check_tx_claim(state, &s, &tx);
     }
     if is_form {
         let mut r = Response::new(Vec::new().into());

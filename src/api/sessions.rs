@@ -186,6 +186,8 @@ fn methods(merchant: &Merchant, livemode: bool) -> Response {
                 crate::domain::method::Strategy::AddressPool { addresses } => {
                     ("address_pool", Value::from(addresses.clone()))
                 }
+                // A fresh address per session: see the session's payment_options.
+                crate::domain::method::Strategy::Xpub { .. } => ("xpub", Value::Null),
             };
             o.insert("strategy".into(), strategy.into());
             o.insert("pay_to".into(), pay_to);

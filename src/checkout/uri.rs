@@ -90,9 +90,28 @@ pub fn for_method(
             note,
         ),
         Rail::Token {
-            contract, chain_id, ..
+            contract,
+            chain_id,
+            tron: false,
+            ..
         } => eip681(contract, *chain_id, pay_to, payable_base),
+        Rail::Token {
+            contract,
+            decimals,
+            tron: true,
+            ..
+        } => tron(contract, pay_to, payable_base, *decimals),
     }
+}
+
+/// `tron:<to>?token=<contract>&amount=<decimal>`: TRON has no EIP-681; this is the form TRON
+/// wallets that read payment QRs accept (the amount in tokens, the TRC-20 contract named), and
+/// the page shows address and amount in words for those that read only the address.
+pub fn tron(contract: &str, to: &str, base_units: u128, decimals: u32) -> String {
+    format!(
+        "tron:{to}?token={contract}&amount={}",
+        format_units(base_units, decimals)
+    )
 }
 
 #[cfg(test)]
@@ -126,6 +145,10 @@ mod tests {
         assert_eq!(
             eip681("0xT", 137, "0xA", 149_990_137),
             "ethereum:0xT@137/transfer?address=0xA&uint256=149990137"
+        );
+        assert_eq!(
+            tron("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", "TXyz", 149_990_137, 6),
+            "tron:TXyz?token=TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t&amount=149.990137"
         );
     }
 }

@@ -3,6 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::domain::address;
+use crate::domain::xpub::Xpub;
+
 /// Currencies a session can be priced in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -50,6 +53,9 @@ pub enum Strategy {
     },
     /// Each awaiting session holds one of the listed destinations; the amount is exact.
     AddressPool { addresses: Vec<String> },
+    /// Each session gets a fresh address derived from the merchant's xpub (`<xpub>/i`, `i`
+    /// counted per merchant and method); the amount is exact.
+    Xpub { xpub: Xpub },
 }
 
 /// The rail a method pays on.
@@ -116,11 +122,20 @@ pub fn destination_key(rail: &Rail, pay_to: &str) -> String {
     match rail {
         Rail::Upi { .. } => format!("upi:{}", pay_to.to_ascii_lowercase()),
         Rail::Token {
-            chain_id, contract, ..
-        } => format!(
-            "evm:{chain_id}:{}:{}",
-            contract.to_ascii_lowercase(),
-            pay_to.to_ascii_lowercase()
+            chain_id,
+            contract,
+            tron,
+            ..
+        } => token_destination(
+            *chain_id,
+            &address::internal(contract, *tron),
+            &address::internal(pay_to, *tron),
         ),
     }
+}
+
+/// The destination key of a token transfer: chain, contract and recipient in internal form
+/// (`0x` + lowercase hex), whatever the rail shows at its edges.
+pub fn token_destination(chain_id: u64, contract_hex: &str, to_hex: &str) -> String {
+    format!("evm:{chain_id}:{contract_hex}:{to_hex}")
 }

@@ -1,5 +1,6 @@
 //! Pure types and rules: money, sessions and their state machine, events, keys. No I/O here.
 
+pub mod address;
 pub mod apikey;
 pub mod event;
 pub mod ids;
@@ -9,6 +10,7 @@ pub mod session;
 pub mod validate;
 pub mod view;
 pub mod webhook;
+pub mod xpub;
 
 #[cfg(test)]
 mod session_tests;

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use redb::{
-    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, Value,
+    Database, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableHandle,
+    Value,
 };
 
 use super::tables::*;
@@ -59,9 +60,26 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, ENDPOINTS)?
             + copy(&src, &w, MERCHANT_SECRETS)?
             + copy(&src, &w, CLAIMS)?
-            + copy(&src, &w, CLAIM_REFS)?)
+            + copy(&src, &w, CLAIM_REFS)?
+            + copy(&src, &w, CHAIN_PENDING)?
+            + copy(&src, &w, XPUB_ADDRESSES)?)
     })()
     .map_err(|e| e.to_string())?;
+    // A table this copy does not know (added without updating this list) fails the backup
+    // loudly rather than restoring a database that silently lacks it.
+    let copied: Vec<String> = w
+        .list_tables()
+        .map_err(|e| e.to_string())?
+        .map(|t| t.name().to_owned())
+        .collect();
+    for t in src.list_tables().map_err(|e| e.to_string())? {
+        if !copied.iter().any(|c| c == t.name()) {
+            return Err(format!(
+                "table {:?} is not covered by paywatch backup (a bug: report it)",
+                t.name()
+            ));
+        }
+    }
     w.commit().map_err(|e| e.to_string())?;
     Ok(rows)
 }

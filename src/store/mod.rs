@@ -22,6 +22,8 @@ use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, Web
 
 pub use ops::credit_json;
 pub use redb_store::RedbStore;
+pub use reservations::ReservationIndex;
+pub use tables::Reservation;
 
 /// The storage itself failed: the whole batch was rolled back, nothing was acknowledged.
 #[derive(Debug, Error, Clone)]
@@ -136,6 +138,9 @@ pub enum MatchResult {
     Unmatched {
         credit: Box<Credit>,
     },
+    /// Matches no session and is not final yet (`Observed::confirmed == false`): nothing was
+    /// recorded; the watcher reports it again once final.
+    Deferred,
 }
 
 /// One write, executed by the writer inside a batch transaction.
@@ -297,6 +302,12 @@ pub trait Store: Send + Sync {
     fn session(&self, id: &str) -> Result<Option<Session>, StoreError>;
     /// A watcher's cursor (see `WriteOp::SetCursor`).
     fn cursor(&self, key: &str) -> Result<Option<u64>, StoreError>;
+    /// (reference, payment id, block number) of chain payments awaiting confirmations whose
+    /// destination starts with `prefix` (`evm:<chain id>:<contract>:`).
+    fn chain_pending(&self, prefix: &str) -> Result<Vec<(String, String, u64)>, StoreError>;
+    /// (index, internal address) of the addresses an xpub handed out, from `from_index` on.
+    fn xpub_addresses(&self, xpub: &str, from_index: u32)
+    -> Result<Vec<(u32, String)>, StoreError>;
     fn list_sessions(&self, q: &SessionQuery) -> Result<Page<Session>, StoreError>;
     fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError>;
     fn list_keys(&self, merchant_id: Option<&str>) -> Result<Vec<ApiKey>, StoreError>;

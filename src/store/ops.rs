@@ -13,6 +13,7 @@ use super::{
     scope,
 };
 use crate::checkout::uri;
+use crate::domain::address::{self, lower_hex};
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::{Event, EventType};
 use crate::domain::ids::new_id;
@@ -70,6 +71,8 @@ pub struct Tables<'t> {
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
     claims: Table<'t, (&'static str, &'static str), i64>,
     claim_refs: Table<'t, &'static str, &'static str>,
+    chain_pending: Table<'t, &'static str, &'static str>,
+    xpub_addresses: Table<'t, (&'static str, u32), &'static str>,
 }
 
 impl<'t> Tables<'t> {
@@ -97,6 +100,8 @@ impl<'t> Tables<'t> {
             merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
             claims: txn.open_table(CLAIMS)?,
             claim_refs: txn.open_table(CLAIM_REFS)?,
+            chain_pending: txn.open_table(CHAIN_PENDING)?,
+            xpub_addresses: txn.open_table(XPUB_ADDRESSES)?,
         })
     }
 }
@@ -345,6 +350,9 @@ fn create_session(
         .or_else(|| s.client_reference_id.clone())
         .unwrap_or_default();
     let mut pending: Vec<(String, u128)> = Vec::new();
+    // (counter key, index, address) of xpub addresses handed out, written only once every
+    // method found a slot.
+    let mut xpub_writes: Vec<(String, u32, String)> = Vec::new();
     let mut options = Vec::with_capacity(methods.len());
     for m in methods {
         let decimals = m.decimals();
@@ -402,6 +410,27 @@ fn create_session(
                     }
                 }
             }
+            Strategy::Xpub { xpub } => {
+                let counter = format!("xpub_next:{}", xpub.as_str());
+                let used = xpub_writes.iter().filter(|(k, _, _)| *k == counter).count() as u64;
+                let next = t.meta.get(counter.as_str())?.map_or(0, |v| v.value()) + used;
+                let derived = u32::try_from(next)
+                    .ok()
+                    .and_then(|i| xpub.address(i).ok().map(|a| (i, a)));
+                let Some((index, bytes)) = derived else {
+                    return Ok(Err(no_slot(
+                        m,
+                        s.amount,
+                        "the xpub has no derivable address left at this index",
+                    )));
+                };
+                let tron = matches!(
+                    m.rail,
+                    crate::domain::method::Rail::Token { tron: true, .. }
+                );
+                xpub_writes.push((counter, index, lower_hex(&bytes)));
+                (address::display(&bytes, tron), base, 0)
+            }
         };
         let dest = m.destination_key(&pay_to);
         pending.push((dest.clone(), res_amount));
@@ -439,6 +468,11 @@ fn create_session(
         });
     }
     // Everything is free: now write.
+    for (counter, index, addr) in &xpub_writes {
+        t.meta.insert(counter.as_str(), u64::from(*index) + 1)?;
+        let xpub = counter.trim_start_matches("xpub_next:");
+        t.xpub_addresses.insert((xpub, *index), addr.as_str())?;
+    }
     for (dest, amount) in &pending {
         let r = Reservation {
             session_id: s.id.clone(),
@@ -770,6 +804,11 @@ fn observe(
             && o.received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
     });
     let Some(s) = target else {
+        if !o.confirmed {
+            // Not final yet and nobody's: it may still vanish in a reorg, so nothing is recorded
+            // until the watcher reports it final.
+            return Ok(Ok(MatchResult::Deferred));
+        }
         return Ok(Ok(unmatched(t, w, o, now)?));
     };
     Ok(Ok(apply_to_session(t, w, s, o, now)?))
@@ -849,9 +888,17 @@ fn apply_to_session(
         late: false,
     };
     let payment_id = payment.id.clone();
+    let awaits_confirmations = payment.state == PaymentState::Pending;
     let before = s.clone();
     let events = s.apply_payment(payment, now);
     t.refs.insert(o.reference.as_str(), payment_id.as_str())?;
+    if awaits_confirmations {
+        let value = format!("{payment_id}@{}", o.block_number.unwrap_or(0));
+        t.chain_pending.insert(
+            chain_pending_key(&option.destination, &o.reference).as_str(),
+            value.as_str(),
+        )?;
+    }
     t.payments.insert(payment_id.as_str(), s.id.as_str())?;
     if t.claim_refs.get(o.reference.as_str())?.is_some() {
         t.claim_refs.remove(o.reference.as_str())?;
@@ -987,6 +1034,12 @@ fn unmatched(t: &mut Tables<'_>, w: &mut WriterState, o: Observed, now: i64) -> 
     })
 }
 
+/// `<destination>|<reference>`: a chain watcher lists its own pending payments by the prefix
+/// of its destinations (chain and token contract).
+fn chain_pending_key(destination: &str, reference: &str) -> String {
+    format!("{destination}|{reference}")
+}
+
 fn change_payment(
     t: &mut Tables<'_>,
     w: &mut WriterState,
@@ -1006,6 +1059,18 @@ fn change_payment(
         Ok(e) => e,
         Err(e) => return Ok(Err(e.into())),
     };
+    if let Some(p) = s.payments.iter().find(|p| p.id == payment_id)
+        && p.state != PaymentState::Pending
+        && let Some(option) = s.payment_options.iter().find(|o| o.method == p.method)
+    {
+        let key = chain_pending_key(&option.destination, &p.reference);
+        if t.chain_pending
+            .get(key.as_str())?
+            .is_some_and(|v| v.value().split('@').next() == Some(payment_id))
+        {
+            t.chain_pending.remove(key.as_str())?;
+        }
+    }
     save_session(t, w, Some(&before), &s, now)?;
     emit_session_events(t, w, &s, &events, now)?;
     Ok(Ok(Outcome::Session(Box::new(s))))

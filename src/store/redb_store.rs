@@ -155,6 +155,8 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
         txn.open_table(CLAIMS).map_err(storage)?;
         txn.open_table(CLAIM_REFS).map_err(storage)?;
+        txn.open_table(CHAIN_PENDING).map_err(storage)?;
+        txn.open_table(XPUB_ADDRESSES).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {
@@ -257,6 +259,44 @@ impl Store for RedbStore {
         Ok(t.get(format!("cursor:{key}").as_str())
             .map_err(storage)?
             .map(|v| v.value()))
+    }
+
+    fn chain_pending(&self, prefix: &str) -> Result<Vec<(String, String, u64)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(CHAIN_PENDING).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t.range(prefix..).map_err(storage)? {
+            let (k, v) = row.map_err(storage)?;
+            if !k.value().starts_with(prefix) {
+                break;
+            }
+            let (payment, block) = v.value().split_once('@').unwrap_or((v.value(), "0"));
+            let reference = k.value().split_once('|').map_or(k.value(), |(_, r)| r);
+            out.push((
+                reference.to_owned(),
+                payment.to_owned(),
+                block.parse().unwrap_or(0),
+            ));
+        }
+        Ok(out)
+    }
+
+    fn xpub_addresses(
+        &self,
+        xpub: &str,
+        from_index: u32,
+    ) -> Result<Vec<(u32, String)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(XPUB_ADDRESSES).map_err(storage)?;
+        let mut out = Vec::new();
+        for row in t
+            .range((xpub, from_index)..=(xpub, u32::MAX))
+            .map_err(storage)?
+        {
+            let (k, v) = row.map_err(storage)?;
+            out.push((k.value().1, v.value().to_owned()));
+        }
+        Ok(out)
     }
 
     fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {

@@ -50,6 +50,13 @@ pub const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhoo
 pub const CLAIMS: TableDefinition<(&str, &str), i64> = TableDefinition::new("claims");
 /// Reference → the session whose page claimed it, until the money arrives.
 pub const CLAIM_REFS: TableDefinition<&str, &str> = TableDefinition::new("claim_refs");
+/// Reference → payment id, for chain payments still waiting for confirmations: what a chain
+/// watcher re-checks against the canonical chain after a restart or a reorg.
+pub const CHAIN_PENDING: TableDefinition<&str, &str> = TableDefinition::new("chain_pending");
+/// (xpub, index) → derived address (internal hex): what an xpub method has handed out, so its
+/// watcher knows every address to look at.
+pub const XPUB_ADDRESSES: TableDefinition<(&str, u32), &str> =
+    TableDefinition::new("xpub_addresses");
 /// Merchant id → its default signing secrets (JSON list, newest first).
 pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
 

@@ -2,6 +2,7 @@
 //! driven over HTTP and killed with real signals.
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
+pub mod anvil;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
@@ -148,6 +149,22 @@ impl Daemon {
         let dir = tmp.path().to_path_buf();
         let config = dir.join("config.toml");
         std::fs::write(&config, config_text(&dir, o)).expect("write config");
+        Daemon {
+            dir,
+            _tmp: Some(tmp),
+            child: None,
+            base: String::new(),
+            admin: String::new(),
+            config,
+        }
+    }
+
+    /// A fresh directory with the config `text(dir)` returns, not started.
+    pub fn prepare_text(text: impl FnOnce(&Path) -> String) -> Daemon {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().to_path_buf();
+        let config = dir.join("config.toml");
+        std::fs::write(&config, text(&dir)).expect("write config");
         Daemon {
             dir,
             _tmp: Some(tmp),
