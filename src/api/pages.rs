@@ -303,6 +303,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         only_session: Some(s.id.clone()),
         source: Some("simulate".into()),
         sender: None,
+        from: None,
     };
     let out = write(
         state.store.as_ref(),

@@ -270,6 +270,7 @@ async fn process(
                 only_session: None,
                 source: Some(source),
                 sender,
+                from: None,
             };
             match write(
                 state.store.as_ref(),

@@ -1,10 +1,12 @@
 //! Pure types and rules: money, sessions and their state machine, events, keys. No I/O here.
 
 pub mod apikey;
+pub mod csv;
 pub mod event;
 pub mod ids;
 pub mod method;
 pub mod money;
+pub mod refund;
 pub mod session;
 pub mod validate;
 pub mod view;

@@ -28,7 +28,7 @@ use crate::matching::{pick_unique_amount, unique_amount_range};
 /// A storage or encoding failure: fails the whole batch.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ExecError(String);
+pub struct ExecError(pub(super) String);
 
 macro_rules! exec_from {
     ($($t:ty),*) => {$(
@@ -44,7 +44,7 @@ exec_from!(
     serde_json::Error
 );
 
-type R<T> = Result<T, ExecError>;
+pub(super) type R<T> = Result<T, ExecError>;
 
 /// Every table, opened once per batch.
 pub struct Tables<'t> {
@@ -58,7 +58,7 @@ pub struct Tables<'t> {
     releases: Table<'t, (i64, &'static str, u128), &'static str>,
     payments: Table<'t, &'static str, &'static str>,
     refs: Table<'t, &'static str, &'static str>,
-    credits: Table<'t, &'static str, &'static [u8]>,
+    pub(super) credits: Table<'t, &'static str, &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     idem_expiry: Table<'t, (i64, &'static str), ()>,
     events: Table<'t, &'static str, &'static [u8]>,
@@ -70,6 +70,10 @@ pub struct Tables<'t> {
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
     claims: Table<'t, (&'static str, &'static str), i64>,
     claim_refs: Table<'t, &'static str, &'static str>,
+    pub(super) refunds: Table<'t, &'static str, &'static [u8]>,
+    pub(super) refund_index: Table<'t, (&'static str, u64), &'static str>,
+    pub(super) session_refunds: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) ledger: Table<'t, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -97,6 +101,10 @@ impl<'t> Tables<'t> {
             merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
             claims: txn.open_table(CLAIMS)?,
             claim_refs: txn.open_table(CLAIM_REFS)?,
+            refunds: txn.open_table(REFUNDS)?,
+            refund_index: txn.open_table(REFUND_INDEX)?,
+            session_refunds: txn.open_table(SESSION_REFUNDS)?,
+            ledger: txn.open_table(LEDGER)?,
         })
     }
 }
@@ -280,6 +288,18 @@ pub fn execute(
                 None => Err(OpError::NotFound("event")),
             }
         }
+        WriteOp::CreateRefund {
+            refund,
+            method,
+            amount_base,
+        } => super::refunds::create(t, w, *refund, method.as_deref(), amount_base, now)?,
+        WriteOp::FinishRefund { refund_id, outcome } => {
+            super::refunds::finish(t, w, &refund_id, outcome, now)?
+        }
+        WriteOp::ReturnCredit {
+            credit_id,
+            reference,
+        } => super::refunds::return_credit(t, &credit_id, &reference)?,
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)
@@ -297,7 +317,7 @@ pub fn execute(
     Ok(result)
 }
 
-fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
+pub(super) fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
     match t.sessions.get(id)? {
         Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
         None => Ok(None),
@@ -525,6 +545,7 @@ fn save_session(
             }
         }
     }
+    super::refunds::ledger_on_save(t, before, s)?;
     t.sessions
         .insert(s.id.as_str(), serde_json::to_vec(s)?.as_slice())?;
     Ok(())
@@ -532,7 +553,7 @@ fn save_session(
 
 /// Writes an event and queues it in the outbox.
 #[allow(clippy::too_many_arguments)]
-fn emit(
+pub(super) fn emit(
     t: &mut Tables<'_>,
     w: &mut WriterState,
     kind: EventType,
@@ -605,7 +626,7 @@ fn schedule_deliveries(
     Ok(out)
 }
 
-fn load_json<T: serde::de::DeserializeOwned>(
+pub(super) fn load_json<T: serde::de::DeserializeOwned>(
     table: &Table<'_, &'static str, &'static [u8]>,
     key: &str,
 ) -> R<Option<T>> {
@@ -847,6 +868,7 @@ fn apply_to_session(
         received_at_ms: o.received_at_ms,
         reference: o.reference.clone(),
         late: false,
+        from: o.from,
     };
     let payment_id = payment.id.clone();
     let before = s.clone();
@@ -914,6 +936,7 @@ fn assign_credit(
         only_session: Some(s.id.clone()),
         source: credit.source.clone(),
         sender: credit.sender.clone(),
+        from: None,
     };
     let result = apply_to_session(t, w, s, o, now)?;
     if let MatchResult::Matched { session, .. } = &result {
