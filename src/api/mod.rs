@@ -4,9 +4,12 @@
 
 pub mod admin;
 mod auth;
+pub mod console;
 pub mod error;
+mod exports;
 mod idempotency;
 mod pages;
+mod refunds;
 mod sessions;
 pub mod upi;
 pub mod webhooks;
@@ -42,6 +45,8 @@ pub struct AppState {
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The database, for online backups (absent for stores that are not redb).
     pub database: Option<Arc<redb::Database>>,
+    /// Logins of the operator console.
+    pub console: console::Logins,
 }
 
 impl AppState {
@@ -70,6 +75,7 @@ impl AppState {
             upi,
             streams: Arc::default(),
             database,
+            console: console::Logins::default(),
         })
     }
 }
