@@ -59,7 +59,11 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, ENDPOINTS)?
             + copy(&src, &w, MERCHANT_SECRETS)?
             + copy(&src, &w, CLAIMS)?
-            + copy(&src, &w, CLAIM_REFS)?)
+            + copy(&src, &w, CLAIM_REFS)?
+            + copy(&src, &w, REFUNDS)?
+            + copy(&src, &w, REFUND_INDEX)?
+            + copy(&src, &w, SESSION_REFUNDS)?
+            + copy(&src, &w, LEDGER)?)
     })()
     .map_err(|e| e.to_string())?;
     w.commit().map_err(|e| e.to_string())?;
