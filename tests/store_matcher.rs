@@ -117,6 +117,7 @@ fn observed(s: &Session, amount: u128, reference: &str) -> Observed {
         only_session: None,
         source: None,
         sender: None,
+        from: None,
     }
 }
 

@@ -18,6 +18,17 @@ use crate::store::{Outcome, WriteOp, write};
 pub struct AdminToken(pub String);
 
 fn authorized(state: &AppState, req: &Req) -> bool {
+    let presented = req
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    token_matches(state, presented)
+}
+
+/// Whether `presented` is the admin token (also the console's login check).
+pub fn token_matches(state: &AppState, presented: &str) -> bool {
     let Some(expected) = state
         .config
         .admin_token
@@ -26,12 +37,6 @@ fn authorized(state: &AppState, req: &Req) -> bool {
     else {
         return false;
     };
-    let presented = req
-        .headers
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
     // Comparing digests keeps the comparison's timing independent of the token.
     Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
 }
@@ -44,6 +49,10 @@ pub async fn route(state: Arc<AppState>, req: Req) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     if let ("GET", ["healthz"]) = (req.method.as_str(), segs.as_slice()) {
         return json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+    }
+    // The console authenticates with its own cookie (after a login with the admin token).
+    if segs.first() == Some(&"console") {
+        return super::console::route(&state, &req, &segs[1..]).await;
     }
     if !authorized(&state, &req) {
         let mut e =
@@ -157,6 +166,60 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::bad_request("backup_failed", e))?;
             ok(serde_json::json!({"object": "backup", "rows": rows}))
+        }
+        ("POST", ["admin", "v1", "credits", id, "return"]) => {
+            let map = object_body(&req.body, &["reference"])?;
+            let reference = super::refunds::body_str(&map, "reference")?;
+            let c = super::refunds::return_credit(state, id, reference).await?;
+            ok(crate::store::credit_json(&c))
+        }
+        ("GET", ["admin", "v1", "refunds"]) => {
+            let pairs = query_pairs(&req.query, &["status", "limit"])?;
+            let mut q = crate::store::RefundQuery {
+                limit: 100,
+                ..Default::default()
+            };
+            for (k, v) in pairs {
+                match k.as_str() {
+                    "status" => {
+                        q.status = Some(crate::domain::refund::RefundStatus::parse(&v).ok_or_else(
+                            || {
+                                ApiError::invalid(
+                                    "parameter_invalid",
+                                    "status",
+                                    "status must be pending, succeeded or failed",
+                                )
+                            },
+                        )?)
+                    }
+                    "limit" => q.limit = super::sessions::parse_limit(&v)?,
+                    _ => {}
+                }
+            }
+            let page = state.store.list_refunds(&q)?;
+            let data: Vec<Value> = page
+                .items
+                .iter()
+                .map(crate::domain::refund::refund_json)
+                .collect();
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": page.has_more}))
+        }
+        ("POST", ["admin", "v1", "refunds", id, "succeed"]) => {
+            let map = object_body(&req.body, &["tx_hash", "utr"])?;
+            let r = super::refunds::succeed(
+                state,
+                id,
+                super::refunds::body_str(&map, "tx_hash")?,
+                super::refunds::body_str(&map, "utr")?,
+            )
+            .await?;
+            ok(crate::domain::refund::refund_json(&r))
+        }
+        ("POST", ["admin", "v1", "refunds", id, "fail"]) => {
+            let map = object_body(&req.body, &["reason"])?;
+            let r =
+                super::refunds::fail(state, id, super::refunds::body_str(&map, "reason")?).await?;
+            ok(crate::domain::refund::refund_json(&r))
         }
         ("GET", ["admin", "v1", "credits"]) => {
             let credits = state.store.credits(1000)?;

@@ -204,5 +204,6 @@ pub fn op_error(e: &OpError) -> ApiError {
         OpError::Transition(t) => ApiError::conflict("session_not_cancelable", t.to_string()),
         OpError::NoSlot(m) => ApiError::unavailable("no_payment_slot_available", m.clone()),
         OpError::Invalid(m) => ApiError::bad_request("parameter_invalid", m.clone()),
+        OpError::Conflict { code, message } => ApiError::conflict(code, message.clone()),
     }
 }

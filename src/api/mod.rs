@@ -4,9 +4,12 @@
 
 pub mod admin;
 mod auth;
+pub mod console;
 pub mod error;
+mod exports;
 mod idempotency;
 mod pages;
+mod refunds;
 mod sessions;
 pub mod upi;
 pub mod webhooks;
@@ -44,6 +47,8 @@ pub struct AppState {
     pub database: Option<Arc<redb::Database>>,
     /// What each chain watcher last saw (readiness, metrics, console).
     pub chains: crate::watch::evm::status::ChainStatuses,
+    /// Logins of the operator console.
+    pub console: console::Logins,
 }
 
 impl AppState {
@@ -73,6 +78,7 @@ impl AppState {
             streams: Arc::default(),
             database,
             chains: Default::default(),
+            console: console::Logins::default(),
         })
     }
 }

@@ -234,6 +234,8 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         ));
     }
     let is_form = is_form(req);
+    // Test mode may name the sender of a token payment, to rehearse refunds to it.
+    let mut sim_from: Option<String> = None;
     let (method, amount) = if is_form {
         let mut method = None;
         let mut amount = None;
@@ -246,7 +248,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         }
         (method, amount)
     } else {
-        let map = object_body(&req.body, &["method", "amount"])?;
+        let map = object_body(&req.body, &["method", "amount", "from"])?;
         let get = |k: &str| -> Result<Option<String>, ApiError> {
             match map.get(k) {
                 None | Some(serde_json::Value::Null) => Ok(None),
@@ -258,6 +260,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
                 )),
             }
         };
+        sim_from = get("from")?;
         (get("method")?, get("amount")?)
     };
     let option = match &method {
@@ -293,6 +296,18 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             })?,
         None => option.payable_base,
     };
+    if let Some(f) = &sim_from
+        && (option.chain_id.is_none()
+            || f.len() != 42
+            || !f.starts_with("0x")
+            || !f[2..].bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "from",
+            "from must be a 0x address (40 hex digits), for a token payment",
+        ));
+    }
     let (reference, utr, tx_hash, log_index) = {
         let mut rng = rand::rng();
         match option.chain_id {
@@ -327,6 +342,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         only_session: Some(s.id.clone()),
         source: Some("simulate".into()),
         sender: None,
+        from: sim_from,
     };
     let out = write(
         state.store.as_ref(),

@@ -115,6 +115,38 @@ pub async fn route(
             require(&key, Permission::SessionsRead)?;
             super::upi::list(&state, &key, req)
         }
+        ("POST", ["v1", "refunds"]) => {
+            require(&key, Permission::RefundsWrite)?;
+            super::refunds::create(&state, &key, req).await
+        }
+        ("GET", ["v1", "refunds"]) => {
+            require(&key, Permission::SessionsRead)?;
+            super::refunds::list(&state, &key, req)
+        }
+        ("GET", ["v1", "refunds", id]) => {
+            require(&key, Permission::SessionsRead)?;
+            super::refunds::get(&state, &key, id)
+        }
+        ("GET", ["v1", "balance"]) => {
+            require(&key, Permission::SessionsRead)?;
+            super::refunds::balance(&state, &key, req)
+        }
+        ("GET", ["v1", "exports", name @ ("sessions.csv" | "payments.csv")]) => {
+            require(&key, Permission::SessionsRead)?;
+            let (w, _) = super::exports::window(&req.query, &[])?;
+            let kind = if *name == "sessions.csv" {
+                super::exports::Kind::Sessions
+            } else {
+                super::exports::Kind::Payments
+            };
+            Ok(super::exports::stream(
+                state.store.clone(),
+                key.merchant_id.clone(),
+                key.livemode,
+                kind,
+                w,
+            ))
+        }
         ("GET", ["v1", "webhook_secret"]) => {
             require(&key, Permission::WebhooksWrite)?;
             webhooks::get_secret(&state, &key)

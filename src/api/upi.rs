@@ -270,6 +270,7 @@ async fn process(
                 only_session: None,
                 source: Some(source),
                 sender,
+                from: None,
             };
             match write(
                 state.store.as_ref(),
@@ -577,6 +578,14 @@ pub async fn ingest_with_token(
     {
         return Err(bad("the text is longer than 2000 characters"));
     }
+    // Authenticated: the operator console shows when each forwarder was last heard from.
+    let seen = WriteOp::SetCursor {
+        key: format!("seen:forwarder:{}", src.name),
+        value: u64::try_from(now).unwrap_or(0),
+    };
+    if let Err(e) = write(state.store.as_ref(), seen, None).await {
+        tracing::warn!(error = %e, source = %src.name, "could not record the forwarder's last contact");
+    }
     process(state, merchant, true, alert).await
 }
 
@@ -586,12 +595,19 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
     let mut limit = 20;
     for (k, v) in query_pairs(&req.query, &["status", "limit"])? {
         match k.as_str() {
-            "status" if matches!(v.as_str(), "unmatched" | "ignored") => status = Some(v),
+            "status"
+                if matches!(
+                    v.as_str(),
+                    "unmatched" | "ignored" | "assigned" | "returned"
+                ) =>
+            {
+                status = Some(v)
+            }
             "status" => {
                 return Err(ApiError::invalid(
                     "parameter_invalid",
                     "status",
-                    "status must be unmatched or ignored",
+                    "status must be unmatched, ignored, assigned or returned",
                 ));
             }
             "limit" => limit = parse_limit(&v)?,

@@ -21,10 +21,16 @@ pub enum EventType {
     PaymentReverted,
     #[serde(rename = "credit.unmatched")]
     CreditUnmatched,
+    #[serde(rename = "refund.created")]
+    RefundCreated,
+    #[serde(rename = "refund.succeeded")]
+    RefundSucceeded,
+    #[serde(rename = "refund.failed")]
+    RefundFailed,
 }
 
 impl EventType {
-    pub const ALL: [EventType; 8] = [
+    pub const ALL: [EventType; 11] = [
         EventType::SessionProcessing,
         EventType::SessionCompleted,
         EventType::SessionExpired,
@@ -33,6 +39,9 @@ impl EventType {
         EventType::SessionLatePayment,
         EventType::PaymentReverted,
         EventType::CreditUnmatched,
+        EventType::RefundCreated,
+        EventType::RefundSucceeded,
+        EventType::RefundFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -45,6 +54,9 @@ impl EventType {
             EventType::SessionLatePayment => "checkout.session.late_payment",
             EventType::PaymentReverted => "payment.reverted",
             EventType::CreditUnmatched => "credit.unmatched",
+            EventType::RefundCreated => "refund.created",
+            EventType::RefundSucceeded => "refund.succeeded",
+            EventType::RefundFailed => "refund.failed",
         }
     }
 

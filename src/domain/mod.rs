@@ -2,10 +2,12 @@
 
 pub mod address;
 pub mod apikey;
+pub mod csv;
 pub mod event;
 pub mod ids;
 pub mod method;
 pub mod money;
+pub mod refund;
 pub mod session;
 pub mod validate;
 pub mod view;

@@ -113,6 +113,9 @@ pub struct Payment {
     /// True when it arrived after the session had ended.
     #[serde(default)]
     pub late: bool,
+    /// The sender's address of a token transfer, when the watcher knows it: where a refund goes.
+    #[serde(default)]
+    pub from: Option<String>,
 }
 
 /// A checkout session as stored.

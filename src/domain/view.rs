@@ -61,6 +61,9 @@ struct PaymentView<'a> {
     confirmations: u32,
     status: super::session::PaymentState,
     late: bool,
+    /// The sender of a token payment, when the watcher recorded it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from: Option<&'a str>,
     received_at: String,
 }
 
@@ -78,6 +81,7 @@ impl<'a> PaymentView<'a> {
             confirmations: p.confirmations,
             status: p.state,
             late: p.late,
+            from: p.from.as_deref(),
             received_at: rfc3339(p.received_at_ms),
         }
     }

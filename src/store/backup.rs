@@ -62,7 +62,11 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, CLAIMS)?
             + copy(&src, &w, CLAIM_REFS)?
             + copy(&src, &w, CHAIN_PENDING)?
-            + copy(&src, &w, XPUB_ADDRESSES)?)
+            + copy(&src, &w, XPUB_ADDRESSES)?
+            + copy(&src, &w, REFUNDS)?
+            + copy(&src, &w, REFUND_INDEX)?
+            + copy(&src, &w, SESSION_REFUNDS)?
+            + copy(&src, &w, LEDGER)?)
     })()
     .map_err(|e| e.to_string())?;
     // A table this copy does not know (added without updating this list) fails the backup

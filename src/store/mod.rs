@@ -5,6 +5,7 @@
 pub mod backup;
 mod ops;
 mod redb_store;
+mod refunds;
 mod reservations;
 mod tables;
 
@@ -49,6 +50,10 @@ pub enum OpError {
     NoSlot(String),
     #[error("{0}")]
     Invalid(String),
+    /// Refused by the object's state (a refund beyond what was received, a credit already
+    /// used): a 409 with this stable code.
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
 }
 
 /// A response recorded under an Idempotency-Key, replayed byte for byte.
@@ -99,6 +104,8 @@ pub struct Observed {
     /// SMS sender id.
     pub source: Option<String>,
     pub sender: Option<String>,
+    /// The sender's address of a token transfer, when known (refunds go back there).
+    pub from: Option<String>,
 }
 
 /// An unmatched credit: money that arrived and belongs to no session (yet).
@@ -234,6 +241,24 @@ pub enum WriteOp {
         livemode: bool,
         event_id: String,
     },
+    /// A merchant asks for a refund: checked against what the session received and reserved
+    /// in the same step. `amount_base: None` refunds everything left; `method: None` means the
+    /// only method that received money.
+    CreateRefund {
+        refund: Box<crate::domain::refund::Refund>,
+        method: Option<String>,
+        amount_base: Option<u128>,
+    },
+    /// The operator reports how a pending refund ended.
+    FinishRefund {
+        refund_id: String,
+        outcome: crate::domain::refund::Outcome,
+    },
+    /// The operator sent an unmatched credit back to its payer.
+    ReturnCredit {
+        credit_id: String,
+        reference: String,
+    },
 }
 
 /// What a successful operation produced.
@@ -255,6 +280,8 @@ pub enum Outcome {
     Endpoint(Box<WebhookEndpoint>),
     /// A claim was recorded (and waits for its money).
     Claimed,
+    Refund(Box<crate::domain::refund::Refund>),
+    Credit(Box<Credit>),
     /// Written; nothing to report.
     Done,
 }
@@ -288,6 +315,18 @@ pub struct SessionQuery {
     pub created_gte_ms: Option<i64>,
     pub created_lte_ms: Option<i64>,
     pub client_reference_id: Option<String>,
+}
+
+/// Filters of `GET /v1/refunds` (and the console's list, across merchants when `merchant_id`
+/// is `None`).
+#[derive(Debug, Clone, Default)]
+pub struct RefundQuery {
+    pub merchant_id: Option<String>,
+    pub livemode: bool,
+    pub limit: usize,
+    pub starting_after: Option<String>,
+    pub session_id: Option<String>,
+    pub status: Option<crate::domain::refund::RefundStatus>,
 }
 
 /// The operations the daemon needs from storage.
@@ -335,6 +374,20 @@ pub trait Store: Send + Sync {
     /// When the sweeper next has work (an expiry, a release, an idempotency record to drop), so an
     /// idle daemon does not write at all.
     fn next_sweep_ms(&self, idempotency_ttl_ms: i64) -> Result<Option<i64>, StoreError>;
+    fn refund(&self, id: &str) -> Result<Option<crate::domain::refund::Refund>, StoreError>;
+    fn list_refunds(
+        &self,
+        q: &RefundQuery,
+    ) -> Result<Page<crate::domain::refund::Refund>, StoreError>;
+    /// The balance ledger of one merchant and mode: (method, entry), by method.
+    fn ledger(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+    ) -> Result<Vec<(String, crate::domain::refund::LedgerEntry)>, StoreError>;
+    /// Every cursor whose key starts with `prefix` (the operator's watcher status).
+    fn cursors(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
+    fn credit(&self, id: &str) -> Result<Option<Credit>, StoreError>;
 }
 
 /// A shared store handle.

@@ -29,7 +29,7 @@ use crate::matching::{pick_unique_amount, unique_amount_range};
 /// A storage or encoding failure: fails the whole batch.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct ExecError(String);
+pub struct ExecError(pub(super) String);
 
 macro_rules! exec_from {
     ($($t:ty),*) => {$(
@@ -45,7 +45,7 @@ exec_from!(
     serde_json::Error
 );
 
-type R<T> = Result<T, ExecError>;
+pub(super) type R<T> = Result<T, ExecError>;
 
 /// Every table, opened once per batch.
 pub struct Tables<'t> {
@@ -59,7 +59,7 @@ pub struct Tables<'t> {
     releases: Table<'t, (i64, &'static str, u128), &'static str>,
     payments: Table<'t, &'static str, &'static str>,
     refs: Table<'t, &'static str, &'static str>,
-    credits: Table<'t, &'static str, &'static [u8]>,
+    pub(super) credits: Table<'t, &'static str, &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     idem_expiry: Table<'t, (i64, &'static str), ()>,
     events: Table<'t, &'static str, &'static [u8]>,
@@ -73,6 +73,10 @@ pub struct Tables<'t> {
     claim_refs: Table<'t, &'static str, &'static str>,
     chain_pending: Table<'t, &'static str, &'static str>,
     xpub_addresses: Table<'t, (&'static str, u32), &'static str>,
+    pub(super) refunds: Table<'t, &'static str, &'static [u8]>,
+    pub(super) refund_index: Table<'t, (&'static str, u64), &'static str>,
+    pub(super) session_refunds: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) ledger: Table<'t, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -102,6 +106,10 @@ impl<'t> Tables<'t> {
             claim_refs: txn.open_table(CLAIM_REFS)?,
             chain_pending: txn.open_table(CHAIN_PENDING)?,
             xpub_addresses: txn.open_table(XPUB_ADDRESSES)?,
+            refunds: txn.open_table(REFUNDS)?,
+            refund_index: txn.open_table(REFUND_INDEX)?,
+            session_refunds: txn.open_table(SESSION_REFUNDS)?,
+            ledger: txn.open_table(LEDGER)?,
         })
     }
 }
@@ -285,6 +293,18 @@ pub fn execute(
                 None => Err(OpError::NotFound("event")),
             }
         }
+        WriteOp::CreateRefund {
+            refund,
+            method,
+            amount_base,
+        } => super::refunds::create(t, w, *refund, method.as_deref(), amount_base, now)?,
+        WriteOp::FinishRefund { refund_id, outcome } => {
+            super::refunds::finish(t, w, &refund_id, outcome, now)?
+        }
+        WriteOp::ReturnCredit {
+            credit_id,
+            reference,
+        } => super::refunds::return_credit(t, &credit_id, &reference)?,
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)
@@ -302,7 +322,7 @@ pub fn execute(
     Ok(result)
 }
 
-fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
+pub(super) fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
     match t.sessions.get(id)? {
         Some(v) => Ok(Some(serde_json::from_slice(v.value())?)),
         None => Ok(None),
@@ -559,6 +579,7 @@ fn save_session(
             }
         }
     }
+    super::refunds::ledger_on_save(t, before, s)?;
     t.sessions
         .insert(s.id.as_str(), serde_json::to_vec(s)?.as_slice())?;
     Ok(())
@@ -566,7 +587,7 @@ fn save_session(
 
 /// Writes an event and queues it in the outbox.
 #[allow(clippy::too_many_arguments)]
-fn emit(
+pub(super) fn emit(
     t: &mut Tables<'_>,
     w: &mut WriterState,
     kind: EventType,
@@ -639,7 +660,7 @@ fn schedule_deliveries(
     Ok(out)
 }
 
-fn load_json<T: serde::de::DeserializeOwned>(
+pub(super) fn load_json<T: serde::de::DeserializeOwned>(
     table: &Table<'_, &'static str, &'static [u8]>,
     key: &str,
 ) -> R<Option<T>> {
@@ -886,6 +907,7 @@ fn apply_to_session(
         received_at_ms: o.received_at_ms,
         reference: o.reference.clone(),
         late: false,
+        from: o.from,
     };
     let payment_id = payment.id.clone();
     let awaits_confirmations = payment.state == PaymentState::Pending;
@@ -961,6 +983,7 @@ fn assign_credit(
         only_session: Some(s.id.clone()),
         source: credit.source.clone(),
         sender: credit.sender.clone(),
+        from: None,
     };
     let result = apply_to_session(t, w, s, o, now)?;
     if let MatchResult::Matched { session, .. } = &result {

@@ -11,11 +11,12 @@ use super::ops::{Tables, WriterState, execute};
 use super::reservations::ReservationIndex;
 use super::tables::*;
 use super::{
-    Credit, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, SessionQuery,
-    Store, StoreError, WriteOp, scope,
+    Credit, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, RefundQuery,
+    SessionQuery, Store, StoreError, WriteOp, scope,
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
 
@@ -157,6 +158,10 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(CLAIM_REFS).map_err(storage)?;
         txn.open_table(CHAIN_PENDING).map_err(storage)?;
         txn.open_table(XPUB_ADDRESSES).map_err(storage)?;
+        txn.open_table(REFUNDS).map_err(storage)?;
+        txn.open_table(REFUND_INDEX).map_err(storage)?;
+        txn.open_table(SESSION_REFUNDS).map_err(storage)?;
+        txn.open_table(LEDGER).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {
@@ -171,6 +176,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         }
         meta.get("seq").map_err(storage)?.map_or(0, |g| g.value())
     };
+    super::refunds::rebuild_ledger(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok(seq)
 }
@@ -580,5 +586,141 @@ impl Store for RedbStore {
                 .map(|(k, _)| k.value().0.saturating_add(idempotency_ttl_ms)),
         ];
         Ok(times.into_iter().flatten().min())
+    }
+
+    fn refund(&self, id: &str) -> Result<Option<Refund>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(REFUNDS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("refund", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_refunds(&self, q: &RefundQuery) -> Result<Page<Refund>, StoreError> {
+        let txn = self.read()?;
+        let refunds = txn.open_table(REFUNDS).map_err(storage)?;
+        let keep = |r: &Refund| {
+            q.merchant_id
+                .as_ref()
+                .is_none_or(|m| *m == r.merchant_id && q.livemode == r.livemode)
+                && q.session_id.as_ref().is_none_or(|s| *s == r.session_id)
+                && q.status.is_none_or(|st| st == r.status)
+        };
+        let after_seq = match &q.starting_after {
+            Some(id) => match refunds.get(id.as_str()).map_err(storage)? {
+                Some(v) => Some(decode::<Refund>("refund", v.value())?.seq),
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                }
+            },
+            None => None,
+        };
+        let mut items = Vec::new();
+        let mut has_more = false;
+        let mut take = |r: Refund| -> bool {
+            if !keep(&r) || after_seq.is_some_and(|s| r.seq >= s) {
+                return true;
+            }
+            if items.len() == q.limit {
+                has_more = true;
+                return false;
+            }
+            items.push(r);
+            true
+        };
+        if let Some(session) = &q.session_id {
+            // A session has few refunds: read them all, newest first.
+            let idx = txn.open_table(SESSION_REFUNDS).map_err(storage)?;
+            let mut all = Vec::new();
+            for e in idx
+                .range((session.as_str(), "")..=(session.as_str(), "\u{10FFFF}"))
+                .map_err(storage)?
+            {
+                let (k, _) = e.map_err(storage)?;
+                if let Some(v) = refunds.get(k.value().1).map_err(storage)? {
+                    all.push(decode::<Refund>("refund", v.value())?);
+                }
+            }
+            all.sort_by_key(|r| std::cmp::Reverse(r.seq));
+            for r in all {
+                if !take(r) {
+                    break;
+                }
+            }
+        } else if let Some(m) = &q.merchant_id {
+            let idx = txn.open_table(REFUND_INDEX).map_err(storage)?;
+            let sc = scope(m, q.livemode);
+            for e in idx
+                .range((sc.as_str(), 0u64)..(sc.as_str(), u64::MAX))
+                .map_err(storage)?
+                .rev()
+            {
+                let (_, id) = e.map_err(storage)?;
+                if let Some(v) = refunds.get(id.value()).map_err(storage)?
+                    && !take(decode("refund", v.value())?)
+                {
+                    break;
+                }
+            }
+        } else {
+            // Every merchant (the operator): ids sort by creation time.
+            for e in refunds.iter().map_err(storage)?.rev() {
+                let (_, v) = e.map_err(storage)?;
+                if !take(decode("refund", v.value())?) {
+                    break;
+                }
+            }
+        }
+        Ok(Page { items, has_more })
+    }
+
+    fn ledger(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+    ) -> Result<Vec<(String, LedgerEntry)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(LEDGER).map_err(storage)?;
+        let sc = scope(merchant_id, livemode);
+        let mut out = Vec::new();
+        for e in t
+            .range((sc.as_str(), "")..=(sc.as_str(), "\u{10FFFF}"))
+            .map_err(storage)?
+        {
+            let (k, v) = e.map_err(storage)?;
+            out.push((k.value().1.to_owned(), decode("ledger entry", v.value())?));
+        }
+        Ok(out)
+    }
+
+    fn cursors(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(META).map_err(storage)?;
+        let from = format!("cursor:{prefix}");
+        let mut out = Vec::new();
+        for e in t.range(from.as_str()..).map_err(storage)? {
+            let (k, v) = e.map_err(storage)?;
+            let Some(key) = k.value().strip_prefix("cursor:") else {
+                break;
+            };
+            if !key.starts_with(prefix) {
+                break;
+            }
+            out.push((key.to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    fn credit(&self, id: &str) -> Result<Option<Credit>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(CREDITS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("credit", v.value()).map(Some),
+            None => Ok(None),
+        }
     }
 }

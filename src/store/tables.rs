@@ -60,6 +60,17 @@ pub const XPUB_ADDRESSES: TableDefinition<(&str, u32), &str> =
 /// Merchant id → its default signing secrets (JSON list, newest first).
 pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
 
+/// Refund id → refund.
+pub const REFUNDS: TableDefinition<&str, &[u8]> = TableDefinition::new("refunds");
+/// (merchant/mode scope, seq) → refund id: newest-first listing.
+pub const REFUND_INDEX: TableDefinition<(&str, u64), &str> = TableDefinition::new("refund_index");
+/// (session id, refund id): a session's refunds, read when a new one is checked.
+pub const SESSION_REFUNDS: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("session_refunds");
+/// (merchant/mode scope, method) → `LedgerEntry` (JSON): received, refunded and pending totals,
+/// updated in the transaction of every payment and refund change.
+pub const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
+
 /// A reservation of one (destination, amount) pair by one session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {

@@ -120,7 +120,8 @@ async fn apply(
             owner: None,
             only_session: Some(session.id.clone()),
             source: Some(format!("{} (claimed)", chain.name)),
-            sender: Some(address::display(&t.from, chain.tron)),
+            sender: None,
+            from: Some(address::display(&t.from, chain.tron)),
         };
         match write(store.as_ref(), WriteOp::Observe(Box::new(observed)), None).await {
             Ok(Ok(Outcome::Match(MatchResult::Duplicate { existing })))

@@ -373,7 +373,8 @@ impl ChainWatcher {
                             owner: Some((owner.merchant.clone(), owner.method.clone())),
                             only_session: None,
                             source: Some(self.chain.name.clone()),
-                            sender: Some(address::display(&t.from, self.chain.tron)),
+                            sender: None,
+                            from: Some(address::display(&t.from, self.chain.tron)),
                         }))
                     }
                 }
