@@ -24,7 +24,8 @@ use crate::store::SharedStore;
 pub use auth::KeyCache;
 use error::ApiError;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
-pub use sessions::display_amount;
+pub use pages::parse_claim;
+pub use sessions::{CreateParams, display_amount, parse_create};
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
