@@ -25,7 +25,7 @@ pub use auth::KeyCache;
 use error::ApiError;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
 pub use pages::parse_claim;
-pub use sessions::{CreateParams, display_amount, parse_create};
+pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -290,6 +290,14 @@ where
             let svc = hyper_util::service::TowerToHyperService::new(service.clone());
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                // hyper's timer starts once it reads a request head, but the HTTP/1-or-2 sniffing
+                // before the first request waits for bytes with no limit: a connection that
+                // never sends one would be held forever.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, io.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
                     .http1()
