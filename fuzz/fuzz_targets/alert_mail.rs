@@ -10,7 +10,8 @@ static PARSER: OnceLock<Option<Parser>> = OnceLock::new();
 
 fuzz_target!(|data: &[u8]| {
     if let Some(parser) = PARSER.get_or_init(|| Parser::builtin().ok()) {
-        let _ = paywatch::watch::upi::mail::judge(data, parser, None);
-        let _ = paywatch::watch::upi::mail::judge(data, parser, Some("mx.example"));
+        let accounts = ["1234".to_owned()];
+        let _ = paywatch::watch::upi::mail::judge(data, parser, None, &[]);
+        let _ = paywatch::watch::upi::mail::judge(data, parser, Some("mx.example"), &accounts);
     }
 });

@@ -27,7 +27,8 @@ use crate::store::SharedStore;
 pub use auth::KeyCache;
 use error::ApiError;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
-pub use sessions::display_amount;
+pub use pages::parse_claim;
+pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -153,14 +154,26 @@ fn catch_all(
             move |method: Method, path: warp::path::FullPath, query: String, headers, body| {
                 let state = state.clone();
                 async move {
-                    let body = match read_body(Box::pin(body)).await {
-                        Ok(Some(b)) => b,
-                        Ok(None) => {
+                    let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(Box::pin(body)));
+                    let body = match read.await {
+                        Err(_) => {
+                            return Ok(error_response(&ApiError::new(
+                                StatusCode::REQUEST_TIMEOUT,
+                                "invalid_request_error",
+                                "request_timeout",
+                                format!(
+                                    "the request body did not arrive within {} s",
+                                    BODY_READ_TIMEOUT.as_secs()
+                                ),
+                            )));
+                        }
+                        Ok(Ok(Some(b))) => b,
+                        Ok(Ok(None)) => {
                             return Ok::<_, warp::Rejection>(error_response(&ApiError::too_large(
                                 BODY_LIMIT,
                             )));
                         }
-                        Err(_) => {
+                        Ok(Err(_)) => {
                             return Ok(error_response(&ApiError::bad_request(
                                 "body_unreadable",
                                 "the request body could not be read",
@@ -235,7 +248,20 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
     }
 }
 
+/// A client must finish sending a request's headers within this time, or its connection is
+/// closed: a slowloris client trickling header bytes cannot hold a connection (and its task)
+/// forever. hyper's own default is 30 s, but it only applies when a timer is set, which warp's
+/// server does not do.
+pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// A request's body (at most `BODY_LIMIT`) must arrive within this time after its headers, or
+/// the request is answered 408 and the connection closed: a client that stops mid-body cannot
+/// park a handler.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
+/// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
+/// header read timeout; otherwise it does what warp's graceful server does.
 pub async fn serve<F>(
     addr: SocketAddr,
     filter: F,
@@ -248,12 +274,53 @@ where
         + Sync
         + 'static,
 {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
-    let server = warp::serve(filter)
-        .incoming(listener)
-        .graceful(shutdown)
-        .run();
+    let service = warp::service(filter);
+    let server = async move {
+        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (io, _) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        // Out of file descriptors and the like: wait instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let svc = hyper_util::service::TowerToHyperService::new(service.clone());
+            let watcher = graceful.watcher();
+            tokio::spawn(async move {
+                // hyper's timer starts once it reads a request head, but the HTTP/1-or-2 sniffing
+                // before the first request waits for bytes with no limit: a connection that
+                // never sends one would be held forever.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(HEADER_READ_TIMEOUT, io.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                builder
+                    .http1()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(HEADER_READ_TIMEOUT);
+                let conn = builder.serve_connection(TokioIo::new(io), svc);
+                if let Err(e) = watcher.watch(conn).await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        drop(listener);
+        graceful.shutdown().await;
+    };
     Ok((bound, tokio::spawn(server)))
 }
 

@@ -142,16 +142,13 @@ fn check_tx_claim(state: &AppState, s: &Session, tx: &str) {
     }
 }
 
-/// `POST /c/{id}/claim`: the customer hands over a UTR or transaction hash. It is validated and
-/// recorded for the matcher, which checks it against the bank credit or the chain; a claim alone
-/// never moves money.
-async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
-    let s = load(state, id)?;
-    let is_form = is_form(req);
+/// A claim body (JSON, or a form from the no-JS page) to the reference the matcher looks for:
+/// `upi:<12 digits>` or `tx:<0x…, lower case>`. Pure, so it can be fuzzed.
+pub fn parse_claim(body: &[u8], is_form: bool) -> Result<String, ApiError> {
     let (utr, tx) = if is_form {
         let mut utr = None;
         let mut tx = None;
-        for (k, v) in url::form_urlencoded::parse(&req.body) {
+        for (k, v) in url::form_urlencoded::parse(body) {
             match k.as_ref() {
                 "utr" => utr = Some(v.trim().to_owned()),
                 "tx_hash" => tx = Some(v.trim().to_owned()),
@@ -160,7 +157,7 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
         }
         (utr, tx)
     } else {
-        let map = object_body(&req.body, &["utr", "tx_hash"])?;
+        let map = object_body(body, &["utr", "tx_hash"])?;
         (
             map.get("utr").and_then(|v| v.as_str()).map(str::to_owned),
             map.get("tx_hash")
@@ -168,36 +165,42 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
                 .map(str::to_owned),
         )
     };
-    let claimed_tx = tx.clone();
-    let reference = match (utr, tx) {
+    match (utr, tx) {
         (Some(u), None) if u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit()) => {
-            format!("upi:{u}")
+            Ok(format!("upi:{u}"))
         }
         (None, Some(t))
             if t.len() == 66
                 && t.starts_with("0x")
                 && t[2..].bytes().all(|b| b.is_ascii_hexdigit()) =>
         {
-            format!("tx:{}", t.to_ascii_lowercase())
+            Ok(format!("tx:{}", t.to_ascii_lowercase()))
         }
-        _ => {
-            return Err(ApiError::bad_request(
-                "parameter_invalid",
-                "give either utr (the 12-digit UPI reference) or tx_hash (0x and 64 hex digits)",
-            ));
-        }
-    };
+        _ => Err(ApiError::bad_request(
+            "parameter_invalid",
+            "give either utr (the 12-digit UPI reference) or tx_hash (0x and 64 hex digits)",
+        )),
+    }
+}
+
+/// `POST /c/{id}/claim`: the customer hands over a UTR or transaction hash. It is validated and
+/// recorded for the matcher, which checks it against the bank credit or the chain; a claim alone
+/// never moves money.
+async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+    let s = load(state, id)?;
+    let is_form = is_form(req);
+    let reference = parse_claim(&req.body, is_form)?;
     let op = WriteOp::Claim {
         session_id: s.id.clone(),
-        reference,
+        reference: reference.clone(),
     };
     // The same answer whether or not it matched at once: the page's live status tells the
     // customer, and the answer gives nobody a way to test guessed references.
     if let Err(e) = write(state.store.as_ref(), op, None).await? {
         return Err(op_error(&e));
     }
-    if let Some(tx) = claimed_tx {
-        check_tx_claim(state, &s, &tx);
+    if let Some(tx) = reference.strip_prefix("tx:") {
+        check_tx_claim(state, &s, tx);
     }
     if is_form {
         let mut r = Response::new(Vec::new().into());

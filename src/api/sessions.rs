@@ -315,17 +315,31 @@ fn opt_url(
     Ok(v)
 }
 
-async fn create(
-    state: &AppState,
+/// A session create request, validated: everything but the I/O (the notify_url's DNS check).
+pub struct CreateParams {
+    pub amount: u64,
+    pub currency: Currency,
+    pub methods: Vec<Method>,
+    pub description: Option<String>,
+    pub customer_email: Option<String>,
+    pub customer_name: Option<String>,
+    pub client_reference_id: Option<String>,
+    pub success_url: Option<String>,
+    pub cancel_url: Option<String>,
+    pub notify_url: Option<String>,
+    pub expires_in: u64,
+    pub metadata: BTreeMap<String, String>,
+}
+
+/// Parses and validates a create body for `merchant` in the key's mode. Pure, so it can be
+/// fuzzed: the handler adds the idempotency and SSRF checks around it.
+pub fn parse_create(
+    body: &[u8],
     merchant: &Merchant,
-    key: &ApiKey,
-    req: &Req,
-) -> Result<Response, ApiError> {
-    let idem = idempotency::from_request(key, req)?;
-    if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
-        return Ok(r);
-    }
-    let map = object_body(&req.body, CREATE_FIELDS)?;
+    livemode: bool,
+    sessions: &crate::config::SessionsConfig,
+) -> Result<CreateParams, ApiError> {
+    let map = object_body(body, CREATE_FIELDS)?;
     let amount = match map.get("amount") {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid(
@@ -359,7 +373,7 @@ async fn create(
         })?),
         None => None,
     };
-    let offered: Vec<&Method> = available(merchant, key.livemode).collect();
+    let offered: Vec<&Method> = available(merchant, livemode).collect();
     let chosen: Vec<Method> = match map.get("payment_methods") {
         None | Some(Value::Null) => {
             let cur = match currency {
@@ -415,7 +429,7 @@ async fn create(
                         "payment_methods",
                         format!(
                             "{name:?} is not enabled for this merchant in {} mode (available: {})",
-                            if key.livemode { "live" } else { "test" },
+                            if livemode { "live" } else { "test" },
                             names.join(", ")
                         ),
                     )
@@ -482,18 +496,10 @@ async fn create(
     let success_url = opt_url(&map, "success_url", merchant)?;
     let cancel_url = opt_url(&map, "cancel_url", merchant)?;
     let notify_url = opt_url(&map, "notify_url", merchant)?;
-    if let Some(u) = &notify_url {
-        webhooks::check_destination(
-            state,
-            "notify_url",
-            &u.replace(validate::SESSION_ID_PLACEHOLDER, "cs_x"),
-        )
-        .await?;
-    }
     let expires_in = match map.get("expires_in") {
-        None | Some(Value::Null) => state.config.sessions.default_expires_in,
+        None | Some(Value::Null) => sessions.default_expires_in,
         Some(v) => {
-            let min = state.config.sessions.min_expires_in;
+            let min = sessions.min_expires_in;
             v.as_u64()
                 .filter(|s| (min..=86_400).contains(s))
                 .ok_or_else(|| {
@@ -532,6 +538,54 @@ async fn create(
             ));
         }
     };
+    Ok(CreateParams {
+        amount,
+        currency,
+        methods: chosen,
+        description,
+        customer_email,
+        customer_name,
+        client_reference_id: reference.map(|(_, v)| v),
+        success_url,
+        cancel_url,
+        notify_url,
+        expires_in,
+        metadata,
+    })
+}
+
+async fn create(
+    state: &AppState,
+    merchant: &Merchant,
+    key: &ApiKey,
+    req: &Req,
+) -> Result<Response, ApiError> {
+    let idem = idempotency::from_request(key, req)?;
+    if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
+        return Ok(r);
+    }
+    let CreateParams {
+        amount,
+        currency,
+        methods: chosen,
+        description,
+        customer_email,
+        customer_name,
+        client_reference_id,
+        success_url,
+        cancel_url,
+        notify_url,
+        expires_in,
+        metadata,
+    } = parse_create(&req.body, merchant, key.livemode, &state.config.sessions)?;
+    if let Some(u) = &notify_url {
+        webhooks::check_destination(
+            state,
+            "notify_url",
+            &u.replace(validate::SESSION_ID_PLACEHOLDER, "cs_x"),
+        )
+        .await?;
+    }
     let id = new_id("cs");
     let now = chrono::Utc::now().timestamp_millis();
     let session = Session {
@@ -550,7 +604,7 @@ async fn create(
         description,
         customer_email,
         customer_name,
-        client_reference_id: reference.map(|(_, v)| v),
+        client_reference_id,
         payment_options: Vec::new(),
         payments: Vec::new(),
         metadata,

@@ -60,7 +60,7 @@ enum Verdict {
 }
 
 /// An alert as it arrived, before it is judged.
-struct Alert {
+pub struct Alert {
     source: String,
     sender: Option<String>,
     text: Option<String>,
@@ -85,13 +85,10 @@ fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
         })
 }
 
-/// `POST /v1/upi/credits` with an API key (`credits:write`): `sms` or `manual`.
-pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
-    let merchant = state
-        .config
-        .merchant(&key.merchant_id)
-        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
-    let map = object_body(&req.body, FIELDS)?;
+/// Parses and validates an API-key ingest body (`sms` or `manual`) into an alert, received at
+/// `now_ms` unless it says when. Pure, so it can be fuzzed.
+pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
+    let map = object_body(body, FIELDS)?;
     let source = str_field(&map, "source", 20)?.ok_or_else(|| {
         ApiError::invalid(
             "parameter_missing",
@@ -109,9 +106,9 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                     "received_at must be an RFC 3339 time",
                 )
             })?,
-        None => chrono::Utc::now().timestamp_millis(),
+        None => now_ms,
     };
-    let alert = match source.as_str() {
+    Ok(match source.as_str() {
         "sms" => Alert {
             source,
             sender: str_field(&map, "sender", 40)?,
@@ -169,7 +166,16 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                 format!("source {other:?} is not one of sms, manual"),
             ));
         }
-    };
+    })
+}
+
+/// `POST /v1/upi/credits` with an API key (`credits:write`): `sms` or `manual`.
+pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+    let merchant = state
+        .config
+        .merchant(&key.merchant_id)
+        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
+    let alert = parse_alert(&req.body, chrono::Utc::now().timestamp_millis())?;
     process(state, merchant, key.livemode, alert).await
 }
 

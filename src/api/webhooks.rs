@@ -159,20 +159,23 @@ pub async fn check_destination(state: &AppState, param: &str, url: &str) -> Resu
     })
 }
 
-pub async fn create_endpoint(
-    state: &AppState,
-    key: &ApiKey,
-    req: &Req,
-    allowed_domains: &[String],
-) -> Result<Response, ApiError> {
-    let map = object_body(&req.body, &["url", "events", "description"])?;
+/// A webhook endpoint create request, validated.
+pub struct EndpointParams {
+    pub url: String,
+    pub events: Vec<String>,
+    pub description: Option<String>,
+}
+
+/// Parses and validates a create body. Pure, so it can be fuzzed: the handler adds the SSRF
+/// check (DNS) after it.
+pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<EndpointParams, ApiError> {
+    let map = object_body(body, &["url", "events", "description"])?;
     let url = map
         .get("url")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::invalid("parameter_missing", "url", "url is required"))?
         .to_owned();
     validate::url("url", &url, allowed_domains)?;
-    check_destination(state, "url", &url).await?;
     let events: Vec<String> = match map.get("events") {
         None | Some(Value::Null) => vec!["*".to_owned()],
         Some(Value::Array(items)) if !items.is_empty() => {
@@ -212,6 +215,25 @@ pub async fn create_endpoint(
             ));
         }
     };
+    Ok(EndpointParams {
+        url,
+        events,
+        description,
+    })
+}
+
+pub async fn create_endpoint(
+    state: &AppState,
+    key: &ApiKey,
+    req: &Req,
+    allowed_domains: &[String],
+) -> Result<Response, ApiError> {
+    let EndpointParams {
+        url,
+        events,
+        description,
+    } = parse_endpoint(&req.body, allowed_domains)?;
+    check_destination(state, "url", &url).await?;
     let secret = new_secret();
     let ep = WebhookEndpoint {
         id: new_id("we"),

@@ -56,6 +56,13 @@ pub fn url(param: &str, value: &str, allowed_domains: &[String]) -> Result<(), F
             format!("{param} must be at most 2048 characters"),
         ));
     }
+    // The URL parser strips these silently, but the URL is stored and shown as given.
+    if value.starts_with(|c: char| c <= ' ') || value.ends_with(|c: char| c <= ' ') {
+        return Err(FieldError::invalid(
+            param,
+            format!("{param} must not start or end with spaces or control characters"),
+        ));
+    }
     let probe = value.replace(SESSION_ID_PLACEHOLDER, "cs_placeholder");
     let parsed = url::Url::parse(&probe).map_err(|e| {
         FieldError::invalid(
