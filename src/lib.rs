@@ -10,6 +10,7 @@ pub mod config;
 pub mod daemon;
 pub mod domain;
 pub mod matching;
+pub mod metrics;
 pub mod notify;
 pub mod store;
 pub mod watch;

@@ -468,3 +468,120 @@ async fn an_18_decimals_token_and_a_claimed_short_payment() {
     assert_eq!(s["payments"][0]["tx_hash"], json!(tx));
     assert_eq!(s["payments"].as_array().unwrap().len(), 1, "{s}");
 }
+
+/// Parses Prometheus text with the reference Python parser (prometheus_client) and returns
+/// {"name{label=value,...}": value}.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::Write;
+    let script = r#"
+import sys, json
+from prometheus_client.parser import text_string_to_metric_families
+out = {}
+for fam in text_string_to_metric_families(sys.stdin.read()):
+    for s in fam.samples:
+        labels = ",".join(f"{k}={v}" for k, v in sorted(s.labels.items()))
+        out[f"{s.name}{{{labels}}}"] = s.value
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "prometheus_client could not parse /metrics (is it installed? scripts/test installs it): {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn readyz(c: &reqwest::Client, d: &Daemon) -> (u16, Value) {
+    let r = c.get(format!("{}/readyz", d.admin)).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn wait_ready(c: &reqwest::Client, d: &Daemon, want: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (st, body) = readyz(c, d).await;
+        if st == want {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz did not become {want}: {st} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_follows_the_rpc_and_metrics_count_payments() {
+    let (chain, d, key) = setup(1, false).await;
+    let c = client();
+    let body = wait_ready(&c, &d, 200).await;
+    assert_eq!(body["checks"]["chains"]["local"], "ok", "{body}");
+
+    let metrics = async || {
+        let r = c.get(format!("{}/metrics", d.admin)).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+        parse_metrics(&r.text().await.unwrap())
+    };
+    let before = metrics().await;
+    let paid_before = before
+        .get("paywatch_payments_total{method=usdt_local}")
+        .copied()
+        .unwrap_or(0.0);
+    let s = create(&c, &d, &key, 900, "usdt_local", None).await;
+    let (_, payable) = option(&s);
+    let tx = chain.transfer(TOKEN_6, ALICE, PAY_TO, payable).await;
+    chain.receipt(&tx).await;
+    wait_session(
+        &c,
+        &d,
+        &key,
+        s["id"].as_str().unwrap(),
+        10,
+        "complete",
+        |s| status(s) == "complete",
+    )
+    .await;
+    let after = metrics().await;
+    assert_eq!(
+        after["paywatch_payments_total{method=usdt_local}"],
+        paid_before + 1.0
+    );
+    assert!(after["paywatch_chain_logs_total{chain=local}"] >= 1.0);
+    assert!(after["paywatch_chain_head_block{chain=local}"] >= 1.0);
+    assert!(
+        after["paywatch_http_requests_total{route=sessions,status=2xx}"]
+            > before
+                .get("paywatch_http_requests_total{route=sessions,status=2xx}")
+                .copied()
+                .unwrap_or(0.0)
+    );
+    assert!(after.contains_key("paywatch_session_events_total{type=checkout.session.completed}"));
+
+    // The chain's only RPC goes away: unready, naming the chain; back: ready again.
+    let port = chain.stop();
+    let body = wait_ready(&c, &d, 503).await;
+    assert!(
+        body["checks"]["chains"]["local"]
+            .as_str()
+            .unwrap()
+            .starts_with("RPC down"),
+        "{body}"
+    );
+    let _chain = Anvil::start_on(port).await;
+    wait_ready(&c, &d, 200).await;
+}

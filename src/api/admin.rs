@@ -47,8 +47,14 @@ pub static ADMIN: std::sync::OnceLock<AdminToken> = std::sync::OnceLock::new();
 pub async fn route(state: Arc<AppState>, req: Req) -> Response {
     let path = req.path.clone();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    if let ("GET", ["healthz"]) = (req.method.as_str(), segs.as_slice()) {
-        return json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+    match (req.method.as_str(), segs.as_slice()) {
+        ("GET", ["healthz"]) => {
+            return json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
+        }
+        // Probes and scrapers run without the token: nothing here is secret or changes state.
+        ("GET", ["readyz"]) => return super::health::readyz(&state),
+        ("GET", ["metrics"]) => return super::health::metrics(&state),
+        _ => {}
     }
     // The console authenticates with its own cookie (after a login with the admin token).
     if segs.first() == Some(&"console") {

@@ -7,6 +7,7 @@ mod auth;
 pub mod console;
 pub mod error;
 mod exports;
+mod health;
 mod idempotency;
 mod pages;
 mod refunds;
@@ -143,6 +144,7 @@ type Handler = fn(Arc<AppState>, Req) -> futures_util::future::BoxFuture<'static
 /// A warp filter that hands every request to `handler`.
 fn catch_all(
     state: Arc<AppState>,
+    admin: bool,
     handler: Handler,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
     warp::method()
@@ -180,6 +182,7 @@ fn catch_all(
                             )));
                         }
                     };
+                    let route = crate::metrics::Metrics::route_of(path.as_str(), admin);
                     let req = Req {
                         method,
                         path: path.as_str().to_owned(),
@@ -187,7 +190,9 @@ fn catch_all(
                         headers,
                         body,
                     };
-                    Ok(handler(state, req).await)
+                    let response = handler(state, req).await;
+                    crate::metrics::METRICS.request(route, response.status().as_u16());
+                    Ok(response)
                 }
             },
         )
@@ -204,14 +209,14 @@ fn catch_all(
 pub fn public_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    catch_all(state, |s, r| Box::pin(route_public(s, r)))
+    catch_all(state, false, |s, r| Box::pin(route_public(s, r)))
 }
 
 /// The operator listener's routes.
 pub fn admin_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    catch_all(state, |s, r| Box::pin(admin::route(s, r)))
+    catch_all(state, true, |s, r| Box::pin(admin::route(s, r)))
 }
 
 async fn route_public(state: Arc<AppState>, req: Req) -> Response {
@@ -219,6 +224,7 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method.as_str(), segs.as_slice()) {
         ("GET", ["healthz"]) => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
+        ("GET", ["readyz"]) => health::readyz(&state),
         ("POST", ["v1", "upi", "credits"]) if upi::presented_token(&req).is_some() => {
             let token = upi::presented_token(&req).unwrap_or_default();
             upi::ingest_with_token(&state, &req, &token)

@@ -240,6 +240,7 @@ async fn process(
                 sender,
             )
             .await?;
+            crate::metrics::METRICS.upi_alert("ignored");
             ok(json!({
                 "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
             }))
@@ -288,16 +289,25 @@ async fn process(
                 Ok(Outcome::Match(MatchResult::Matched {
                     session,
                     payment_id,
-                })) => ok(json!({
-                    "object": "upi_credit_result", "outcome": "matched", "session": session.id,
-                    "payment": payment_id, "utr": utr,
-                })),
-                Ok(Outcome::Match(MatchResult::Duplicate { existing })) => ok(json!({
-                    "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
-                })),
-                Ok(Outcome::Match(MatchResult::Unmatched { credit })) => ok(json!({
-                    "object": "upi_credit_result", "outcome": "unmatched", "credit": credit_json(&credit),
-                })),
+                })) => {
+                    crate::metrics::METRICS.upi_alert("matched");
+                    ok(json!({
+                        "object": "upi_credit_result", "outcome": "matched", "session": session.id,
+                        "payment": payment_id, "utr": utr,
+                    }))
+                }
+                Ok(Outcome::Match(MatchResult::Duplicate { existing })) => {
+                    crate::metrics::METRICS.upi_alert("duplicate");
+                    ok(json!({
+                        "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
+                    }))
+                }
+                Ok(Outcome::Match(MatchResult::Unmatched { credit })) => {
+                    crate::metrics::METRICS.upi_alert("unmatched");
+                    ok(json!({
+                        "object": "upi_credit_result", "outcome": "unmatched", "credit": credit_json(&credit),
+                    }))
+                }
                 Ok(_) => Err(ApiError::internal("unexpected outcome")),
                 Err(e) => Err(op_error(&e)),
             }

@@ -212,6 +212,11 @@ async fn deliver(
             AfterAttempt::Failed,
         ),
     };
+    crate::metrics::METRICS.delivery(
+        attempt.status.is_some_and(|c| (200..300).contains(&c)),
+        matches!(after, AfterAttempt::Failed),
+        attempt.latency_ms,
+    );
     match &after {
         AfterAttempt::Succeeded => {
             tracing::debug!(delivery = %d.id, event = %d.event_id, "delivered")

@@ -716,6 +716,7 @@ fn emit_session_events(
     }
     let data = session_json(s);
     for kind in events {
+        crate::metrics::METRICS.session_event(kind.as_str());
         emit(
             t,
             w,
@@ -911,6 +912,7 @@ fn apply_to_session(
     };
     let payment_id = payment.id.clone();
     let awaits_confirmations = payment.state == PaymentState::Pending;
+    crate::metrics::METRICS.payment(&payment.method);
     let before = s.clone();
     let events = s.apply_payment(payment, now);
     t.refs.insert(o.reference.as_str(), payment_id.as_str())?;

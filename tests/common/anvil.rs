@@ -63,7 +63,11 @@ fn free_port() -> u16 {
 impl Anvil {
     /// Starts anvil (automine on) and waits until it answers.
     pub async fn start() -> Anvil {
-        let port = free_port();
+        Anvil::start_on(free_port()).await
+    }
+
+    /// Starts anvil on `port` (e.g. again after stopping it: a fresh chain at the same URL).
+    pub async fn start_on(port: u16) -> Anvil {
         let child = Command::new(binary())
             .args([
                 "--port",
@@ -117,6 +121,13 @@ impl Anvil {
         self.try_rpc(method, params)
             .await
             .unwrap_or_else(|e| panic!("{method}: {e}"))
+    }
+
+    /// Stops the node: its URL refuses connections until a new one starts on the port.
+    pub fn stop(mut self) -> u16 {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.port
     }
 
     pub async fn head(&self) -> u64 {
