@@ -36,6 +36,9 @@ pub enum Command {
     Alerts(AlertsCommand),
     /// Write a consistent copy of the database to PATH (a new file), while running or not
     Backup { path: PathBuf },
+    /// Check the config, the storage, each chain's RPC URLs, the IMAP login and the listeners;
+    /// one line per check, with what to fix. Exit 1 if any check fails.
+    Doctor,
 }
 
 #[derive(Subcommand, Debug)]
@@ -159,6 +162,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys(k) => keys(&config, k).await,
         Command::Backup { path } => backup(&config, &path).await,
+        Command::Doctor => crate::doctor::run(&config).await,
         Command::Alerts(AlertsCommand::Parse {
             sender,
             file,

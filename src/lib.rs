@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod doctor;
 pub mod domain;
 pub mod matching;
 pub mod metrics;

@@ -585,3 +585,43 @@ async fn readiness_follows_the_rpc_and_metrics_count_payments() {
     let _chain = Anvil::start_on(port).await;
     wait_ready(&c, &d, 200).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_names_a_wrong_chain_id_and_a_dead_rpc() {
+    let chain = Anvil::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    // anvil is chain 31337; the config says 1. The second URL has nothing behind it.
+    let setup = Setup {
+        rpc_urls: format!(r#"["{}", "http://127.0.0.1:9"]"#, chain.url),
+        confirmations: 1,
+    };
+    let text = config(dir.path(), &setup).replacen("chain_id = 31337", "chain_id = 1", 1);
+    let path = dir.path().join("config.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = std::process::Command::new(common::BIN)
+        .args(["doctor", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    let line = |needle: &str| {
+        stdout
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{stdout}"))
+            .to_owned()
+    };
+    let wrong = line("chains.local.rpc_urls.0");
+    assert!(wrong.starts_with("FAIL"), "{wrong}");
+    assert!(wrong.contains("serves chain id 31337, not 1"), "{wrong}");
+    let dead = line("chains.local.rpc_urls.1");
+    assert!(
+        dead.starts_with("FAIL") && dead.contains("no answer"),
+        "{dead}"
+    );
+    // The other chain entry (same node, right chain id) is fine, and so is the storage.
+    assert!(line("chains.local18.rpc_urls.0").starts_with("ok"));
+    assert!(line("storage").starts_with("ok"));
+    assert!(line("server.listen").starts_with("ok"));
+}

@@ -48,11 +48,10 @@ pub async fn run(state: Arc<AppState>, cfg: ImapConfig, mut stop: watch::Receive
     }
 }
 
-async fn session(
-    state: &Arc<AppState>,
-    cfg: &ImapConfig,
-    stop: &mut watch::Receiver<bool>,
-) -> Result<(), String> {
+type ImapSession = async_imap::Session<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+
+/// TLS connection, greeting and login: what the watcher and `paywatch doctor` both need.
+async fn login(cfg: &ImapConfig) -> Result<ImapSession, String> {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(tls_config(cfg)?));
     let tcp = tokio::time::timeout(
         Duration::from_secs(20),
@@ -73,10 +72,30 @@ async fn session(
         .await
         .map_err(|e| format!("greeting: {e}"))?;
     let password = cfg.password.clone().unwrap_or_default();
-    let mut sess = client
+    client
         .login(&cfg.username, &password)
         .await
-        .map_err(|(e, _)| format!("login: {e}"))?;
+        .map_err(|(e, _)| format!("login: {e}"))
+}
+
+/// Logs in and opens the mailbox, then logs out: `paywatch doctor`'s check. Returns the number
+/// of messages in the mailbox.
+pub async fn check(cfg: &ImapConfig) -> Result<u32, String> {
+    let mut sess = login(cfg).await?;
+    let mbox = sess
+        .select(&cfg.mailbox)
+        .await
+        .map_err(|e| format!("select {}: {e}", cfg.mailbox))?;
+    let _ = sess.logout().await;
+    Ok(mbox.exists)
+}
+
+async fn session(
+    state: &Arc<AppState>,
+    cfg: &ImapConfig,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut sess = login(cfg).await?;
     let idle_ok = sess
         .capabilities()
         .await
