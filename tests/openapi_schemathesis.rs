@@ -67,8 +67,9 @@ fn routed() -> BTreeSet<(String, String)> {
     for entry in std::fs::read_dir(&dir).expect("src/api") {
         let path = entry.expect("entry").path();
         let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        // The operator API has its own listener and its own document (none yet).
-        if file == "admin.rs" || !file.ends_with(".rs") {
+        // The operator API and its console (under /console) have their own listener and
+        // their own document (none yet).
+        if file == "admin.rs" || file == "console.rs" || !file.ends_with(".rs") {
             continue;
         }
         let text = std::fs::read_to_string(&path).expect("read");
