@@ -204,13 +204,22 @@ async fn a_dkim_passing_bank_mail_pays_and_a_spoofed_one_does_not() {
     )
     .await;
     assert_eq!(s2["status"], "open", "a spoofed mail never moves money");
-    let (_, ignored) = get(&c, &d.url("/v1/credits?status=ignored"), &live).await;
-    let reasons: Vec<String> = ignored["data"]
-        .as_array()
-        .expect("data")
-        .iter()
-        .map(|c| c["reason"].as_str().unwrap_or("").to_owned())
-        .collect();
+    // The two mails may be fetched in separate rounds (IDLE wakes on the first): wait for the
+    // spoofed one to be judged.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let reasons: Vec<String> = loop {
+        let (_, ignored) = get(&c, &d.url("/v1/credits?status=ignored"), &live).await;
+        let reasons: Vec<String> = ignored["data"]
+            .as_array()
+            .expect("data")
+            .iter()
+            .map(|c| c["reason"].as_str().unwrap_or("").to_owned())
+            .collect();
+        if !reasons.is_empty() || std::time::Instant::now() > deadline {
+            break reasons;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     assert_eq!(reasons.len(), 1, "{reasons:?}");
     assert!(reasons[0].contains("DKIM"), "{reasons:?}");
 
