@@ -2,13 +2,34 @@
 //!
 //! It starts the real release binary in a temporary directory (so the numbers include the HTTP
 //! stack, auth, JSON and redb's fsync'd group commit, exactly as production sees them), opens
-//! N persistent HTTP/1.1 connections and has each one send requests back to back.
+//! N persistent HTTP/1.1 connections and has each one send requests back to back. Every run is
+//! a 1 s warm-up followed by the measured window; a row's req/s counts the successful answers
+//! that started inside the window, p50/p99 are their latencies (request sent → body read).
 //!
 //! Run with `cargo bench --bench api_load`. Environment:
-//! - `BENCH_SECS`  measured window per run in seconds (default 5; a 1 s warm-up precedes it)
-//! - `BENCH_FULL=1` also run 256 connections
-//! - `BENCH_SCALE=N` pre-load N sessions, then measure `create` and `get` at 64 connections;
-//!   running it with 1000 and with 1000000 shows how the store behaves as it grows.
+//! - `BENCH_SECS=S` measured window per run in seconds (default 5).
+//! - `BENCH_FULL=1` the default suite also runs at 256 connections.
+//! - `BENCH_SCALE=N` run the scale suite instead of the default one (below).
+//!
+//! Default suite: at 1, 16 and 64 connections (and 256 with `BENCH_FULL=1`), in this order at
+//! each count: `noop` (`GET /healthz`, the same server's ceiling), `create` (durable
+//! `POST /v1/checkout/sessions`), `get` (`GET /v1/checkout/sessions/{id}` of a random stored
+//! session), `list` (`GET /v1/checkout/sessions?limit=20`) and `page` (`GET /c/{id}`, the
+//! checkout page). "vs no-op" is a row's req/s over the `noop` row at the same connection count
+//! in the same run. Then one `qr` row at 64 connections: `GET /c/{id}/qr.svg` of random sessions
+//! among the hundreds of thousands created, so nearly every request renders a cold QR. The
+//! daemon's VmRSS and VmHWM are printed after each connection count.
+//!
+//! Scale suite (`BENCH_SCALE=N`): pre-loads N sessions at 64 connections, prints the RSS with
+//! exactly N stored, then at 64 connections measures `noop`, `create`, `get` and `match`, with
+//! the RSS after each. `match` is `POST /c/{id}/simulate` on open test-mode UPI sessions: the
+//! payment goes through the matcher and the store like a watcher's would, and every request pays
+//! a different open session exactly once (a pool of stored sessions, shuffled, shared by the
+//! connections without reuse). Running `BENCH_SCALE=1000` and `BENCH_SCALE=1000000` compares
+//! create and match latency and RSS between a thousand and a million stored sessions. The write
+//! rows themselves add sessions (`create` adds what it creates; the `match` pool is drawn from
+//! those stored, topped up only if too small), so the small case ends with ~10^5 stored; the
+//! stored count is printed with each RSS line.
 //!
 //! The load generator shares the machine with the daemon, so on a small box the client's own
 //! CPU use lowers every number; compare rows with each other, not with other machines.
@@ -40,6 +61,15 @@ const WARMUP: Duration = Duration::from_secs(1);
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connections used by the scale mode (pre-load and measured runs).
 const SCALE_CONNS: usize = 64;
+/// Connections of the cold-QR row.
+const QR_CONNS: usize = 64;
+/// The `match` pool holds this many times what the create rate would use in warm-up + window.
+/// Paying measures several times slower than creating, so 1.0 is ample, and the small scale
+/// case never needs sessions beyond those the `create` row stored; should a pool still run out,
+/// the row says so and is rated over the shorter window.
+const POOL_MARGIN: f64 = 1.0;
+/// The smallest `match` pool.
+const MIN_POOL: usize = 1000;
 /// Distinct error messages kept per run; enough to diagnose, bounded so a storm stays cheap.
 const MAX_ERROR_KINDS: usize = 8;
 
@@ -57,8 +87,8 @@ fn main() -> Result<()> {
     );
     let target = Target::new(daemon.addr, &daemon.key)?;
     match settings.scale {
-        Some(n) => runtime.block_on(scale_suite(&settings, target, n))?,
-        None => runtime.block_on(default_suite(&settings, target))?,
+        Some(n) => runtime.block_on(scale_suite(&settings, &daemon, target, n))?,
+        None => runtime.block_on(default_suite(&settings, &daemon, target))?,
     }
     daemon.report()?;
     Ok(())
@@ -148,9 +178,8 @@ impl Daemon {
         self.child.0.id()
     }
 
-    /// Resident memory, peak resident memory and the store's size on disk, plus any log lines
-    /// the daemon wrote (at `warn` level there should be none).
-    fn report(&self) -> Result<()> {
+    /// Resident memory now and at its peak (VmRSS, VmHWM) and the store's size on disk.
+    fn memory(&self) -> Result<String> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))?;
         let field = |name: &str| {
             status
@@ -159,12 +188,18 @@ impl Daemon {
                 .map_or_else(|| "?".to_owned(), |v| v.trim().to_owned())
         };
         let db = std::fs::metadata(self.dir.path().join("paywatch.redb"))?.len();
-        println!(
-            "daemon VmRSS {}, VmHWM {}, store file {:.1} MiB",
+        Ok(format!(
+            "VmRSS {}, VmHWM {}, store file {:.1} MiB",
             field("VmRSS:"),
             field("VmHWM:"),
             db as f64 / (1024.0 * 1024.0)
-        );
+        ))
+    }
+
+    /// The memory line, plus any log lines the daemon wrote (at `warn` level there should be
+    /// none).
+    fn report(&self) -> Result<()> {
+        println!("daemon {}", self.memory()?);
         let log = std::fs::read_to_string(self.dir.path().join("daemon.log"))?;
         let lines: Vec<&str> = log.lines().collect();
         println!("daemon stderr: {} line(s)", lines.len());
@@ -273,17 +308,19 @@ enum Scenario {
     Page,
     /// `GET /c/{id}/qr.svg`: the page's QR code (rendered once per URI, then cached).
     Qr,
+    /// `POST /c/{id}/simulate` on an open test session, each session paid once: a payment
+    /// through the matcher and a durable write, as a watcher reports one.
+    Match,
 }
 
 impl Scenario {
-    const ALL: [Scenario; 6] = [
-        Self::Noop,
-        Self::Create,
-        Self::Get,
-        Self::List,
-        Self::Page,
-        Self::Qr,
-    ];
+    /// The default suite at each connection count; `noop` first, so every later row at that
+    /// count has its ceiling from the same run, and `create` before the rows that read its
+    /// sessions.
+    const SUITE: [Scenario; 5] = [Self::Noop, Self::Create, Self::Get, Self::List, Self::Page];
+    /// The scale suite, all at `SCALE_CONNS`: `create` first, so it starts from exactly the
+    /// pre-loaded store; `match` last, since it pays (changes) sessions the others read.
+    const SCALE: [Scenario; 4] = [Self::Noop, Self::Create, Self::Get, Self::Match];
 
     fn name(self) -> &'static str {
         match self {
@@ -293,6 +330,7 @@ impl Scenario {
             Self::List => "list",
             Self::Page => "page",
             Self::Qr => "qr",
+            Self::Match => "match",
         }
     }
 
@@ -308,6 +346,33 @@ impl Scenario {
     }
 }
 
+/// Open sessions for `match`, each handed out once across all connections: a second simulate
+/// of a paid session would be a different request (an extra payment on a paid session).
+struct Pool {
+    ids: Vec<String>,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    fn new(ids: Vec<String>) -> Self {
+        Self {
+            ids,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The next unused session, or `None` once all are used.
+    fn take(&self) -> Option<&str> {
+        self.ids
+            .get(self.next.fetch_add(1, Ordering::Relaxed))
+            .map(String::as_str)
+    }
+
+    fn used(&self) -> usize {
+        self.next.load(Ordering::Relaxed).min(self.ids.len())
+    }
+}
+
 /// Everything a connection task needs to build requests; cheap to clone (all shared).
 #[derive(Clone)]
 struct Target {
@@ -316,6 +381,8 @@ struct Target {
     auth: HeaderValue,
     /// Sessions created so far, for `get` and `page` to pick from.
     ids: Arc<Vec<String>>,
+    /// Open sessions `match` pays, each once.
+    pool: Arc<Pool>,
 }
 
 impl Target {
@@ -325,7 +392,15 @@ impl Target {
             host: HeaderValue::from_str(&addr.to_string())?,
             auth: HeaderValue::from_str(&format!("Bearer {key}"))?,
             ids: Arc::new(Vec::new()),
+            pool: Arc::new(Pool::new(Vec::new())),
         })
+    }
+
+    fn with_pool(&self, ids: Vec<String>) -> Self {
+        Self {
+            pool: Arc::new(Pool::new(ids)),
+            ..self.clone()
+        }
     }
 
     fn with_ids(&self, more: Vec<String>) -> Self {
@@ -345,7 +420,12 @@ impl Target {
         Ok(&self.ids[rng.random_range(0..self.ids.len())])
     }
 
-    fn request(&self, scenario: Scenario, rng: &mut SmallRng) -> Result<Request<Full<Bytes>>> {
+    /// The next request of `scenario`; `None` when `match` has used up its pool.
+    fn request(
+        &self,
+        scenario: Scenario,
+        rng: &mut SmallRng,
+    ) -> Result<Option<Request<Full<Bytes>>>> {
         let builder = Request::builder().header(HOST, self.host.clone());
         let req = match scenario {
             Scenario::Noop => builder.uri("/healthz").body(Full::default())?,
@@ -377,8 +457,19 @@ impl Target {
             Scenario::Qr => builder
                 .uri(format!("/c/{}/qr.svg?method=upi", self.random_id(rng)?))
                 .body(Full::default())?,
+            Scenario::Match => {
+                let Some(id) = self.pool.take() else {
+                    return Ok(None);
+                };
+                // The page's own call: no key, the payable amount of the session's UPI option.
+                builder
+                    .method(Method::POST)
+                    .uri(format!("/c/{id}/simulate"))
+                    .header(CONTENT_TYPE, "application/json")
+                    .body(Full::new(Bytes::from_static(br#"{"method": "upi"}"#)))?
+            }
         };
-        Ok(req)
+        Ok(Some(req))
     }
 }
 
@@ -423,6 +514,10 @@ struct TaskOutcome {
     error_kinds: BTreeMap<String, u64>,
     /// Ids of sessions this task created (warm-up included: they exist in the store too).
     ids: Vec<String>,
+    /// When the last counted request finished.
+    last_done: Option<Instant>,
+    /// The `match` pool ran out before the window closed.
+    ran_out: bool,
 }
 
 impl TaskOutcome {
@@ -442,6 +537,8 @@ impl TaskOutcome {
             *self.error_kinds.entry(kind).or_default() += n;
         }
         self.ids.extend(other.ids);
+        self.last_done = self.last_done.max(other.last_done);
+        self.ran_out |= other.ran_out;
     }
 }
 
@@ -465,7 +562,10 @@ async fn connection_loop(
     let mut out = TaskOutcome::default();
     let mut sender = connect(target.addr).await?;
     while Instant::now() < window.until && take(&budget) {
-        let req = target.request(scenario, &mut rng)?;
+        let Some(req) = target.request(scenario, &mut rng)? else {
+            out.ran_out = true;
+            break;
+        };
         let started = Instant::now();
         let result = send(&mut sender, req).await;
         let done = Instant::now();
@@ -480,6 +580,7 @@ async fn connection_loop(
                 if started >= window.measure_from {
                     let us = done.duration_since(started).as_micros();
                     out.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                    out.last_done = Some(done);
                 }
             }
             Ok((status, body)) => {
@@ -567,11 +668,29 @@ async fn measure(
     for (kind, n) in &out.error_kinds {
         eprintln!("  {} x{conns}: {n} error(s): {kind}", scenario.name());
     }
+    // A `match` pool that runs out early ends the window at the last counted answer; the rate
+    // is then over that shorter window (and said so), never diluted by idle time.
+    let mut measured = secs;
+    if out.ran_out {
+        measured = out.last_done.map_or(Duration::ZERO, |t| {
+            t.saturating_duration_since(measure_from)
+        });
+        eprintln!(
+            "  {} x{conns}: the pool of {} sessions ran out {:.2} s into the {:.0} s window",
+            scenario.name(),
+            target.pool.ids.len(),
+            measured.as_secs_f64(),
+            secs.as_secs_f64()
+        );
+        if measured.is_zero() {
+            return Err(format!("{}: the pool ran out during the warm-up", scenario.name()).into());
+        }
+    }
     out.latencies_us.sort_unstable();
     let row = Measurement {
         scenario,
         conns,
-        rps: out.latencies_us.len() as f64 / secs.as_secs_f64(),
+        rps: out.latencies_us.len() as f64 / measured.as_secs_f64(),
         p50_ms: percentile_ms(&out.latencies_us, 0.50),
         p99_ms: percentile_ms(&out.latencies_us, 0.99),
         errors: out.errors,
@@ -600,24 +719,72 @@ fn percentile_ms(sorted_us: &[u32], q: f64) -> f64 {
 // Suites and output
 // ---------------------------------------------------------------------------------------------
 
-/// Every scenario at every connection count, in the order the brief asks for (`create` fills the
-/// store that `get` and `page` then read).
-async fn default_suite(settings: &Settings, mut target: Target) -> Result<()> {
-    let mut rows = Vec::new();
-    for scenario in Scenario::ALL {
-        if scenario.needs_ids() && target.ids.is_empty() {
-            return Err(format!("{}: no sessions to read", scenario.name()).into());
-        }
-        for &conns in &settings.conn_counts {
-            let (row, ids) = measure(&target, scenario, conns, settings.measure).await?;
-            if !ids.is_empty() {
-                target = target.with_ids(ids);
-            }
-            rows.push(row);
-        }
+/// One row: measures `scenario` at `conns` connections, adds the row, and returns the target
+/// with the sessions the run created added to those later rows read.
+async fn run_row(
+    target: Target,
+    scenario: Scenario,
+    conns: usize,
+    secs: Duration,
+    rows: &mut Vec<Measurement>,
+) -> Result<Target> {
+    if scenario.needs_ids() && target.ids.is_empty() {
+        return Err(format!("{}: no sessions to read", scenario.name()).into());
     }
+    let (row, ids) = measure(&target, scenario, conns, secs).await?;
+    rows.push(row);
+    Ok(if ids.is_empty() {
+        target
+    } else {
+        target.with_ids(ids)
+    })
+}
+
+/// Records (and shows at once) the daemon's memory at a point of the run.
+fn note_memory(daemon: &Daemon, notes: &mut Vec<String>, when: String) -> Result<()> {
+    let line = format!("{when}: {}", daemon.memory()?);
+    eprintln!("  {line}");
+    notes.push(line);
+    Ok(())
+}
+
+/// Every scenario at every connection count, connection count by connection count: `noop`
+/// first, so each row's "vs no-op" is the same run's ceiling at the same count; `create`
+/// before the rows that read its sessions. Then the cold QR row at `QR_CONNS`.
+async fn default_suite(settings: &Settings, daemon: &Daemon, mut target: Target) -> Result<()> {
+    let mut rows = Vec::new();
+    let mut memory = Vec::new();
+    for &conns in &settings.conn_counts {
+        for scenario in Scenario::SUITE {
+            target = run_row(target, scenario, conns, settings.measure, &mut rows).await?;
+        }
+        let when = format!(
+            "after {conns} connection(s), {} sessions created",
+            target.ids.len()
+        );
+        note_memory(daemon, &mut memory, when)?;
+    }
+    // The ceiling for the QR row, if 64 was not among the counts above.
+    if !rows
+        .iter()
+        .any(|r| r.scenario == Scenario::Noop && r.conns == QR_CONNS)
+    {
+        target = run_row(
+            target,
+            Scenario::Noop,
+            QR_CONNS,
+            settings.measure,
+            &mut rows,
+        )
+        .await?;
+    }
+    target = run_row(target, Scenario::Qr, QR_CONNS, settings.measure, &mut rows).await?;
+    note_memory(daemon, &mut memory, "after qr".to_owned())?;
     println!();
     println!("{}", table(&rows));
+    for line in &memory {
+        println!("daemon {line}");
+    }
     println!(
         "sessions stored (201s seen by the bench): {}",
         target.ids.len()
@@ -625,32 +792,76 @@ async fn default_suite(settings: &Settings, mut target: Target) -> Result<()> {
     Ok(())
 }
 
-/// Fills the store with `n` sessions, then measures `create` and `get` against it.
-async fn scale_suite(settings: &Settings, target: Target, n: usize) -> Result<()> {
+/// Fills the store with `n` sessions, then measures `noop`, `create`, `get` and `match` against
+/// it at `SCALE_CONNS` connections, with the daemon's memory after the pre-load and each row.
+async fn scale_suite(settings: &Settings, daemon: &Daemon, target: Target, n: usize) -> Result<()> {
     let (ids, took) = preload(&target, n).await?;
+    if ids.len() != n {
+        return Err(format!("pre-load stored {} of {n} sessions", ids.len()).into());
+    }
     println!(
         "pre-loaded {} sessions in {:.1} s ({:.0} creates/s at {SCALE_CONNS} connections)",
         ids.len(),
         took.as_secs_f64(),
         ids.len() as f64 / took.as_secs_f64()
     );
+    let mut memory = Vec::new();
+    note_memory(daemon, &mut memory, format!("after pre-load, {n} stored"))?;
     let mut target = target.with_ids(ids);
-    let mut rows = Vec::new();
-    for scenario in [Scenario::Noop, Scenario::Create, Scenario::Get] {
-        let (row, ids) = measure(&target, scenario, SCALE_CONNS, settings.measure).await?;
-        if !ids.is_empty() {
-            target = target.with_ids(ids);
+    let mut rows: Vec<Measurement> = Vec::new();
+    for scenario in Scenario::SCALE {
+        if scenario == Scenario::Match {
+            // Sized from this run's create rate: paying is a write of the same kind.
+            let create_rps = rows
+                .iter()
+                .find(|r| r.scenario == Scenario::Create)
+                .map_or(0.0, |r| r.rps);
+            target = match_pool(target, settings.measure, create_rps).await?;
         }
-        rows.push(row);
+        target = run_row(target, scenario, SCALE_CONNS, settings.measure, &mut rows).await?;
+        let when = format!(
+            "after {}, {} sessions created",
+            scenario.name(),
+            target.ids.len()
+        );
+        note_memory(daemon, &mut memory, when)?;
     }
     println!();
     println!("scale: {n} sessions pre-loaded");
     println!("{}", table(&rows));
+    for line in &memory {
+        println!("daemon {line}");
+    }
     println!(
-        "sessions stored (201s seen by the bench): {}",
-        target.ids.len()
+        "match paid {} sessions from a pool of {}",
+        target.pool.used(),
+        target.pool.ids.len()
     );
     Ok(())
+}
+
+/// The pool `match` pays from: a random sample (in random order) of the sessions stored, all
+/// still open and unpaid, large enough for the warm-up and the window at `POOL_MARGIN` times the
+/// create rate. Only if the store holds too few does it create more, which it reports.
+async fn match_pool(target: Target, secs: Duration, create_rps: f64) -> Result<Target> {
+    let needed =
+        ((create_rps * POOL_MARGIN * (WARMUP + secs).as_secs_f64()).ceil() as usize).max(MIN_POOL);
+    let target = if target.ids.len() < needed {
+        let (more, took) = preload(&target, needed - target.ids.len()).await?;
+        eprintln!(
+            "  match: created {} more open sessions for its pool in {:.1} s",
+            more.len(),
+            took.as_secs_f64()
+        );
+        target.with_ids(more)
+    } else {
+        target
+    };
+    // A top-up that hit errors left fewer; the run then says if the pool ran out.
+    let size = needed.min(target.ids.len());
+    let picked = rand::seq::index::sample(&mut rand::rng(), target.ids.len(), size);
+    let pool = picked.iter().map(|i| target.ids[i].clone()).collect();
+    Ok(target.with_pool(pool))
 }
 
 /// Creates exactly `n` sessions as fast as `SCALE_CONNS` closed-loop connections allow,
@@ -688,16 +899,17 @@ async fn report_progress(budget: Arc<AtomicUsize>, n: usize) {
     }
 }
 
-/// The markdown table; `create` rows also show their throughput relative to `noop` at the same
-/// connection count, i.e. what the durable write costs compared with the bare HTTP round trip.
+/// The markdown table; every row but `noop` also shows its throughput relative to `noop` at the
+/// same connection count in the same run, i.e. what the route costs over the bare HTTP round
+/// trip.
 fn table(rows: &[Measurement]) -> String {
     let mut s = String::from(
-        "| scenario | conns | req/s | p50 ms | p99 ms | errors | vs noop |\n\
+        "| scenario | conns | req/s | p50 ms | p99 ms | errors | vs no-op |\n\
          |---|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in rows {
         let ratio = match r.scenario {
-            Scenario::Noop | Scenario::List => String::new(),
+            Scenario::Noop => String::new(),
             _ => rows
                 .iter()
                 .find(|n| n.scenario == Scenario::Noop && n.conns == r.conns)
