@@ -571,6 +571,10 @@ async fn readiness_follows_the_rpc_and_metrics_count_payments() {
                 .unwrap_or(0.0)
     );
     assert!(after.contains_key("paywatch_session_events_total{type=checkout.session.completed}"));
+    assert!(
+        after.contains_key("paywatch_outbox_depth{}"),
+        "outbox depth is exported"
+    );
 
     // The chain's only RPC goes away: unready, naming the chain; back: ready again.
     let port = chain.stop();

@@ -78,6 +78,12 @@ pub fn metrics(state: &AppState) -> Response {
         g,
         "# HELP paywatch_outbox_oldest_due_seconds How overdue the oldest queued webhook delivery is (0 = none overdue).\n# TYPE paywatch_outbox_oldest_due_seconds gauge\npaywatch_outbox_oldest_due_seconds {oldest_due}"
     );
+    if let Ok(depth) = state.store.outbox_depth() {
+        let _ = writeln!(
+            g,
+            "# HELP paywatch_outbox_depth Webhook deliveries waiting in the outbox.\n# TYPE paywatch_outbox_depth gauge\npaywatch_outbox_depth {depth}"
+        );
+    }
     let chains = state.chains.snapshot();
     for (name, help, kind) in [
         (

@@ -190,7 +190,21 @@ fn catch_all(
                         headers,
                         body,
                     };
-                    let response = handler(state, req).await;
+                    // Every log line of the request carries its method, route group and, when
+                    // the path names one, the session id.
+                    let session = path
+                        .as_str()
+                        .split('/')
+                        .find(|seg| seg.starts_with("cs_"))
+                        .unwrap_or_default()
+                        .to_owned();
+                    let span = tracing::info_span!(
+                        "request",
+                        method = %req.method,
+                        route = crate::metrics::ROUTES[route],
+                        session = %session,
+                    );
+                    let response = tracing::Instrument::instrument(handler(state, req), span).await;
                     crate::metrics::METRICS.request(route, response.status().as_u16());
                     Ok(response)
                 }

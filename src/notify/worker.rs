@@ -107,7 +107,17 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
             );
             tasks.spawn(async move {
                 let id = d.id.clone();
-                deliver(store.as_ref(), &client, &settings, d).await;
+                let span = tracing::info_span!(
+                    "delivery",
+                    delivery = %d.id,
+                    event = %d.event_id,
+                    merchant = %d.merchant_id,
+                );
+                tracing::Instrument::instrument(
+                    deliver(store.as_ref(), &client, &settings, d),
+                    span,
+                )
+                .await;
                 if let Ok(mut s) = in_flight.lock() {
                     s.remove(&id);
                 }

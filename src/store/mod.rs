@@ -361,6 +361,8 @@ pub trait Store: Send + Sync {
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     /// When the earliest pending delivery is due.
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
+    /// Deliveries waiting in the outbox (due now or later).
+    fn outbox_depth(&self) -> Result<u64, StoreError>;
     fn endpoints(
         &self,
         merchant_id: &str,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
 
-use redb::{Database, ReadableDatabase, ReadableTable};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
 use super::ops::{Tables, WriterState, execute};
@@ -514,6 +514,12 @@ impl Store for RedbStore {
             }
         }
         Ok(out)
+    }
+
+    fn outbox_depth(&self) -> Result<u64, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(OUTBOX).map_err(storage)?;
+        t.len().map_err(storage)
     }
 
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError> {
