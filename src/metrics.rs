@@ -45,18 +45,7 @@ const ZERO: AtomicU64 = AtomicU64::new(0);
 const ROW: [AtomicU64; 5] = [ZERO; 5];
 
 /// The process's counters.
-pub static METRICS: Metrics = Metrics {
-    requests: [ROW; 10],
-    deliveries_ok: ZERO,
-    deliveries_failed_attempts: ZERO,
-    deliveries_given_up: ZERO,
-    latency_buckets: [ZERO; 9],
-    latency_sum_ms: ZERO,
-    latency_count: ZERO,
-    payments: Mutex::new(BTreeMap::new()),
-    session_events: Mutex::new(BTreeMap::new()),
-    upi_alerts: Mutex::new(BTreeMap::new()),
-};
+pub static METRICS: Metrics = Metrics::new();
 
 fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
     if let Ok(mut m) = map.lock() {
@@ -64,7 +53,28 @@ fn bump(map: &Mutex<BTreeMap<String, u64>>, key: &str) {
     }
 }
 
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
 impl Metrics {
+    pub const fn new() -> Metrics {
+        Metrics {
+            requests: [ROW; 10],
+            deliveries_ok: ZERO,
+            deliveries_failed_attempts: ZERO,
+            deliveries_given_up: ZERO,
+            latency_buckets: [ZERO; 9],
+            latency_sum_ms: ZERO,
+            latency_count: ZERO,
+            payments: Mutex::new(BTreeMap::new()),
+            session_events: Mutex::new(BTreeMap::new()),
+            upi_alerts: Mutex::new(BTreeMap::new()),
+        }
+    }
+
     /// The route group of a request path, on the public (`admin == false`) or operator listener.
     pub fn route_of(path: &str, admin: bool) -> usize {
         let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -213,18 +223,7 @@ mod tests {
 
     #[test]
     fn routes_are_grouped_and_rendered() {
-        let m = Metrics {
-            requests: [ROW; 10],
-            deliveries_ok: ZERO,
-            deliveries_failed_attempts: ZERO,
-            deliveries_given_up: ZERO,
-            latency_buckets: [ZERO; 9],
-            latency_sum_ms: ZERO,
-            latency_count: ZERO,
-            payments: Mutex::new(BTreeMap::new()),
-            session_events: Mutex::new(BTreeMap::new()),
-            upi_alerts: Mutex::new(BTreeMap::new()),
-        };
+        let m = Metrics::new();
         m.request(Metrics::route_of("/v1/checkout/sessions/cs_1", false), 201);
         m.request(Metrics::route_of("/c/cs_1", false), 404);
         m.request(Metrics::route_of("/v1/keys", true), 200);
