@@ -136,6 +136,8 @@ struct Shared {
     record: Mutex<Record>,
     http: reqwest::Client,
     key: String,
+    /// The daemon's directory (its stderr.log, for failure messages).
+    dir: std::path::PathBuf,
 }
 
 impl Shared {
@@ -156,18 +158,18 @@ impl Shared {
         path: &str,
         body: &Value,
         idem: Option<&str>,
-    ) -> Option<(u16, bool, Value)> {
+    ) -> Result<(u16, bool, Value), String> {
         let url = format!("{}{path}", self.base().await);
-        let mut rb = self.http.post(url).bearer_auth(&self.key).json(body);
+        let mut rb = self.http.post(&url).bearer_auth(&self.key).json(body);
         if let Some(k) = idem {
             rb = rb.header("Idempotency-Key", k);
         }
-        let r = rb.send().await.ok()?;
+        let r = rb.send().await.map_err(|e| format!("{url}: {e:?}"))?;
         let status = r.status().as_u16();
         let replayed = r.headers().contains_key("idempotent-replayed");
-        let bytes = r.bytes().await.ok()?;
-        let v = serde_json::from_slice(&bytes).ok()?;
-        Some((status, replayed, v))
+        let bytes = r.bytes().await.map_err(|e| format!("{url}: {e:?}"))?;
+        let v = serde_json::from_slice(&bytes).map_err(|e| format!("{url}: {e}"))?;
+        Ok((status, replayed, v))
     }
 
     /// POSTs until an answer comes back, as a merchant's server or an SMS forwarder retries
@@ -180,13 +182,24 @@ impl Shared {
     ) -> ((u16, bool, Value), usize) {
         let mut lost = 0;
         loop {
-            if let Some(a) = self.try_post(path, body, idem).await {
-                return (a, lost);
-            }
+            let e = match self.try_post(path, body, idem).await {
+                Ok(a) => return (a, lost),
+                Err(e) => e,
+            };
             lost += 1;
-            assert!(lost < 500, "{path}: no answer after 500 tries");
+            assert!(
+                lost < 500,
+                "{path}: no answer after 500 tries; last: {e}\ndaemon stderr (tail): {}",
+                self.stderr_tail()
+            );
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
+    }
+
+    fn stderr_tail(&self) -> String {
+        let all = std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default();
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
     fn unexpected(&self, what: String) {
@@ -459,6 +472,7 @@ async fn sigkill_at_random_moments_under_mixed_load_loses_and_doubles_nothing() 
         record: Mutex::new(Record::default()),
         http: http.clone(),
         key: key.clone(),
+        dir: d.dir.clone(),
     });
 
     // The load.
