@@ -13,6 +13,9 @@ use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_paywatch");
 pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+/// Variables that steer the tests, not the daemon: kept from the binary, whose config refuses
+/// unknown `PAYWATCH_` keys.
+pub const TEST_ONLY_ENV: [&str; 1] = ["PAYWATCH_CRASH_KILLS"];
 
 /// Knobs a test may turn in the generated config.
 #[derive(Clone)]
@@ -118,8 +121,11 @@ pub struct Daemon {
 
 /// Runs the CLI against a config; panics with its output if it fails.
 pub fn cli(config: &Path, args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
+    let mut cmd = Command::new(BIN);
+    for v in TEST_ONLY_ENV {
+        cmd.env_remove(v);
+    }
+    cmd.args(args)
         .arg("--config")
         .arg(config)
         .output()
@@ -183,7 +189,11 @@ impl Daemon {
             .append(true)
             .open(self.dir.join("stderr.log"))
             .expect("stderr log");
-        let mut child = Command::new(BIN)
+        let mut cmd = Command::new(BIN);
+        for v in TEST_ONLY_ENV {
+            cmd.env_remove(v);
+        }
+        let mut child = cmd
             .args(["serve", "--config"])
             .arg(&self.config)
             .stdout(Stdio::piped())

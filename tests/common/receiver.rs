@@ -28,6 +28,8 @@ struct State {
     got: Vec<Received>,
     /// Statuses to answer, in order; 200 once empty. 0 means: never answer (a hung receiver).
     script: VecDeque<u16>,
+    /// Once the script is used up: the percentage of requests answered 500 at random (0 = none).
+    fail_percent: u32,
 }
 
 #[derive(Clone)]
@@ -48,6 +50,7 @@ impl Receiver {
         let state = Arc::new(Mutex::new(State {
             got: vec![],
             script: script.iter().copied().collect(),
+            fail_percent: 0,
         }));
         let st = state.clone();
         let task = tokio::spawn(async move {
@@ -65,6 +68,11 @@ impl Receiver {
 
     pub fn stop(&self) {
         self.task.abort();
+    }
+
+    /// From now on (once the script is used up), answer `percent`% of requests with 500 at random.
+    pub fn fail_randomly(&self, percent: u32) {
+        self.state.lock().unwrap().fail_percent = percent.min(100);
     }
 
     pub fn received(&self) -> Vec<Received> {
@@ -147,7 +155,11 @@ async fn serve(mut sock: TcpStream, state: Arc<Mutex<State>>) {
                 headers,
                 body,
             });
-            s.script.pop_front().unwrap_or(200)
+            match s.script.pop_front() {
+                Some(st) => st,
+                None if s.fail_percent > 0 && rand::random_range(0..100u32) < s.fail_percent => 500,
+                None => 200,
+            }
         };
         if status == 0 {
             tokio::time::sleep(Duration::from_secs(3600)).await;
