@@ -492,3 +492,36 @@ async fn sigterm_under_load_exits_zero_and_keeps_everything() {
         assert_eq!(st, 200);
     }
 }
+
+/// A customer's open live-status stream must not hold the daemon at SIGTERM (systemd would kill
+/// it after its stop timeout): the stream ends and the daemon exits at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_with_an_open_status_stream_exits_promptly() {
+    let (mut d, key) = Daemon::started(&Opts::default());
+    let c = client();
+    let (st, _, s) = post(
+        &c,
+        &d.url(SESSIONS),
+        &key,
+        json!({"amount": 4200, "currency": "inr"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{s}");
+    let id = s["id"].as_str().expect("id").to_owned();
+    let mut stream = c
+        .get(d.url(&format!("/c/{id}/events")))
+        .send()
+        .await
+        .expect("events");
+    assert_eq!(stream.status().as_u16(), 200);
+    let first = stream.chunk().await.expect("chunk").expect("first event");
+    assert!(String::from_utf8_lossy(&first).contains("status"));
+    let started = std::time::Instant::now();
+    assert_eq!(d.terminate(), Some(0), "stderr: {}", d.stderr());
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "SIGTERM took {took:?} with a status stream open"
+    );
+}

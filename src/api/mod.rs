@@ -282,6 +282,12 @@ pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_sec
 /// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
 /// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
 /// header read timeout; otherwise it does what warp's graceful server does.
+/// Set when a listener begins shutting down: long-lived responses (status streams) end.
+pub static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// How long graceful shutdown waits for open connections.
+const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
+
 pub async fn serve<F>(
     addr: SocketAddr,
     filter: F,
@@ -302,6 +308,9 @@ where
     let service = warp::service(filter);
     let server = async move {
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        // Tells connections still waiting for their first byte to give up at shutdown: they
+        // hold no request, and graceful shutdown would otherwise wait out their 10 s timeout.
+        let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
             let (io, _) = tokio::select! {
@@ -318,14 +327,18 @@ where
             };
             let svc = hyper_util::service::TowerToHyperService::new(service.clone());
             let watcher = graceful.watcher();
+            let mut closing = closing_rx.clone();
             tokio::spawn(async move {
                 // hyper's timer starts once it reads a request head, but the HTTP/1-or-2 sniffing
                 // before the first request waits for bytes with no limit: a connection that
                 // never sends one would be held forever.
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(HEADER_READ_TIMEOUT, io.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {}
-                    _ => return,
+                tokio::select! {
+                    r = tokio::time::timeout(HEADER_READ_TIMEOUT, io.peek(&mut first)) => match r {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    },
+                    _ = closing.wait_for(|c| *c) => return,
                 }
                 let mut builder = auto::Builder::new(TokioExecutor::new());
                 builder
@@ -339,7 +352,18 @@ where
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        let _ = closing_tx.send(true);
+        CLOSING.store(true, std::sync::atomic::Ordering::SeqCst);
+        // In-flight requests finish in milliseconds; live status streams see CLOSING and end
+        // within a quarter second. The deadline is a backstop, well inside systemd's stop timeout.
+        if tokio::time::timeout(SHUTDOWN_DEADLINE, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "connections still open {SHUTDOWN_DEADLINE:?} after shutdown began; closing them"
+            );
+        }
     };
     Ok((bound, tokio::spawn(server)))
 }

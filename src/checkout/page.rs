@@ -182,7 +182,7 @@ pub fn status_stream(
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
                 n += 1;
-                if n > 14_400 {
+                if n > 14_400 || crate::api::CLOSING.load(Ordering::Relaxed) {
                     return None;
                 }
                 let s = store.session(&id).ok().flatten()?;
