@@ -403,6 +403,37 @@ async fn xpub_addresses_are_anvils_accounts_and_get_paid() {
     )
     .await;
     assert_eq!(status(&s0), "open");
+
+    // Past 100 watched addresses the node is no longer asked to filter by recipient: every
+    // transfer of the token is fetched and filtered here. A payment to the 120th still matches.
+    let mut last = Value::Null;
+    for _ in 0..117 {
+        last = create(&c, &d, &key, 100, "usdt_xpub", None).await;
+    }
+    let (to, amount) = option(&last);
+    let to = to.to_owned();
+    // Unrelated transfers of the token in the same blocks are ignored.
+    chain
+        .transfer(
+            TOKEN_6,
+            BOB,
+            "0x000000000000000000000000000000000000dead",
+            5_000_000,
+        )
+        .await;
+    let tx = chain.transfer(TOKEN_6, BOB, &to, amount).await;
+    chain.receipt(&tx).await;
+    let id = last["id"].as_str().unwrap();
+    wait_session(&c, &d, &key, id, 10, "complete past 100 addresses", |s| {
+        status(s) == "complete"
+    })
+    .await;
+    let (_, credits) = get(&c, &d.url("/v1/credits"), &key).await;
+    assert_eq!(
+        credits["data"].as_array().map(Vec::len),
+        Some(0),
+        "a transfer between strangers is nobody's credit: {credits}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
