@@ -160,6 +160,8 @@ pub struct ChainConfig {
     pub max_log_range: Option<u64>,
     /// Where the first run starts when no checkpoint exists (default: the head at first start).
     pub start_block: Option<u64>,
+    /// A WebSocket URL whose new-heads subscription wakes the poll at once (optional).
+    pub ws_url: Option<String>,
 }
 
 impl ChainConfig {
@@ -183,6 +185,7 @@ impl ChainConfig {
             block_time_ms: self.block_time_ms.or(base.block_time_ms),
             max_log_range: self.max_log_range.or(base.max_log_range),
             start_block: self.start_block.or(base.start_block),
+            ws_url: self.ws_url.clone().or(base.ws_url),
         }
     }
 }
@@ -205,6 +208,7 @@ pub struct Chain {
     pub block_time_ms: u64,
     pub max_log_range: u64,
     pub start_block: Option<u64>,
+    pub ws_url: Option<String>,
 }
 
 impl Chain {
@@ -1019,6 +1023,18 @@ fn resolve_chain(
             }
         }
     }
+    if let Some(u) = &c.ws_url {
+        match url::Url::parse(u) {
+            Ok(p) if matches!(p.scheme(), "ws" | "wss") => {}
+            _ => {
+                return Err(err(
+                    locate,
+                    &format!("{key}.ws_url"),
+                    format!("{u:?} is not a ws(s) URL"),
+                ));
+            }
+        }
+    }
     let tron = c.tron.unwrap_or(false);
     let contract_text = c.token_contract.clone().unwrap_or_default();
     let contract = crate::domain::address::parse(&contract_text, tron)
@@ -1078,6 +1094,7 @@ fn resolve_chain(
         block_time_ms: c.block_time_ms.unwrap_or(poll_interval_ms),
         max_log_range,
         start_block: c.start_block,
+        ws_url: c.ws_url.clone(),
     })
 }
 

@@ -660,3 +660,51 @@ async fn doctor_names_a_wrong_chain_id_and_a_dead_rpc() {
     assert!(line("storage").starts_with("ok"));
     assert!(line("server.listen").starts_with("ok"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_heads_subscription_wakes_the_watcher_between_polls() {
+    let chain = Anvil::start().await;
+    assert_eq!(
+        chain.deploy_token("USDT", 6).await.to_lowercase(),
+        TOKEN_6.to_lowercase()
+    );
+    chain.deploy_token("USDT", 18).await;
+    chain.mint(TOKEN_6, ALICE, 1_000_000_000).await;
+    let setup = Setup {
+        rpc_urls: format!(r#"["{}"]"#, chain.url),
+        confirmations: 1,
+    };
+    // Polls 30 s apart: only the subscription can make the payment visible within seconds.
+    let ws = format!("ws://127.0.0.1:{}", chain.port);
+    let mut d = Daemon::prepare_text(|dir| {
+        config(dir, &setup).replacen(
+            "poll_interval_ms = 100",
+            &format!("poll_interval_ms = 30000\nws_url = \"{ws}\""),
+            1,
+        )
+    });
+    let key = create_key(&d.config, "demo", &[]);
+    d.start();
+    let c = client();
+    wait_ready(&c, &d, 200).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let s = create(&c, &d, &key, 1_250, "usdt_local", None).await;
+    let (_, payable) = option(&s);
+    let paid_at = Instant::now();
+    let tx = chain.transfer(TOKEN_6, ALICE, PAY_TO, payable).await;
+    chain.receipt(&tx).await;
+    wait_session(
+        &c,
+        &d,
+        &key,
+        s["id"].as_str().unwrap(),
+        5,
+        "complete",
+        |s| status(s) == "complete",
+    )
+    .await;
+    assert!(
+        paid_at.elapsed() < Duration::from_secs(5),
+        "seen through the subscription, not the 30 s poll"
+    );
+}

@@ -3,6 +3,7 @@
 
 pub mod claim;
 pub mod decode;
+pub mod heads;
 pub mod preset;
 pub mod rpc;
 pub mod status;

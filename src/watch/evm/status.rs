@@ -28,6 +28,8 @@ pub struct ChainStatus {
     pub logs_seen: u64,
     pub payments_matched: u64,
     pub payments_reverted: u64,
+    /// A `ws_url` new-heads subscription is live (false when none is configured).
+    pub ws_connected: bool,
 }
 
 impl ChainStatus {

@@ -8,6 +8,7 @@
 //! after a restart or an outage the watcher resumes there and misses nothing.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Duration;
 
 use alloy::primitives::{Address, B256};
@@ -151,9 +152,19 @@ impl ChainWatcher {
     }
 
     /// Polls until `stop` turns true; failures are reported in the status and retried with
-    /// backoff (up to a minute).
+    /// backoff (up to a minute). With a `ws_url`, each announced head polls at once.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let interval = Duration::from_millis(self.chain.poll_interval_ms);
+        let wake = Arc::new(tokio::sync::Notify::new());
+        let heads = self.chain.ws_url.clone().map(|url| {
+            tokio::spawn(super::heads::run(
+                self.chain.name.clone(),
+                url,
+                wake.clone(),
+                self.statuses.clone(),
+                stop.clone(),
+            ))
+        });
         let mut backoff = interval;
         loop {
             let wait = match self.poll().await {
@@ -176,9 +187,13 @@ impl ChainWatcher {
             };
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
+                _ = wake.notified() => {}
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
+                if let Some(h) = heads {
+                    let _ = h.await;
+                }
                 return;
             }
         }
