@@ -406,12 +406,17 @@ pub fn watcher_status(state: &AppState) -> Result<Vec<WatcherStatus>, ApiError> 
                 format!("RPC down: {}", c.last_error.clone().unwrap_or_default())
             } else if c.progressing(now) {
                 format!(
-                    "ok via {}: head {}, final checkpoint {}, lag {} blocks, {} RPC errors",
+                    "ok via {}: head {}, final checkpoint {}, lag {} blocks, {} RPC errors{}",
                     c.rpc_url,
                     c.head,
                     c.checkpoint,
                     c.lag(),
-                    c.rpc_errors
+                    c.rpc_errors,
+                    if c.ws_connected {
+                        ", new-heads subscription live"
+                    } else {
+                        ""
+                    }
                 )
             } else {
                 "stalled: no successful poll recently".into()
