@@ -1,14 +1,12 @@
 //! `/v1/refunds` and `/v1/balance` for a merchant key, and the operator's refund and credit
 //! actions (shared by the operator API and the console).
 
-use std::collections::BTreeMap;
-
 use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, op_error};
 use super::idempotency;
-use super::sessions::{object_body, parse_limit};
+use super::sessions::{metadata_field, object_body, parse_limit};
 use super::{AppState, Req, Response, json_response, query_pairs};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
@@ -18,7 +16,7 @@ use crate::domain::refund::{
     refund_method,
 };
 use crate::domain::session::Session;
-use crate::domain::validate::{self, FieldError};
+use crate::domain::validate;
 use crate::store::{Credit, OpError, Outcome, RefundQuery, WriteOp, write};
 
 const CREATE_FIELDS: &[&str] = &["session", "amount", "method", "reason", "metadata"];
@@ -50,32 +48,6 @@ fn opt_text(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<
             "parameter_invalid",
             field,
             format!("{field} must be a string"),
-        )),
-    }
-}
-
-fn metadata(map: &Map<String, Value>) -> Result<BTreeMap<String, String>, ApiError> {
-    match map.get("metadata") {
-        None | Some(Value::Null) => Ok(BTreeMap::new()),
-        Some(Value::Object(m)) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in m {
-                let Value::String(s) = v else {
-                    return Err(FieldError::invalid(
-                        &format!("metadata[{k}]"),
-                        "metadata values must be strings",
-                    )
-                    .into());
-                };
-                out.insert(k.clone(), s.clone());
-            }
-            validate::metadata(&out)?;
-            Ok(out)
-        }
-        Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
-            "metadata",
-            "metadata must be an object of string values",
         )),
     }
 }
@@ -116,7 +88,7 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
     };
     let method = opt_text(&map, "method", 64)?;
     let reason = opt_text(&map, "reason", 500)?;
-    let metadata = metadata(&map)?;
+    let metadata = metadata_field(&map)?;
     let s = owned_session(state, key, &session_id)?;
     let (method_name, decimals) = refund_method(&s, method.as_deref()).map_err(early)?;
     let amount_base = match map.get("amount") {

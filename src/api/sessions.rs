@@ -513,31 +513,7 @@ pub fn parse_create(
                 })?
         }
     };
-    let metadata: BTreeMap<String, String> = match map.get("metadata") {
-        None | Some(Value::Null) => BTreeMap::new(),
-        Some(Value::Object(m)) => {
-            let mut out = BTreeMap::new();
-            for (k, v) in m {
-                let Value::String(s) = v else {
-                    return Err(FieldError::invalid(
-                        &format!("metadata[{k}]"),
-                        "metadata values must be strings",
-                    )
-                    .into());
-                };
-                out.insert(k.clone(), s.clone());
-            }
-            validate::metadata(&out)?;
-            out
-        }
-        Some(_) => {
-            return Err(ApiError::invalid(
-                "parameter_invalid",
-                "metadata",
-                "metadata must be an object of string values",
-            ));
-        }
-    };
+    let metadata = metadata_field(&map)?;
     Ok(CreateParams {
         amount,
         currency,
@@ -756,5 +732,34 @@ pub fn display_amount(amount_minor: u64, currency: Currency) -> String {
     match currency {
         Currency::Inr => format!("₹{n}"),
         Currency::Usd => format!("${n}"),
+    }
+}
+
+/// `metadata`: an object of string values (absent or null: empty), validated.
+pub(super) fn metadata_field(
+    map: &Map<String, Value>,
+) -> Result<BTreeMap<String, String>, ApiError> {
+    match map.get("metadata") {
+        None | Some(Value::Null) => Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => {
+            let mut out = BTreeMap::new();
+            for (k, v) in m {
+                let Value::String(s) = v else {
+                    return Err(FieldError::invalid(
+                        &format!("metadata[{k}]"),
+                        "metadata values must be strings",
+                    )
+                    .into());
+                };
+                out.insert(k.clone(), s.clone());
+            }
+            validate::metadata(&out)?;
+            Ok(out)
+        }
+        Some(_) => Err(ApiError::invalid(
+            "parameter_invalid",
+            "metadata",
+            "metadata must be an object of string values",
+        )),
     }
 }
