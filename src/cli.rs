@@ -266,15 +266,7 @@ fn target(config: &Config) -> Result<Target, Failure> {
     match RedbStore::open(&config.storage_path, 0) {
         Ok(s) => Ok(Target::File(s)),
         Err(StoreError::Locked) => {
-            let url = std::env::var("PAYWATCH_ADMIN_URL")
-                .ok()
-                .or_else(|| {
-                    std::fs::read_to_string(config.admin_addr_path())
-                        .ok()
-                        .map(|s| s.trim().to_owned())
-                        .filter(|s| !s.is_empty())
-                })
-                .unwrap_or_else(|| format!("http://{}", config.admin_listen));
+            let url = daemon::admin_url(config);
             let token = daemon::admin_token(config).map_err(|e| Failure::runtime(e.to_string()))?;
             Ok(Target::Daemon { url, token })
         }

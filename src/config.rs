@@ -1098,13 +1098,6 @@ fn resolve_chain(
     })
 }
 
-/// An EVM address: `0x` and 40 hex digits, with a valid EIP-55 checksum when mixed-case.
-pub fn check_evm_address(addr: &str) -> Result<(), String> {
-    address::parse_evm(addr)
-        .map(|_| ())
-        .map_err(|e| e.to_string())
-}
-
 /// A VPA: `name@handle`, as NPCI allows.
 pub fn valid_vpa(vpa: &str) -> bool {
     let Some((user, handle)) = vpa.split_once('@') else {
@@ -1361,14 +1354,6 @@ mod tests {
         let env = vec![("PAYWATCH_MERCHANTS__0__NAME".to_owned(), "Other".to_owned())];
         let c = parse("config.toml", EMBEDDED_CONFIG, &env).expect("array index");
         assert_eq!(c.merchants[0].name, "Other");
-    }
-
-    #[test]
-    fn eip55_checksums() {
-        assert!(check_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAed").is_ok());
-        assert!(check_evm_address("0x5aaeb6053f3e94c9b9a09f33669435e7ef1beaed").is_ok());
-        assert!(check_evm_address("0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD").is_err());
-        assert!(check_evm_address("0x123").is_err());
     }
 
     fn with_chain(chain: &str, method: &str) -> String {

@@ -147,6 +147,20 @@ fn watchdog_interval() -> Option<Duration> {
 }
 
 /// Runs the daemon until SIGTERM or SIGINT.
+/// Where the running daemon's operator API listens: `PAYWATCH_ADMIN_URL`, else the address it
+/// recorded at start (ports may be OS-chosen), else `server.admin_listen`.
+pub fn admin_url(config: &Config) -> String {
+    std::env::var("PAYWATCH_ADMIN_URL")
+        .ok()
+        .or_else(|| {
+            std::fs::read_to_string(config.admin_addr_path())
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| format!("http://{}", config.admin_listen))
+}
+
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
         .unwrap_or(i64::MAX / 2)

@@ -161,10 +161,7 @@ async fn check_chain(r: &mut Report, chain: &Chain) {
 
 async fn listeners(r: &mut Report, config: &Config, daemon_running: bool) {
     if daemon_running {
-        let url = std::fs::read_to_string(config.admin_addr_path())
-            .ok()
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_else(|| format!("http://{}", config.admin_listen));
+        let url = crate::daemon::admin_url(config);
         let ok = reqwest::Client::new()
             .get(format!("{url}/healthz"))
             .timeout(Duration::from_secs(5))

@@ -6,7 +6,7 @@ use serde_json::{Map, Value};
 
 use super::error::{ApiError, op_error};
 use super::idempotency;
-use super::sessions::{metadata_field, object_body, parse_limit};
+use super::sessions::{metadata_field, object_body, opt_string, parse_limit};
 use super::{AppState, Req, Response, json_response, query_pairs};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
@@ -35,21 +35,6 @@ fn owned_session(state: &AppState, key: &ApiKey, id: &str) -> Result<Session, Ap
         .session(id)?
         .filter(|s| s.merchant_id == key.merchant_id && s.livemode == key.livemode)
         .ok_or_else(missing)
-}
-
-fn opt_text(map: &Map<String, Value>, field: &str, max: usize) -> Result<Option<String>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            validate::text(field, s, max)?;
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
-            field,
-            format!("{field} must be a string"),
-        )),
-    }
 }
 
 /// A refund error found before the write (from a read of the session), with its parameter.
@@ -86,8 +71,8 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
             ));
         }
     };
-    let method = opt_text(&map, "method", 64)?;
-    let reason = opt_text(&map, "reason", 500)?;
+    let method = opt_string(&map, "method", 64)?;
+    let reason = opt_string(&map, "reason", 500)?;
     let metadata = metadata_field(&map)?;
     let s = owned_session(state, key, &session_id)?;
     let (method_name, decimals) = refund_method(&s, method.as_deref()).map_err(early)?;

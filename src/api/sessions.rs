@@ -284,7 +284,7 @@ pub fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, 
     Ok(map)
 }
 
-fn opt_string(
+pub(super) fn opt_string(
     map: &Map<String, Value>,
     field: &str,
     max: usize,

@@ -12,13 +12,11 @@ use crate::config::Chain;
 use crate::domain::address::{self, lower_hex};
 use crate::domain::method::token_destination;
 use crate::domain::session::Session;
-use crate::store::{MatchResult, Observed, Outcome, SharedStore, WriteOp, write};
+use crate::store::{CLOCK_SKEW_MS, MatchResult, Observed, Outcome, SharedStore, WriteOp, write};
 
 /// How long the receipt is looked for (the transaction may still be in the mempool).
 const RECEIPT_ATTEMPTS: u32 = 10;
 const RECEIPT_WAIT: Duration = Duration::from_secs(3);
-/// How far a block time may precede the session's creation (clock skew), as for UPI claims.
-const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 /// Checks `tx` against the chain and applies its matching transfer to `session`. Runs in the
 /// background: the page answers the same whatever happens here.

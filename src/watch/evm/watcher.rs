@@ -239,6 +239,10 @@ impl ChainWatcher {
         ))?;
         let recipients: Option<Vec<B256>> = (self.owners.len() <= TOPIC_FILTER_MAX)
             .then(|| self.owners.keys().map(address_topic).collect());
+        let pending_ids: HashMap<&str, &str> = pending
+            .iter()
+            .map(|(r, p, _)| (r.as_str(), p.as_str()))
+            .collect();
         let mut seen: HashSet<String> = HashSet::new();
         let from = checkpoint + 1;
         let mut a = from;
@@ -258,7 +262,7 @@ impl ChainWatcher {
                 tracing::info!(chain = %self.chain.name, span = accepted, "the node limits log ranges; using smaller ones");
                 self.span = accepted.max(1);
             }
-            self.process(&logs, head, &pending, &mut seen).await?;
+            self.process(&logs, head, &pending_ids, &mut seen).await?;
             if b <= final_upto {
                 self.set_checkpoint(b).await?;
                 checkpoint = b;
@@ -315,7 +319,7 @@ impl ChainWatcher {
         &mut self,
         logs: &[Log],
         head: u64,
-        pending: &[(String, String, u64)],
+        pending: &HashMap<&str, &str>,
         seen: &mut HashSet<String>,
     ) -> Result<(), PollError> {
         let mut submitted = Vec::new();
@@ -342,56 +346,55 @@ impl ChainWatcher {
             seen.insert(reference.clone());
             let confirmations = u32::try_from(head.saturating_sub(block) + 1).unwrap_or(u32::MAX);
             let is_final = confirmations >= self.chain.confirmations;
-            let op = match self.known.get(&reference).map(|(_, k)| k.clone()) {
-                Some(Known::Final) => continue,
-                Some(Known::Deferred) if !is_final => continue,
-                Some(Known::Pending {
-                    payment_id,
-                    confirmations: recorded,
-                }) => {
-                    if confirmations == recorded {
+            // The payment whose confirmations this log updates, if it was recorded before (in
+            // this run, or before a restart).
+            let confirming = match self.known.get(&reference) {
+                Some((_, Known::Final)) => continue,
+                Some((_, Known::Deferred)) if !is_final => continue,
+                Some((
+                    _,
+                    Known::Pending {
+                        payment_id,
+                        confirmations: recorded,
+                    },
+                )) => {
+                    if confirmations == *recorded {
                         continue;
                     }
-                    WriteOp::ConfirmPayment {
-                        payment_id,
-                        confirmations,
-                    }
+                    Some(payment_id.clone())
                 }
-                _ => {
-                    // Unknown to this run: maybe recorded before a restart.
-                    if let Some((_, payment_id, _)) =
-                        pending.iter().find(|(r, _, _)| *r == reference)
-                    {
-                        WriteOp::ConfirmPayment {
-                            payment_id: payment_id.clone(),
-                            confirmations,
-                        }
-                    } else {
-                        let received_at = self.received_at(log, block).await?;
-                        WriteOp::Observe(Box::new(Observed {
-                            destination: token_destination(
-                                self.chain.chain_id,
-                                &lower_hex(&self.chain.contract),
-                                &lower_hex(&t.to),
-                            ),
-                            amount_base: t.value,
-                            decimals: self.chain.decimals,
-                            reference: reference.clone(),
-                            livemode: !self.chain.test,
-                            utr: None,
-                            tx_hash: Some(format!("{tx:#x}")),
-                            log_index: Some(index),
-                            block_number: Some(block),
-                            confirmations,
-                            confirmed: is_final,
-                            received_at_ms: received_at,
-                            owner: Some((owner.merchant.clone(), owner.method.clone())),
-                            only_session: None,
-                            source: Some(self.chain.name.clone()),
-                            sender: None,
-                            from: Some(address::display(&t.from, self.chain.tron)),
-                        }))
-                    }
+                _ => pending.get(reference.as_str()).map(|p| (*p).to_owned()),
+            };
+            let op = match &confirming {
+                Some(payment_id) => WriteOp::ConfirmPayment {
+                    payment_id: payment_id.clone(),
+                    confirmations,
+                },
+                None => {
+                    let received_at = self.received_at(log, block).await?;
+                    WriteOp::Observe(Box::new(Observed {
+                        destination: token_destination(
+                            self.chain.chain_id,
+                            &lower_hex(&self.chain.contract),
+                            &lower_hex(&t.to),
+                        ),
+                        amount_base: t.value,
+                        decimals: self.chain.decimals,
+                        reference: reference.clone(),
+                        livemode: !self.chain.test,
+                        utr: None,
+                        tx_hash: Some(format!("{tx:#x}")),
+                        log_index: Some(index),
+                        block_number: Some(block),
+                        confirmations,
+                        confirmed: is_final,
+                        received_at_ms: received_at,
+                        owner: Some((owner.merchant.clone(), owner.method.clone())),
+                        only_session: None,
+                        source: Some(self.chain.name.clone()),
+                        sender: None,
+                        from: Some(address::display(&t.from, self.chain.tron)),
+                    }))
                 }
             };
             submitted.push((
@@ -399,11 +402,12 @@ impl ChainWatcher {
                 block,
                 confirmations,
                 is_final,
+                confirming,
                 self.store.submit(op, None),
             ));
         }
         let mut matched = 0u64;
-        for (reference, block, confirmations, is_final, rx) in submitted {
+        for (reference, block, confirmations, is_final, confirming, rx) in submitted {
             let result = rx.await.map_err(|_| StoreError::WriterGone)??;
             let known = match result {
                 Ok(Outcome::Match(MatchResult::Matched {
@@ -412,11 +416,7 @@ impl ChainWatcher {
                 })) => {
                     matched += 1;
                     tracing::info!(chain = %self.chain.name, session = %session.id, payment = %payment_id, %reference, confirmations, "transfer matched");
-                    let still_pending = session.payments.iter().any(|p| {
-                        p.id == payment_id
-                            && p.state == crate::domain::session::PaymentState::Pending
-                    });
-                    if still_pending {
+                    if awaits_confirmations(&session, &payment_id) {
                         Known::Pending {
                             payment_id,
                             confirmations,
@@ -431,33 +431,14 @@ impl ChainWatcher {
                     Known::Final
                 }
                 Ok(Outcome::Match(MatchResult::Duplicate { .. })) => Known::Final,
-                Ok(Outcome::Session(s)) => {
-                    // A confirmation update: pending until the payment is final.
-                    let pending_id = pending
-                        .iter()
-                        .find(|(r, _, _)| *r == reference)
-                        .map(|(_, p, _)| p.clone())
-                        .or_else(|| match self.known.get(&reference) {
-                            Some((_, Known::Pending { payment_id, .. })) => {
-                                Some(payment_id.clone())
-                            }
-                            _ => None,
-                        });
-                    match pending_id {
-                        Some(payment_id)
-                            if s.payments.iter().any(|p| {
-                                p.id == payment_id
-                                    && p.state == crate::domain::session::PaymentState::Pending
-                            }) =>
-                        {
-                            Known::Pending {
-                                payment_id,
-                                confirmations,
-                            }
-                        }
-                        _ => Known::Final,
-                    }
-                }
+                // A confirmation update: pending until the payment is final.
+                Ok(Outcome::Session(s)) => match confirming {
+                    Some(payment_id) if awaits_confirmations(&s, &payment_id) => Known::Pending {
+                        payment_id,
+                        confirmations,
+                    },
+                    _ => Known::Final,
+                },
                 Ok(_) => Known::Final,
                 Err(e) => {
                     tracing::warn!(chain = %self.chain.name, %reference, error = %e, "transfer refused by the matcher");
@@ -498,4 +479,11 @@ impl ChainWatcher {
             .unwrap_or(i64::MAX / 1000)
             .saturating_mul(1000))
     }
+}
+
+/// Whether `payment_id` of `s` still waits for confirmations.
+fn awaits_confirmations(s: &crate::domain::session::Session, payment_id: &str) -> bool {
+    s.payments
+        .iter()
+        .any(|p| p.id == payment_id && p.state == crate::domain::session::PaymentState::Pending)
 }
