@@ -21,7 +21,7 @@ use crate::domain::method::Method;
 use crate::domain::session::{Session, Status, TransitionError};
 use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
 
-pub use ops::{CLOCK_SKEW_MS, credit_json};
+pub use ops::credit_json;
 pub use redb_store::RedbStore;
 pub use reservations::ReservationIndex;
 pub use tables::Reservation;

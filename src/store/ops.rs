@@ -838,7 +838,7 @@ fn observe(
 
 /// How far a reported receipt time may precede a session's creation (clock skew between phones,
 /// banks and this server).
-pub const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
 
 fn owner_merchant(o: &Observed) -> Option<&str> {
     o.owner.as_ref().map(|(m, _)| m.as_str())
