@@ -68,8 +68,9 @@ pub enum KeysCommand {
         /// A live key (default: test)
         #[arg(long)]
         live: bool,
-        /// Comma-separated permissions (default: *): sessions:read, sessions:write,
-        /// credits:write, events:read, webhooks:write, refunds:write
+        /// Comma-separated permissions (default: sessions:read,sessions:write,events:read).
+        /// Powerful, only by name: credits:write (mints payments), webhooks:write (reads and
+        /// rotates the webhook signing secrets), refunds:write, * (everything)
         #[arg(long)]
         permissions: Option<String>,
     },
@@ -337,7 +338,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
             let perms = match &permissions {
                 Some(p) => Permission::parse_list(p)
                     .map_err(|m| Failure::usage(format!("--permissions: {m}")))?,
-                None => vec![Permission::All],
+                None => Permission::DEFAULT.to_vec(),
             };
             let (key, secret) = match target {
                 Target::File(store) => {

@@ -195,9 +195,15 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         addr: config.admin_listen,
         source,
     })?;
-    for m in &config.merchants {
+    // One default secret per merchant and mode, so a test key never holds the live one.
+    for (m, livemode) in config
+        .merchants
+        .iter()
+        .flat_map(|m| [(m, true), (m, false)])
+    {
         let op = WriteOp::EnsureMerchantSecret {
             merchant_id: m.id.clone(),
+            livemode,
             secret: crate::domain::webhook::new_secret(),
         };
         match write(shared.as_ref(), op, None).await {

@@ -448,7 +448,7 @@ async fn sigkill_at_random_moments_under_mixed_load_loses_and_doubles_nothing() 
 
     let rpc = chain.url.clone();
     let mut d = Daemon::prepare_text(|dir| config(dir, &rpc));
-    let key = create_key(&d.config, "demo", &[]);
+    let key = create_key(&d.config, "demo", &["--permissions", "*"]);
     d.start();
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))

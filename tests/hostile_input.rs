@@ -33,9 +33,9 @@ async fn census(c: &reqwest::Client, d: &Daemon, key: &str) -> Vec<usize> {
 #[tokio::test]
 async fn another_merchant_or_mode_sees_none_of_events_endpoints_or_credits() {
     let mut d = Daemon::prepare(&Opts::default());
-    let a = create_key(&d.config, "demo", &[]);
-    let a_live = create_key(&d.config, "demo", &["--live"]);
-    let b = create_key(&d.config, "other", &[]);
+    let a = create_key(&d.config, "demo", &["--permissions", "*"]);
+    let a_live = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
+    let b = create_key(&d.config, "other", &["--permissions", "*"]);
     d.start();
     let c = client();
 
@@ -599,7 +599,7 @@ async fn slow_clients_are_dropped_on_time_and_others_are_served_meanwhile() {
 async fn callbacks_to_internal_addresses_are_refused_however_they_are_spelled() {
     let (d, _) = Daemon::started(&Opts::default());
     // The merchant without an allow-list, so the address rule itself is what refuses.
-    let key = create_key(&d.config, "other", &[]);
+    let key = create_key(&d.config, "other", &["--permissions", "*"]);
     let c = client();
     // A name that resolves to loopback through /etc/hosts: the machine's own host name.
     let host = std::fs::read_to_string("/etc/hostname")

@@ -127,8 +127,8 @@ async fn non_credits_and_strangers_are_ignored_with_the_reason() {
 #[tokio::test]
 async fn credits_respect_modes_permissions_and_validation() {
     let mut d = Daemon::prepare(&Opts::default());
-    let test_key = create_key(&d.config, "demo", &[]);
-    let live_key = create_key(&d.config, "demo", &["--live"]);
+    let test_key = create_key(&d.config, "demo", &["--permissions", "*"]);
+    let live_key = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
     let reader = create_key(&d.config, "demo", &["--permissions", "sessions:read"]);
     d.start();
     let c = client();

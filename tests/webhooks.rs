@@ -363,7 +363,7 @@ async fn an_endpoint_gets_only_the_types_it_asked_for() {
     verify_with_python(&ep_secret, &got[0].body, &got[0].headers);
 
     // Deleted: nothing more arrives there; another merchant cannot see or delete it.
-    let other = create_key(&d.config, "other", &[]);
+    let other = create_key(&d.config, "other", &["--permissions", "*"]);
     let r = c
         .delete(d.url(&format!(
             "/v1/webhook_endpoints/{}",
@@ -399,7 +399,7 @@ async fn an_endpoint_gets_only_the_types_it_asked_for() {
 async fn private_targets_are_refused_unless_allowed() {
     let (d, _) = Daemon::started(&Opts::default());
     // The merchant without an allow-list, so the address rule itself is what refuses.
-    let key = create_key(&d.config, "other", &[]);
+    let key = create_key(&d.config, "other", &["--permissions", "*"]);
     let c = client();
     for url in [
         "http://127.0.0.1:9/hook",

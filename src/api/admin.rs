@@ -267,7 +267,7 @@ async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
         }
     };
     let permissions = match map.get("permissions") {
-        None | Some(Value::Null) => vec![Permission::All],
+        None | Some(Value::Null) => Permission::DEFAULT.to_vec(),
         Some(Value::String(s)) => Permission::parse_list(s)
             .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
         Some(Value::Array(a)) => {

@@ -669,7 +669,7 @@ async fn page(
                 .map(str::trim)
                 .filter(|p| !p.is_empty())
             {
-                None => vec![Permission::All],
+                None => Permission::DEFAULT.to_vec(),
                 Some(p) => Permission::parse_list(p)
                     .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
             };

@@ -55,9 +55,10 @@ fn endpoint_json(ep: &WebhookEndpoint, secret: Option<&str>) -> Value {
     v
 }
 
-fn secrets_json(secrets: &[SigningSecret]) -> Value {
+fn secrets_json(secrets: &[SigningSecret], livemode: bool) -> Value {
     json!({
         "object": "webhook_secret",
+        "livemode": livemode,
         "secret": secrets.first().map(|s| s.secret.as_str()),
         "previous": secrets.iter().skip(1).map(|s| json!({
             "secret": s.secret, "expires_at": s.expires_at_ms.map(rfc3339),
@@ -334,10 +335,16 @@ pub async fn endpoint_action(
     }
 }
 
+/// The default secret of the key's own mode: a test key never sees the live one.
 pub fn get_secret(state: &AppState, key: &ApiKey) -> Result<Response, ApiError> {
     ok(
         StatusCode::OK,
-        secrets_json(&state.store.merchant_secrets(&key.merchant_id)?),
+        secrets_json(
+            &state
+                .store
+                .merchant_secrets(&key.merchant_id, key.livemode)?,
+            key.livemode,
+        ),
     )
 }
 
@@ -348,11 +355,12 @@ pub async fn rotate_secret(
 ) -> Result<Response, ApiError> {
     let op = WriteOp::RotateMerchantSecret {
         merchant_id: key.merchant_id.clone(),
+        livemode: key.livemode,
         secret: new_secret(),
         old_valid_until_ms: old_valid_until(req)?,
     };
     match write(state.store.as_ref(), op, None).await? {
-        Ok(Outcome::Secrets(s)) => ok(StatusCode::OK, secrets_json(&s)),
+        Ok(Outcome::Secrets(s)) => ok(StatusCode::OK, secrets_json(&s, key.livemode)),
         Ok(_) => Err(ApiError::internal("unexpected outcome")),
         Err(e) => Err(op_error(&e)),
     }

@@ -5,7 +5,8 @@ use sha2::{Digest, Sha256};
 
 use super::ids::random_base62;
 
-/// What a key may do. `All` is the default for keys created without a list.
+/// What a key may do. Keys created without a list get [`Permission::DEFAULT`]; `All`,
+/// `credits:write` and `webhooks:write` must be asked for by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Permission {
     #[serde(rename = "*")]
@@ -33,6 +34,16 @@ impl Permission {
         Permission::EventsRead,
         Permission::WebhooksWrite,
         Permission::RefundsWrite,
+    ];
+
+    /// What a key created without a list may do: create and read sessions, read events. Not
+    /// `credits:write` (it mints payments), `webhooks:write` (it reads and rotates the signing
+    /// secrets receivers trust), `refunds:write` (it moves money back out) or `*`: least
+    /// privilege, so a key leaked from a storefront cannot forge a completed payment.
+    pub const DEFAULT: [Permission; 3] = [
+        Permission::SessionsRead,
+        Permission::SessionsWrite,
+        Permission::EventsRead,
     ];
 
     pub fn as_str(self) -> &'static str {

@@ -21,6 +21,13 @@ const CONCURRENCY: usize = 64;
 /// Deliveries in flight to one destination: a receiver that hangs holds at most half the
 /// slots, so it never stops deliveries to others.
 const PER_DESTINATION: usize = 32;
+/// Deliveries in flight for one merchant in one mode: a merchant's flood or hung receivers,
+/// or its test traffic, hold at most a quarter of the slots, so other merchants and its own
+/// live mode keep being served.
+const PER_LANE: usize = 16;
+/// Due deliveries read per lane each round: more than `PER_LANE`, so a lane with a free slot
+/// always has one not already in flight.
+const DUE_PER_LANE: usize = 2 * PER_LANE;
 /// A 2xx within this long is success.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -64,12 +71,13 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let per_destination: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let per_lane: Arc<Mutex<HashMap<(String, bool), usize>>> = Arc::default();
     let mut tasks = JoinSet::new();
     loop {
         if *stop.borrow() {
             break;
         }
-        let due = match store.due_deliveries(now_ms(), 512) {
+        let due = match store.due_deliveries(now_ms(), DUE_PER_LANE) {
             Ok(d) => d,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the outbox; retrying");
@@ -82,7 +90,12 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
                 .lock()
                 .map(|m| m.get(&dest).copied().unwrap_or(0) >= PER_DESTINATION)
                 .unwrap_or(true);
-            if busy {
+            let lane = (d.merchant_id.clone(), d.livemode);
+            let lane_busy = per_lane
+                .lock()
+                .map(|m| m.get(&lane).copied().unwrap_or(0) >= PER_LANE)
+                .unwrap_or(true);
+            if busy || lane_busy {
                 continue;
             }
             let fresh = in_flight
@@ -95,7 +108,11 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
             if let Ok(mut m) = per_destination.lock() {
                 *m.entry(dest.clone()).or_default() += 1;
             }
+            if let Ok(mut m) = per_lane.lock() {
+                *m.entry(lane.clone()).or_default() += 1;
+            }
             let per_dest = per_destination.clone();
+            let lanes = per_lane.clone();
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -127,6 +144,14 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
                     *n = n.saturating_sub(1);
                     if *n == 0 {
                         m.remove(&dest);
+                    }
+                }
+                if let Ok(mut m) = lanes.lock()
+                    && let Some(n) = m.get_mut(&lane)
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&lane);
                     }
                 }
                 drop(permit);
@@ -276,7 +301,9 @@ async fn attempt(
                 .ok_or_else(|| Failure::Final("the endpoint was deleted".into()))?
                 .secrets
         }
-        None => store.merchant_secrets(&d.merchant_id).map_err(storage)?,
+        None => store
+            .merchant_secrets(&d.merchant_id, d.livemode)
+            .map_err(storage)?,
     }
     .into_iter()
     .filter(|x| x.is_active(now))

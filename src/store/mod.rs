@@ -8,6 +8,7 @@ mod redb_store;
 mod refunds;
 mod reservations;
 mod tables;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ pub use ops::credit_json;
 pub use redb_store::RedbStore;
 pub use reservations::ReservationIndex;
 pub use tables::Reservation;
+pub use webhooks::MAX_ENDPOINTS;
 
 /// The storage itself failed: the whole batch was rolled back, nothing was acknowledged.
 #[derive(Debug, Error, Clone)]
@@ -191,13 +193,15 @@ pub enum WriteOp {
         attempt: Attempt,
         after: AfterAttempt,
     },
-    /// Gives a merchant a default signing secret if it has none (at start).
+    /// Gives a merchant a default signing secret for one mode if it has none (at start).
     EnsureMerchantSecret {
         merchant_id: String,
+        livemode: bool,
         secret: String,
     },
     RotateMerchantSecret {
         merchant_id: String,
+        livemode: bool,
         secret: String,
         old_valid_until_ms: i64,
     },
@@ -357,7 +361,8 @@ pub trait Store: Send + Sync {
     /// All events, oldest first (the operator's view).
     fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
     fn event_deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError>;
-    /// Deliveries whose next attempt is due at `now_ms`, earliest first.
+    /// Deliveries whose next attempt is due at `now_ms`: up to `limit` from each merchant and
+    /// mode in turn, then the earliest `limit` overall.
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     /// When the earliest pending delivery is due.
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;
@@ -369,7 +374,12 @@ pub trait Store: Send + Sync {
         livemode: bool,
     ) -> Result<Vec<WebhookEndpoint>, StoreError>;
     fn endpoint(&self, id: &str) -> Result<Option<WebhookEndpoint>, StoreError>;
-    fn merchant_secrets(&self, merchant_id: &str) -> Result<Vec<SigningSecret>, StoreError>;
+    /// The default signing secrets of one merchant in one mode (each mode has its own).
+    fn merchant_secrets(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+    ) -> Result<Vec<SigningSecret>, StoreError>;
     /// Wakes the notifier when a commit queued deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;

@@ -64,11 +64,13 @@ pub struct Tables<'t> {
     idem_expiry: Table<'t, (i64, &'static str), ()>,
     events: Table<'t, &'static str, &'static [u8]>,
     event_index: Table<'t, (&'static str, u64), &'static str>,
-    outbox: Table<'t, (i64, &'static str), ()>,
+    pub(super) outbox: Table<'t, (i64, &'static str), ()>,
     deliveries: Table<'t, &'static str, &'static [u8]>,
     event_deliveries: Table<'t, (&'static str, &'static str), ()>,
-    endpoints: Table<'t, &'static str, &'static [u8]>,
+    pub(super) endpoints: Table<'t, &'static str, &'static [u8]>,
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
+    pub(super) endpoint_index: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) outbox_lanes: Table<'t, (&'static str, i64, &'static str), ()>,
     claims: Table<'t, (&'static str, &'static str), i64>,
     claim_refs: Table<'t, &'static str, &'static str>,
     chain_pending: Table<'t, &'static str, &'static str>,
@@ -102,6 +104,8 @@ impl<'t> Tables<'t> {
             event_deliveries: txn.open_table(EVENT_DELIVERIES)?,
             endpoints: txn.open_table(ENDPOINTS)?,
             merchant_secrets: txn.open_table(MERCHANT_SECRETS)?,
+            endpoint_index: txn.open_table(ENDPOINT_INDEX)?,
+            outbox_lanes: txn.open_table(OUTBOX_LANES)?,
             claims: txn.open_table(CLAIMS)?,
             claim_refs: txn.open_table(CLAIM_REFS)?,
             chain_pending: txn.open_table(CHAIN_PENDING)?,
@@ -202,10 +206,11 @@ pub fn execute(
         } => record_attempt(t, &delivery_id, attempt, after)?,
         WriteOp::EnsureMerchantSecret {
             merchant_id,
+            livemode,
             secret,
         } => {
-            let existing: Option<Vec<SigningSecret>> =
-                load_json(&t.merchant_secrets, &merchant_id)?;
+            let sk = super::webhooks::secret_key(&merchant_id, livemode);
+            let existing: Option<Vec<SigningSecret>> = load_json(&t.merchant_secrets, &sk)?;
             let secrets = match existing {
                 Some(s) if !s.is_empty() => s,
                 _ => {
@@ -214,7 +219,7 @@ pub fn execute(
                         expires_at_ms: None,
                     }];
                     t.merchant_secrets
-                        .insert(merchant_id.as_str(), serde_json::to_vec(&s)?.as_slice())?;
+                        .insert(sk.as_str(), serde_json::to_vec(&s)?.as_slice())?;
                     s
                 }
             };
@@ -222,22 +227,32 @@ pub fn execute(
         }
         WriteOp::RotateMerchantSecret {
             merchant_id,
+            livemode,
             secret,
             old_valid_until_ms,
         } => {
+            let sk = super::webhooks::secret_key(&merchant_id, livemode);
             let existing: Vec<SigningSecret> =
-                load_json(&t.merchant_secrets, &merchant_id)?.unwrap_or_default();
+                load_json(&t.merchant_secrets, &sk)?.unwrap_or_default();
             let s = rotate(&existing, secret, now, old_valid_until_ms);
             t.merchant_secrets
-                .insert(merchant_id.as_str(), serde_json::to_vec(&s)?.as_slice())?;
+                .insert(sk.as_str(), serde_json::to_vec(&s)?.as_slice())?;
             Ok(Outcome::Secrets(s))
         }
         WriteOp::CreateEndpoint { endpoint } => {
-            t.endpoints.insert(
-                endpoint.id.as_str(),
-                serde_json::to_vec(&endpoint)?.as_slice(),
-            )?;
-            Ok(Outcome::Endpoint(endpoint))
+            use super::webhooks::{MAX_ENDPOINTS, endpoint_ids, insert_endpoint};
+            // Counted in the writer's transaction, so parallel creates cannot pass the cap.
+            if endpoint_ids(t, &endpoint.merchant_id, endpoint.livemode)?.len() >= MAX_ENDPOINTS {
+                Err(OpError::Conflict {
+                    code: "endpoint_limit_reached",
+                    message: format!(
+                        "a merchant may have at most {MAX_ENDPOINTS} webhook endpoints per mode; delete one first"
+                    ),
+                })
+            } else {
+                insert_endpoint(t, &endpoint)?;
+                Ok(Outcome::Endpoint(endpoint))
+            }
         }
         WriteOp::DeleteEndpoint {
             merchant_id,
@@ -245,7 +260,7 @@ pub fn execute(
             id,
         } => match owned_endpoint(t, &merchant_id, livemode, &id)? {
             Some(ep) => {
-                t.endpoints.remove(id.as_str())?;
+                super::webhooks::remove_endpoint(t, &ep)?;
                 Ok(Outcome::Endpoint(Box::new(ep)))
             }
             None => Err(OpError::NotFound("webhook endpoint")),
@@ -629,9 +644,10 @@ fn schedule_deliveries(
     if let Some(u) = &e.notify_url {
         targets.push((None, u.clone()));
     }
-    for entry in t.endpoints.iter()? {
-        let (_, v) = entry?;
-        let ep: WebhookEndpoint = serde_json::from_slice(v.value())?;
+    for id in super::webhooks::endpoint_ids(t, &e.merchant_id, e.livemode)? {
+        let Some(ep) = load_json::<WebhookEndpoint>(&t.endpoints, &id)? else {
+            continue;
+        };
         if ep.merchant_id == e.merchant_id && ep.livemode == e.livemode && ep.wants(e.kind) {
             targets.push((Some(ep.id), ep.url));
         }
@@ -653,7 +669,7 @@ fn schedule_deliveries(
             .insert(d.id.as_str(), serde_json::to_vec(&d)?.as_slice())?;
         t.event_deliveries
             .insert((e.id.as_str(), d.id.as_str()), ())?;
-        t.outbox.insert((now, d.id.as_str()), ())?;
+        super::webhooks::enqueue(t, &d, now)?;
         w.queued_deliveries = true;
         out.push(d);
     }
@@ -681,7 +697,7 @@ fn record_attempt(
         return Ok(Err(OpError::NotFound("delivery")));
     };
     if let Some(due) = d.next_attempt_ms {
-        t.outbox.remove((due, d.id.as_str()))?;
+        super::webhooks::dequeue(t, &d, due)?;
     }
     d.attempts.push(attempt);
     match after {
@@ -696,7 +712,7 @@ fn record_attempt(
         AfterAttempt::RetryAt(at) => {
             d.state = DeliveryState::Pending;
             d.next_attempt_ms = Some(at);
-            t.outbox.insert((at, d.id.as_str()), ())?;
+            super::webhooks::enqueue(t, &d, at)?;
         }
     }
     t.deliveries

@@ -154,6 +154,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(EVENT_DELIVERIES).map_err(storage)?;
         txn.open_table(ENDPOINTS).map_err(storage)?;
         txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
+        super::webhooks::backfill(&txn).map_err(StoreError::Storage)?;
         txn.open_table(CLAIMS).map_err(storage)?;
         txn.open_table(CLAIM_REFS).map_err(storage)?;
         txn.open_table(CHAIN_PENDING).map_err(storage)?;
@@ -502,14 +503,25 @@ impl Store for RedbStore {
         let txn = self.read()?;
         let outbox = txn.open_table(OUTBOX).map_err(storage)?;
         let t = txn.open_table(DELIVERIES).map_err(storage)?;
-        let mut out = Vec::new();
+        // Every lane first, so a backlog in one never hides the others; then the earliest
+        // overall, which also covers entries queued before the lane index existed.
+        let mut ids =
+            super::webhooks::due_by_lane(&txn, now_ms, limit).map_err(StoreError::Storage)?;
         for entry in outbox
             .range(..(now_ms.saturating_add(1), ""))
             .map_err(storage)?
             .take(limit)
         {
             let (k, _) = entry.map_err(storage)?;
-            if let Some(v) = t.get(k.value().1).map_err(storage)? {
+            ids.push(k.value().1.to_owned());
+        }
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for id in ids {
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            if let Some(v) = t.get(id.as_str()).map_err(storage)? {
                 out.push(decode("delivery", v.value())?);
             }
         }
@@ -535,12 +547,17 @@ impl Store for RedbStore {
     ) -> Result<Vec<WebhookEndpoint>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(ENDPOINTS).map_err(storage)?;
+        let idx = txn.open_table(ENDPOINT_INDEX).map_err(storage)?;
+        let sc = super::scope(merchant_id, livemode);
         let mut out = Vec::new();
-        for entry in t.iter().map_err(storage)?.rev() {
-            let (_, v) = entry.map_err(storage)?;
-            let ep: WebhookEndpoint = decode("webhook endpoint", v.value())?;
-            if ep.merchant_id == merchant_id && ep.livemode == livemode {
-                out.push(ep);
+        for entry in idx
+            .range((sc.as_str(), "")..=(sc.as_str(), "\u{10FFFF}"))
+            .map_err(storage)?
+            .rev()
+        {
+            let (k, _) = entry.map_err(storage)?;
+            if let Some(v) = t.get(k.value().1).map_err(storage)? {
+                out.push(decode("webhook endpoint", v.value())?);
             }
         }
         Ok(out)
@@ -555,10 +572,15 @@ impl Store for RedbStore {
         }
     }
 
-    fn merchant_secrets(&self, merchant_id: &str) -> Result<Vec<SigningSecret>, StoreError> {
+    fn merchant_secrets(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+    ) -> Result<Vec<SigningSecret>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
-        match t.get(merchant_id).map_err(storage)? {
+        let key = super::webhooks::secret_key(merchant_id, livemode);
+        match t.get(key.as_str()).map_err(storage)? {
             Some(v) => decode("merchant secrets", v.value()),
             None => Ok(vec![]),
         }

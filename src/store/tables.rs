@@ -57,8 +57,16 @@ pub const CHAIN_PENDING: TableDefinition<&str, &str> = TableDefinition::new("cha
 /// watcher knows every address to look at.
 pub const XPUB_ADDRESSES: TableDefinition<(&str, u32), &str> =
     TableDefinition::new("xpub_addresses");
-/// Merchant id → its default signing secrets (JSON list, newest first).
+/// Merchant id (live) or merchant/mode scope (test) → that mode's default signing secrets
+/// (JSON list, newest first); see `webhooks::secret_key`.
 pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new("merchant_secrets");
+/// (merchant/mode scope, endpoint id): a merchant's endpoints in one mode.
+pub const ENDPOINT_INDEX: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("webhook_endpoint_index");
+/// (merchant/mode scope, due_ms, delivery id): the outbox by lane, so the notifier serves
+/// every merchant and mode in turn. `OUTBOX` stays the source of truth.
+pub const OUTBOX_LANES: TableDefinition<(&str, i64, &str), ()> =
+    TableDefinition::new("deliveries_due_by_scope");
 
 /// Refund id → refund.
 pub const REFUNDS: TableDefinition<&str, &[u8]> = TableDefinition::new("refunds");

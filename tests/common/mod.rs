@@ -237,7 +237,8 @@ impl Daemon {
 
     pub fn started(o: &Opts) -> (Daemon, String) {
         let mut d = Daemon::prepare(o);
-        let key = create_key(&d.config, "demo", &[]);
+        // Everything: the suites exercise every endpoint (keys default to least privilege).
+        let key = create_key(&d.config, "demo", &["--permissions", "*"]);
         d.start();
         (d, key)
     }
