@@ -301,8 +301,24 @@ pub struct ImapConfig {
     pub accounts: Vec<String>,
     /// A PEM file of extra CAs to trust (a self-signed mail server).
     pub ca_file: Option<String>,
-    /// The receiving server's authserv-id in Authentication-Results (default: trust the topmost).
+    /// The receiving server's authserv-id: required, and only the topmost Authentication-Results
+    /// header counts, and only when it carries this id (a sender can forge any header below).
     pub authserv_id: Option<String>,
+    /// The banks (template names, e.g. "HDFC") whose alerts this mailbox accepts; a mail from
+    /// another bank, even genuinely signed, is refused.
+    #[serde(default)]
+    pub banks: Vec<String>,
+    /// The mailbox's own addresses (default: `username` when it is an address): a mail must be
+    /// addressed to one (To/Cc, and Delivered-To when present), not forwarded from elsewhere.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// How far a mail's own dates (Date, DKIM `t=`) may be from its delivery: an old alert re-sent
+    /// later is refused.
+    #[serde(default = "mail_delay_secs")]
+    pub max_mail_delay_secs: u64,
+    /// Mails larger than this are not fetched (bank alerts are small).
+    #[serde(default = "mail_bytes")]
+    pub max_message_bytes: u32,
     /// Polling interval when the server has no IDLE, and the IDLE refresh interval.
     #[serde(default = "poll_secs")]
     pub poll_interval_secs: u64,
@@ -316,6 +332,12 @@ fn inbox() -> String {
 }
 fn poll_secs() -> u64 {
     60
+}
+fn mail_delay_secs() -> u64 {
+    3600
+}
+fn mail_bytes() -> u32 {
+    512 * 1024
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -393,6 +415,20 @@ impl Config {
 }
 
 /// Reads every `*.toml` in `dir`, sorted by name.
+/// The alert templates as configured (built-in plus `upi.templates_dir`), for checks that need
+/// the bank names.
+fn read_upi_parser(dir: &Option<String>) -> Result<crate::watch::upi::templates::Parser, String> {
+    let files = match dir {
+        Some(d) => read_template_dir(d)?,
+        None => Vec::new(),
+    };
+    let sources: Vec<crate::watch::upi::templates::TemplateSource<'_>> = files
+        .iter()
+        .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
+        .collect();
+    crate::watch::upi::templates::Parser::with_overrides(&sources).map_err(|e| e.to_string())
+}
+
 pub fn read_template_dir(dir: &str) -> Result<Vec<(String, String)>, String> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| format!("cannot read {dir}: {e}"))?
@@ -913,6 +949,64 @@ fn validate(
                     locate,
                     "upi.imap.poll_interval_secs",
                     "must be at least 1",
+                ));
+            }
+            if im
+                .authserv_id
+                .as_deref()
+                .is_none_or(|a| a.trim().is_empty())
+            {
+                return Err(err(
+                    locate,
+                    "upi.imap.authserv_id",
+                    "is required: the receiving server's id in its Authentication-Results header (only that topmost header is believed)",
+                ));
+            }
+            let parser = read_upi_parser(&raw.upi.templates_dir)
+                .map_err(|p| err(locate, "upi.templates_dir", p))?;
+            if im.banks.is_empty() {
+                return Err(err(
+                    locate,
+                    "upi.imap.banks",
+                    "list the bank(s) whose alerts this mailbox receives, e.g. [\"HDFC\"]",
+                ));
+            }
+            if let Some(b) = im
+                .banks
+                .iter()
+                .find(|b| !parser.banks().any(|k| k.eq_ignore_ascii_case(b)))
+            {
+                return Err(err(
+                    locate,
+                    "upi.imap.banks",
+                    format!(
+                        "{b:?} is not a bank with a template (known: {})",
+                        parser.banks().collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
+            if im.addresses.is_empty() && im.username.contains('@') {
+                im.addresses = vec![im.username.clone()];
+            }
+            if im.addresses.is_empty() || im.addresses.iter().any(|a| !a.contains('@')) {
+                return Err(err(
+                    locate,
+                    "upi.imap.addresses",
+                    "list the mailbox's e-mail address(es), e.g. [\"alerts@shop.example\"]: a mail must be addressed to one",
+                ));
+            }
+            if im.max_mail_delay_secs == 0 {
+                return Err(err(
+                    locate,
+                    "upi.imap.max_mail_delay_secs",
+                    "must be at least 1",
+                ));
+            }
+            if im.max_message_bytes < 1024 {
+                return Err(err(
+                    locate,
+                    "upi.imap.max_message_bytes",
+                    "must be at least 1024",
                 ));
             }
             Some(im)

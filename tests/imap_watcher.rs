@@ -101,8 +101,9 @@ fn dovecot(dir: &Path, port: u16) -> Dovecot {
 fn deliver(dir: &Path, name: &str, from: &str, auth_results: &str, body: &str) {
     let mail = format!(
         "Return-Path: <{from}>\r\nAuthentication-Results: {auth_results}\r\nFrom: Bank Alerts <{from}>\r\nTo: shop@shop.example\r\n\
-         Subject: Alert: credit to your account\r\nDate: Sun, 22 Nov 2026 12:00:00 +0530\r\nMessage-ID: <{name}@bank>\r\n\
-         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n"
+         Subject: Alert: credit to your account\r\nDate: {}\r\nMessage-ID: <{name}@bank>\r\n\
+         Content-Type: text/plain; charset=utf-8\r\n\r\n{body}\r\n",
+        chrono::Utc::now().to_rfc2822()
     );
     let tmp = dir.join(format!("home/shop/Maildir/tmp/{name}"));
     std::fs::write(&tmp, mail).expect("mail");
@@ -138,7 +139,7 @@ async fn a_dkim_passing_bank_mail_pays_and_a_spoofed_one_does_not() {
     let _dovecot = dovecot(mail_dir.path(), port);
     let extra = format!(
         "\n[upi.imap]\nhost = \"localhost\"\nport = {port}\nusername = \"shop\"\npassword = \"secretpass\"\n\
-         merchant = \"demo\"\naccounts = [\"1234\"]\nca_file = \"{}\"\nauthserv_id = \"mx.shop.example\"\npoll_interval_secs = 1\n",
+         merchant = \"demo\"\naccounts = [\"1234\"]\nbanks = [\"HDFC\"]\naddresses = [\"shop@shop.example\"]\nca_file = \"{}\"\nauthserv_id = \"mx.shop.example\"\npoll_interval_secs = 1\n",
         mail_dir.path().join("ca.pem").display()
     );
     let mut d = Daemon::prepare(&Opts {

@@ -53,6 +53,110 @@ fn str_field(
     }
 }
 
+/// The first key that appears twice in one JSON object anywhere in `body`, if any. serde_json
+/// keeps the last of duplicate keys while other parsers keep the first, so a body with both
+/// could mean one thing to a proxy or log and another to paywatch: it is refused instead.
+fn duplicate_key(body: &[u8]) -> Option<String> {
+    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+
+    struct Dup(Option<String>);
+    struct DupVisitor;
+    impl<'de> Visitor<'de> for DupVisitor {
+        type Value = Option<String>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut found = None;
+            while let Some(Dup(d)) = seq.next_element::<Dup>()? {
+                found = found.or(d);
+            }
+            Ok(found)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            let mut found = None;
+            while let Some(k) = map.next_key::<String>()? {
+                let Dup(inner) = map.next_value::<Dup>()?;
+                if found.is_none() && !seen.insert(k.clone()) {
+                    found = Some(k);
+                }
+                found = found.or(inner);
+            }
+            Ok(found)
+        }
+    }
+    impl<'de> Deserialize<'de> for Dup {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(DupVisitor).map(Dup)
+        }
+    }
+    serde_json::from_slice::<Dup>(body).ok().and_then(|d| d.0)
+}
+
+/// Refuses a JSON body with a duplicate key (400 naming the key).
+fn no_duplicate_keys(body: &[u8]) -> Result<(), ApiError> {
+    match duplicate_key(body) {
+        Some(k) => Err(ApiError::invalid(
+            "parameter_duplicate",
+            &k,
+            format!("{k} appears more than once in the body"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A forwarder's alert must say who sent the SMS: without a sender any text could pass for a
+/// bank's (the sender id is what ties an SMS to a bank).
+fn sender_required(sender: Option<String>, field: &str) -> Result<String, ApiError> {
+    sender
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_missing",
+                field,
+                format!("{field} (the SMS sender id, e.g. VM-HDFCBK) is required"),
+            )
+        })
+}
+
+/// How long a SmsForwarder `sign` is accepted: it covers only the timestamp, not the content,
+/// so the window is short and each `sign` is accepted once.
+const SMSFORWARDER_WINDOW_MS: i64 = 5 * 60 * 1000;
+
+/// The SmsForwarder `sign`s seen within the window, per source: a replay within it is refused.
+/// In memory: a restart forgets it (the window still bounds a replay to five minutes).
+static SEEN_SIGNS: std::sync::LazyLock<std::sync::Mutex<std::collections::HashMap<String, i64>>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Records `sign` for `source` at `now`; false when it was already seen within the window.
+fn first_use(source: &str, sign: &str, now: i64) -> bool {
+    let Ok(mut seen) = SEEN_SIGNS.lock() else {
+        return false;
+    };
+    seen.retain(|_, at| now.saturating_sub(*at) <= 2 * SMSFORWARDER_WINDOW_MS);
+    seen.insert(format!("{source}\n{sign}"), now).is_none()
+}
+
 /// What became of one alert.
 enum Verdict {
     Money { paise: u64, utr: Option<String> },
@@ -88,6 +192,7 @@ fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
 /// Parses and validates an API-key ingest body (`sms` or `manual`) into an alert, received at
 /// `now_ms` unless it says when. Pure, so it can be fuzzed.
 pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
+    no_duplicate_keys(body)?;
     let map = object_body(body, FIELDS)?;
     let source = str_field(&map, "source", 20)?.ok_or_else(|| {
         ApiError::invalid(
@@ -221,6 +326,7 @@ async fn process(
         }
     };
     let destination = method.destination_key(vpa);
+    let manual = alert.manual.is_some();
     let Alert {
         source,
         sender,
@@ -228,6 +334,9 @@ async fn process(
         received_at_ms,
         ..
     } = alert;
+    // A receipt time from a body is the sender's word: never later than now, so it cannot make
+    // money look received after a session was created.
+    let received_at_ms = received_at_ms.min(chrono::Utc::now().timestamp_millis());
     match verdict {
         Verdict::Ignored(reason) => {
             let credit = record_ignored(
@@ -250,6 +359,9 @@ async fn process(
             // is one credit; a different SMS with the same amount is another).
             let reference = match &utr {
                 Some(u) => format!("upi:{u}"),
+                // Typed in by the operator: each entry is its own credit (retries are what
+                // Idempotency-Key is for).
+                None if manual => format!("upi-manual:{}", new_id("mc")),
                 None => {
                     let mut h = Sha256::new();
                     h.update(sender.as_deref().unwrap_or("").as_bytes());
@@ -259,6 +371,13 @@ async fn process(
                     // credit (bank texts carry their own date, time or balance).
                     format!("upi-noref:{}", hex::encode(&h.finalize()[..16]))
                 }
+            };
+            // Test references live apart from live ones: a test credit carrying a real UTR
+            // never makes the live credit with that UTR a duplicate (nor the reverse).
+            let reference = if livemode {
+                reference
+            } else {
+                format!("test:{reference}")
             };
             let observed = Observed {
                 destination,
@@ -329,12 +448,16 @@ pub async fn process_email(
         .merchant(merchant_id)
         .ok_or_else(|| ApiError::internal("the IMAP merchant is not configured"))?;
     let alert = match verdict {
-        MailVerdict::Trusted { text, .. } => Alert {
+        // Received when the bank says it sent it (never later than delivery), so an alert
+        // never pays a session created after it.
+        MailVerdict::Trusted {
+            text, sent_at_ms, ..
+        } => Alert {
             source: "email".into(),
             sender: None,
             text: Some(text),
             manual: None,
-            received_at_ms,
+            received_at_ms: sent_at_ms.min(received_at_ms),
         },
         MailVerdict::Untrusted(reason) => {
             record_ignored(
@@ -468,9 +591,13 @@ pub async fn ingest_with_token(
         IngestFormat::Sms => {
             let v: Value =
                 serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            no_duplicate_keys(&req.body)?;
             Alert {
                 source: "sms".into(),
-                sender: v["sender"].as_str().map(str::to_owned),
+                sender: Some(sender_required(
+                    v["sender"].as_str().map(str::to_owned),
+                    "sender",
+                )?),
                 text: Some(v["text"].as_str().ok_or_else(|| bad("no text"))?.to_owned()),
                 manual: None,
                 received_at_ms: v["received_at"]
@@ -506,6 +633,7 @@ pub async fn ingest_with_token(
             }
             let v: Value =
                 serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            no_duplicate_keys(&req.body)?;
             if v["event"] != "sms:received" {
                 return ok(
                     json!({"object": "upi_credit_result", "outcome": "ignored", "reason": "not an sms:received event"}),
@@ -514,10 +642,13 @@ pub async fn ingest_with_token(
             let p = &v["payload"];
             Alert {
                 source: "sms".into(),
-                sender: p["phoneNumber"]
-                    .as_str()
-                    .or(p["sender"].as_str())
-                    .map(str::to_owned),
+                sender: Some(sender_required(
+                    p["phoneNumber"]
+                        .as_str()
+                        .or(p["sender"].as_str())
+                        .map(str::to_owned),
+                    "payload.phoneNumber",
+                )?),
                 text: Some(
                     p["message"]
                         .as_str()
@@ -534,9 +665,13 @@ pub async fn ingest_with_token(
         IngestFormat::SmsToUrl => {
             let v: Value =
                 serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
+            no_duplicate_keys(&req.body)?;
             Alert {
                 source: "sms".into(),
-                sender: v["from"].as_str().map(str::to_owned),
+                sender: Some(sender_required(
+                    v["from"].as_str().map(str::to_owned),
+                    "from",
+                )?),
                 text: Some(v["text"].as_str().ok_or_else(|| bad("no text"))?.to_owned()),
                 manual: None,
                 received_at_ms: stamp_ms(v.get("receivedStamp")).unwrap_or(now),
@@ -560,8 +695,8 @@ pub async fn ingest_with_token(
             let sign = sign.ok_or_else(|| forged("no sign"))?;
             let ms = stamp_ms(Some(&Value::String(ts.clone())))
                 .ok_or_else(|| forged("timestamp is not a number"))?;
-            if now.saturating_sub(ms).saturating_abs() > 3_600_000 {
-                return Err(forged("timestamp is more than an hour from now"));
+            if now.saturating_sub(ms).saturating_abs() > SMSFORWARDER_WINDOW_MS {
+                return Err(forged("timestamp is more than 5 minutes from now"));
             }
             // The app signs like DingTalk: base64(HMAC-SHA256(secret, "{timestamp}\n{secret}")),
             // URL-encoded once more inside the form.
@@ -578,9 +713,14 @@ pub async fn ingest_with_token(
             {
                 return Err(forged("sign"));
             }
+            // The content is not signed: a captured request could be replayed with other text,
+            // so each sign is accepted once (within its short window).
+            if !first_use(&src.name, &expected, now) {
+                return Err(forged("this sign was already used (a replay)"));
+            }
             Alert {
                 source: "sms".into(),
-                sender: from,
+                sender: Some(sender_required(from, "from")?),
                 text: Some(content.ok_or_else(|| bad("no content"))?),
                 manual: None,
                 received_at_ms: ms,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
-use super::mail::judge;
+use super::mail::{MailVerdict, Mailbox, from_accepted_bank, judge};
 use crate::api::AppState;
 use crate::config::ImapConfig;
 use crate::store::{WriteOp, write};
@@ -90,6 +90,29 @@ pub async fn check(cfg: &ImapConfig) -> Result<u32, String> {
     Ok(mbox.exists)
 }
 
+/// How many mails' headers one FETCH asks for.
+const FETCH_CHUNK: usize = 50;
+
+/// Hands one judged mail to the ingest path. A refusal for good is logged and skipped; a server
+/// error stops the round so the mail is read again next time.
+async fn record(
+    state: &Arc<AppState>,
+    cfg: &ImapConfig,
+    uid: u32,
+    verdict: MailVerdict,
+    delivered_at_ms: i64,
+) -> Result<(), String> {
+    if let Err(e) =
+        crate::api::upi::process_email(state, &cfg.merchant, verdict, delivered_at_ms).await
+    {
+        if e.status.is_server_error() {
+            return Err(format!("recording mail {uid}: {}", e.message));
+        }
+        tracing::warn!(uid, error = %e.message, "alert mail refused");
+    }
+    Ok(())
+}
+
 async fn session(
     state: &Arc<AppState>,
     cfg: &ImapConfig,
@@ -138,47 +161,96 @@ async fn session(
                 start
             }
         };
-        let fetched: Vec<_> = sess
-            .uid_fetch(format!("{}:*", last + 1), "(UID INTERNALDATE RFC822)")
+        // Headers first, in bounded chunks of UIDs: a body is fetched only for a mail from a
+        // bank this mailbox accepts and within the size limit, so a flood of large or foreign
+        // mail costs headers only.
+        let mut uids: Vec<u32> = sess
+            .uid_search(format!("UID {}:*", last + 1))
             .await
-            .map_err(|e| format!("fetch: {e}"))?
-            .try_collect()
-            .await
-            .map_err(|e| format!("fetch: {e}"))?;
+            .map_err(|e| format!("search: {e}"))?
+            .into_iter()
+            .filter(|u| u64::from(*u) > last) // "n:*" returns the last message even when nothing is new
+            .collect();
+        uids.sort_unstable();
+        let Some(parser) = state.upi.as_ref() else {
+            // Without templates nothing can be judged: keep the mail for later.
+            return Err("the UPI alert templates are not loaded".into());
+        };
+        let mailbox = Mailbox {
+            authserv_id: cfg.authserv_id.as_deref().unwrap_or_default(),
+            banks: &cfg.banks,
+            accounts: &cfg.accounts,
+            addresses: &cfg.addresses,
+            max_delay_ms: i64::try_from(cfg.max_mail_delay_secs.saturating_mul(1000))
+                .unwrap_or(i64::MAX),
+        };
         let mut newest = last;
-        for m in &fetched {
-            let Some(uid) = m.uid else { continue };
-            if u64::from(uid) <= last {
-                continue; // "n:*" returns the last message even when nothing is new
-            }
-            let received = m.internal_date().map_or_else(
-                || chrono::Utc::now().timestamp_millis(),
-                |d| d.timestamp_millis(),
-            );
-            let Some(parser) = state.upi.as_ref() else {
-                // Without templates nothing can be judged: keep the mail for later.
-                return Err("the UPI alert templates are not loaded".into());
-            };
-            if let Some(body) = m.body() {
-                let verdict = judge(body, parser, cfg.authserv_id.as_deref(), &cfg.accounts);
-                if let Err(e) =
-                    crate::api::upi::process_email(state, &cfg.merchant, verdict, received).await
-                {
-                    if e.status.is_server_error() {
-                        // Not recorded: stop here so the mail is read again next time.
-                        return Err(format!("recording mail {uid}: {}", e.message));
-                    }
-                    // Refused for good (it cannot apply anywhere): log it and go on.
-                    tracing::warn!(uid, error = %e.message, "alert mail refused");
+        for chunk in uids.chunks(FETCH_CHUNK) {
+            let set = chunk
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let heads: Vec<_> = sess
+                .uid_fetch(&set, "(UID RFC822.SIZE INTERNALDATE BODY.PEEK[HEADER])")
+                .await
+                .map_err(|e| format!("fetch: {e}"))?
+                .try_collect()
+                .await
+                .map_err(|e| format!("fetch: {e}"))?;
+            let mut heads: Vec<_> = heads.iter().filter(|m| m.uid.is_some()).collect();
+            heads.sort_by_key(|m| m.uid);
+            for m in heads {
+                let Some(uid) = m.uid else { continue };
+                if u64::from(uid) <= last {
+                    continue;
                 }
-            }
-            newest = newest.max(u64::from(uid));
-            let op = WriteOp::SetCursor {
-                key: cursor_key.clone(),
-                value: newest,
-            };
-            if let Err(e) = write(state.store.as_ref(), op, None).await {
-                return Err(format!("saving the IMAP cursor: {e}"));
+                let received = m.internal_date().map_or_else(
+                    || chrono::Utc::now().timestamp_millis(),
+                    |d| d.timestamp_millis(),
+                );
+                let from_bank = m
+                    .header()
+                    .is_some_and(|h| from_accepted_bank(h, parser, &cfg.banks));
+                if !from_bank {
+                    tracing::debug!(
+                        uid,
+                        "IMAP watcher: not from an accepted bank, body not fetched"
+                    );
+                } else if m.size.is_none_or(|s| s > cfg.max_message_bytes) {
+                    let reason = format!(
+                        "mail of {} bytes is over upi.imap.max_message_bytes ({}): not fetched",
+                        m.size
+                            .map_or_else(|| "unknown".to_owned(), |s| s.to_string()),
+                        cfg.max_message_bytes
+                    );
+                    let verdict = MailVerdict::Untrusted(reason);
+                    record(state, cfg, uid, verdict, received).await?;
+                } else {
+                    let bodies: Vec<_> = sess
+                        .uid_fetch(uid.to_string(), "(UID BODY.PEEK[])")
+                        .await
+                        .map_err(|e| format!("fetch: {e}"))?
+                        .try_collect()
+                        .await
+                        .map_err(|e| format!("fetch: {e}"))?;
+                    if let Some(body) = bodies
+                        .iter()
+                        .find(|b| b.uid == Some(uid))
+                        .and_then(|b| b.body())
+                    {
+                        let verdict = judge(body, parser, &mailbox, received);
+                        record(state, cfg, uid, verdict, received).await?;
+                    }
+                }
+                newest = newest.max(u64::from(uid));
+                let op = WriteOp::SetCursor {
+                    key: cursor_key.clone(),
+                    value: newest,
+                };
+                if let Err(e) = write(state.store.as_ref(), op, None).await {
+                    return Err(format!("saving the IMAP cursor: {e}"));
+                }
             }
         }
         if *stop.borrow() {

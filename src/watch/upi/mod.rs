@@ -1,5 +1,6 @@
 //! UPI: bank credit alerts (SMS and e-mail), parsed by data-driven templates.
 
+pub mod account;
 pub mod alert;
 pub mod imap;
 pub mod mail;
