@@ -110,12 +110,12 @@ async fn a_test_key_cannot_read_or_rotate_the_live_secret_and_test_callbacks_do_
     let c = client();
     let live_secret = secret(&c, &d, &live).await;
     let test_secret = secret(&c, &d, &test).await;
-    assert_eq!(live_secret["livemode"], true);
-    assert_eq!(test_secret["livemode"], false);
     assert_ne!(
         live_secret["secret"], test_secret["secret"],
         "a test key must never see the live signing secret"
     );
+    assert_eq!(live_secret["livemode"], true);
+    assert_eq!(test_secret["livemode"], false);
     let live_s = live_secret["secret"].as_str().expect("s").to_owned();
 
     // Rotating with a test key (old secret dropped at once) leaves the live secret alone.
@@ -428,7 +428,7 @@ async fn a_flood_of_test_deliveries_to_a_hung_receiver_does_not_delay_live_or_ot
     for i in 0..40 {
         unmatched_credit(&c, &d, &test, 300_000_000_000 + i).await;
     }
-    hung.wait_for(10, "the flood to start", |g| g.len() >= 16)
+    hung.wait_for(10, "the flood to start", |g| g.len() >= 8)
         .await;
     let t0 = Instant::now();
     unmatched_credit(&c, &d, &live, 400_000_000_001).await;

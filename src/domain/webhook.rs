@@ -114,6 +114,21 @@ pub struct Delivery {
     pub next_attempt_ms: Option<i64>,
 }
 
+/// The scheme, host and port a URL connects to: what "one destination" means for the
+/// notifier's concurrency caps and its delivery lanes.
+pub fn destination(url: &str) -> String {
+    url::Url::parse(url)
+        .map(|u| {
+            format!(
+                "{}://{}:{}",
+                u.scheme(),
+                u.host_str().unwrap_or(""),
+                u.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .unwrap_or_else(|_| url.to_owned())
+}
+
 /// What to do after an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AfterAttempt {

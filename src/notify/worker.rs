@@ -13,7 +13,9 @@ use tokio::task::JoinSet;
 
 use super::ssrf::{GuardedResolver, is_forbidden, literal_ip};
 use crate::api::webhooks::event_json;
-use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, after_attempt, signature_headers};
+use crate::domain::webhook::{
+    AfterAttempt, Attempt, Delivery, after_attempt, destination, signature_headers,
+};
 use crate::store::{SharedStore, WriteOp, write};
 
 /// Deliveries in flight at once.
@@ -24,9 +26,12 @@ const PER_DESTINATION: usize = 32;
 /// Deliveries in flight for one merchant in one mode: a merchant's flood or hung receivers,
 /// or its test traffic, hold at most a quarter of the slots, so other merchants and its own
 /// live mode keep being served.
-const PER_LANE: usize = 16;
-/// Due deliveries read per lane each round: more than `PER_LANE`, so a lane with a free slot
-/// always has one not already in flight.
+const PER_SCOPE: usize = 16;
+/// Deliveries in flight for one merchant and mode to one destination: half of `PER_SCOPE`, so
+/// one hung endpoint leaves room for the merchant's other destinations.
+const PER_LANE: usize = PER_SCOPE / 2;
+/// Due deliveries read per lane (merchant, mode, destination) each round: more than
+/// `PER_LANE`, so a lane with a free slot always has one not already in flight.
 const DUE_PER_LANE: usize = 2 * PER_LANE;
 /// A 2xx within this long is success.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +76,9 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
     let permits = Arc::new(Semaphore::new(CONCURRENCY));
     let in_flight: Arc<Mutex<HashSet<String>>> = Arc::default();
     let per_destination: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
-    let per_lane: Arc<Mutex<HashMap<(String, bool), usize>>> = Arc::default();
+    // In flight per (merchant, mode) and per (merchant, mode, destination).
+    let per_scope: Arc<Mutex<HashMap<(String, bool), usize>>> = Arc::default();
+    let per_lane: Arc<InFlight<(String, bool, String)>> = Arc::default();
     let mut tasks = JoinSet::new();
     loop {
         if *stop.borrow() {
@@ -90,12 +97,17 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
                 .lock()
                 .map(|m| m.get(&dest).copied().unwrap_or(0) >= PER_DESTINATION)
                 .unwrap_or(true);
-            let lane = (d.merchant_id.clone(), d.livemode);
+            let sc = (d.merchant_id.clone(), d.livemode);
+            let lane = (d.merchant_id.clone(), d.livemode, dest.clone());
+            let scope_busy = per_scope
+                .lock()
+                .map(|m| m.get(&sc).copied().unwrap_or(0) >= PER_SCOPE)
+                .unwrap_or(true);
             let lane_busy = per_lane
                 .lock()
                 .map(|m| m.get(&lane).copied().unwrap_or(0) >= PER_LANE)
                 .unwrap_or(true);
-            if busy || lane_busy {
+            if busy || scope_busy || lane_busy {
                 continue;
             }
             let fresh = in_flight
@@ -108,11 +120,14 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
             if let Ok(mut m) = per_destination.lock() {
                 *m.entry(dest.clone()).or_default() += 1;
             }
+            if let Ok(mut m) = per_scope.lock() {
+                *m.entry(sc.clone()).or_default() += 1;
+            }
             if let Ok(mut m) = per_lane.lock() {
                 *m.entry(lane.clone()).or_default() += 1;
             }
             let per_dest = per_destination.clone();
-            let lanes = per_lane.clone();
+            let (scopes, lanes) = (per_scope.clone(), per_lane.clone());
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break;
             };
@@ -146,14 +161,8 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
                         m.remove(&dest);
                     }
                 }
-                if let Ok(mut m) = lanes.lock()
-                    && let Some(n) = m.get_mut(&lane)
-                {
-                    *n = n.saturating_sub(1);
-                    if *n == 0 {
-                        m.remove(&lane);
-                    }
-                }
+                release(&scopes, &sc);
+                release(&lanes, &lane);
                 drop(permit);
             });
         }
@@ -174,18 +183,19 @@ pub async fn run(store: SharedStore, settings: Settings, mut stop: watch::Receiv
     while tasks.join_next().await.is_some() {}
 }
 
-/// The scheme, host and port a URL connects to.
-fn destination(url: &str) -> String {
-    url::Url::parse(url)
-        .map(|u| {
-            format!(
-                "{}://{}:{}",
-                u.scheme(),
-                u.host_str().unwrap_or(""),
-                u.port_or_known_default().unwrap_or(0)
-            )
-        })
-        .unwrap_or_else(|_| url.to_owned())
+/// Deliveries in flight, counted by a key.
+type InFlight<K> = Mutex<HashMap<K, usize>>;
+
+/// Gives back one in-flight slot counted under `k`.
+fn release<K: std::hash::Hash + Eq>(counts: &InFlight<K>, k: &K) {
+    if let Ok(mut m) = counts.lock()
+        && let Some(n) = m.get_mut(k)
+    {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            m.remove(k);
+        }
+    }
 }
 
 /// One attempt for one delivery, recorded through the writer.

@@ -361,8 +361,8 @@ pub trait Store: Send + Sync {
     /// All events, oldest first (the operator's view).
     fn recent_events(&self, limit: usize) -> Result<Vec<Event>, StoreError>;
     fn event_deliveries(&self, event_id: &str) -> Result<Vec<Delivery>, StoreError>;
-    /// Deliveries whose next attempt is due at `now_ms`: up to `limit` from each merchant and
-    /// mode in turn, then the earliest `limit` overall.
+    /// Deliveries whose next attempt is due at `now_ms`: up to `limit` from each lane (merchant,
+    /// mode, destination) in turn, then the earliest `limit` overall.
     fn due_deliveries(&self, now_ms: i64, limit: usize) -> Result<Vec<Delivery>, StoreError>;
     /// When the earliest pending delivery is due.
     fn next_delivery_ms(&self) -> Result<Option<i64>, StoreError>;

@@ -63,8 +63,9 @@ pub const MERCHANT_SECRETS: TableDefinition<&str, &[u8]> = TableDefinition::new(
 /// (merchant/mode scope, endpoint id): a merchant's endpoints in one mode.
 pub const ENDPOINT_INDEX: TableDefinition<(&str, &str), ()> =
     TableDefinition::new("webhook_endpoint_index");
-/// (merchant/mode scope, due_ms, delivery id): the outbox by lane, so the notifier serves
-/// every merchant and mode in turn. `OUTBOX` stays the source of truth.
+/// (lane: merchant/mode scope and destination, due_ms, delivery id): the outbox by lane, so
+/// the notifier serves every merchant, mode and destination in turn. `OUTBOX` stays the
+/// source of truth.
 pub const OUTBOX_LANES: TableDefinition<(&str, i64, &str), ()> =
     TableDefinition::new("deliveries_due_by_scope");
 

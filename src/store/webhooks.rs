@@ -1,7 +1,7 @@
 //! The webhook side of the store: each (merchant, mode)'s default signing secret, endpoints
 //! indexed by merchant and mode (an event reads only its own merchant's endpoints, and the cap
-//! is counted there), and the outbox indexed by merchant and mode (so the notifier serves every
-//! lane in turn and one merchant's or test mode's backlog never hides another's).
+//! is counted there), and the outbox indexed by lane, (merchant, mode, destination), so the
+//! notifier serves every lane in turn and one backlog never hides another's deliveries.
 
 use std::ops::Bound;
 
@@ -10,7 +10,7 @@ use redb::{ReadTransaction, ReadableTable, ReadableTableMetadata, WriteTransacti
 use super::ops::{R, Tables};
 use super::scope;
 use super::tables::{ENDPOINT_INDEX, ENDPOINTS, OUTBOX_LANES};
-use crate::domain::webhook::{Delivery, WebhookEndpoint};
+use crate::domain::webhook::{Delivery, WebhookEndpoint, destination};
 
 /// Endpoints one merchant may register per mode (Stripe allows 16 too): enough for every real
 /// integration, and it bounds the fan-out of one event.
@@ -57,20 +57,28 @@ pub(super) fn remove_endpoint(t: &mut Tables<'_>, ep: &WebhookEndpoint) -> R<()>
     Ok(())
 }
 
+/// A delivery's lane: merchant, mode and destination (scheme, host, port).
+fn lane(d: &Delivery) -> String {
+    format!(
+        "{}\x1f{}",
+        scope(&d.merchant_id, d.livemode),
+        destination(&d.url)
+    )
+}
+
 /// Puts a delivery in the outbox (due at `at`) and in its lane.
 pub(super) fn enqueue(t: &mut Tables<'_>, d: &Delivery, at: i64) -> R<()> {
     t.outbox.insert((at, d.id.as_str()), ())?;
-    let sc = scope(&d.merchant_id, d.livemode);
-    t.outbox_lanes
-        .insert((sc.as_str(), at, d.id.as_str()), ())?;
+    let l = lane(d);
+    t.outbox_lanes.insert((l.as_str(), at, d.id.as_str()), ())?;
     Ok(())
 }
 
 /// Takes a delivery due at `due` out of the outbox and its lane.
 pub(super) fn dequeue(t: &mut Tables<'_>, d: &Delivery, due: i64) -> R<()> {
     t.outbox.remove((due, d.id.as_str()))?;
-    let sc = scope(&d.merchant_id, d.livemode);
-    t.outbox_lanes.remove((sc.as_str(), due, d.id.as_str()))?;
+    let l = lane(d);
+    t.outbox_lanes.remove((l.as_str(), due, d.id.as_str()))?;
     Ok(())
 }
 
@@ -94,7 +102,7 @@ pub(super) fn backfill(txn: &WriteTransaction) -> Result<(), String> {
     Ok(())
 }
 
-/// The ids of due deliveries, at most `per_lane` from each (merchant, mode) lane, interleaved
+/// The ids of due deliveries, at most `per_lane` from each lane, interleaved
 /// round-robin (first of every lane, then second of every lane…). Lanes are found by seeking
 /// past each one, so the cost grows with the number of lanes, not with a backlog.
 pub(super) fn due_by_lane(
