@@ -624,3 +624,38 @@ async fn manual_credits_are_each_their_own_and_test_references_live_apart() {
     .await;
     assert_eq!(t2["outcome"], "unmatched", "{t2}");
 }
+
+#[tokio::test]
+async fn a_reversal_of_a_paid_sessions_utr_flags_it_and_sends_payment_reversed() {
+    let mut d = Daemon::prepare(&Opts::default());
+    let live = create_key(&d.config, "demo", &["--live"]);
+    d.start();
+    let c = client();
+    let url = d.url(CREDITS);
+    let (s, a) = live_session(&c, &d, &live, 71_000).await;
+    let utr = "988888888888";
+    let sms = json!({"source": "sms", "sender": "VM-HDFCBK", "text": hdfc_text(&a, utr)});
+    let (_, _, r) = post(&c, &url, &live, sms, None).await;
+    assert_eq!(r["outcome"], "matched", "{r}");
+    let reversal = json!({"source": "sms", "sender": "VM-HDFCBK",
+        "text": format!("Your UPI transaction of {a} has been reversed in your account XX1234 (UPI Ref no. {utr})")});
+    let (st, _, r) = post(&c, &url, &live, reversal.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_eq!(r["outcome"], "reversed", "{r}");
+    assert_eq!(r["session"], s.as_str());
+    let got = status(&c, &d, &live, &s).await;
+    assert_eq!(got["payment_reversed"], true, "{got}");
+    assert_eq!(got["payments"][0]["reversed"], true, "{got}");
+    let (_, events) = get(&c, &d.url("/v1/events?limit=100"), &live).await;
+    let reversed: Vec<&Value> = events["data"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["type"] == "payment.reversed")
+        .collect();
+    assert_eq!(reversed.len(), 1, "{events}");
+    assert_eq!(reversed[0]["data"]["object"]["id"], s.as_str(), "{events}");
+    // The same reversal again sends nothing new.
+    let (_, _, r) = post(&c, &url, &live, reversal, None).await;
+    assert_eq!(r["outcome"], "duplicate", "{r}");
+}

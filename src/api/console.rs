@@ -215,6 +215,8 @@ pub struct SessionRow {
     pub reference: String,
     pub created: String,
     pub late: bool,
+    /// A payment was reversed by the bank.
+    pub reversed: bool,
 }
 
 fn money(amount_minor: u64, currency: crate::domain::method::Currency) -> String {
@@ -233,6 +235,7 @@ fn session_row(s: &Session) -> SessionRow {
         reference: s.client_reference_id.clone().unwrap_or_default(),
         created: rfc3339(s.created_at_ms),
         late: s.paid_late || s.payments.iter().any(|p| p.late),
+        reversed: s.payments.iter().any(|p| p.reversed),
     }
 }
 

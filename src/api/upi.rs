@@ -159,7 +159,15 @@ fn first_use(source: &str, sign: &str, now: i64) -> bool {
 
 /// What became of one alert.
 enum Verdict {
-    Money { paise: u64, utr: Option<String> },
+    Money {
+        paise: u64,
+        utr: Option<String>,
+    },
+    /// A reversal naming a UTR: if that UTR paid a session, the payment is flagged.
+    Reversal {
+        utr: String,
+        reason: String,
+    },
     Ignored(String),
 }
 
@@ -317,6 +325,14 @@ async fn process(
                             paise: p,
                             utr: a.utr,
                         },
+                        _ if a.kind == crate::watch::upi::alert::AlertKind::Reversal
+                            && a.utr.is_some() =>
+                        {
+                            Verdict::Reversal {
+                                utr: a.utr.clone().unwrap_or_default(),
+                                reason: a.ignore_reason().unwrap_or("reversal").to_owned(),
+                            }
+                        }
                         _ => Verdict::Ignored(
                             a.ignore_reason().unwrap_or("not a credit alert").to_owned(),
                         ),
@@ -337,7 +353,43 @@ async fn process(
     // A receipt time from a body is the sender's word: never later than now, so it cannot make
     // money look received after a session was created.
     let received_at_ms = received_at_ms.min(chrono::Utc::now().timestamp_millis());
+    let verdict = match verdict {
+        Verdict::Reversal { utr, reason } => {
+            let reference = if livemode {
+                format!("upi:{utr}")
+            } else {
+                format!("test:upi:{utr}")
+            };
+            match write(
+                state.store.as_ref(),
+                WriteOp::ReversePayment { reference },
+                None,
+            )
+            .await?
+            {
+                Ok(Outcome::Match(MatchResult::Matched {
+                    session,
+                    payment_id,
+                })) => {
+                    crate::metrics::METRICS.upi_alert("reversed");
+                    return ok(json!({
+                        "object": "upi_credit_result", "outcome": "reversed", "session": session.id,
+                        "payment": payment_id, "utr": utr,
+                    }));
+                }
+                Ok(Outcome::Match(MatchResult::Duplicate { existing })) => {
+                    return ok(json!({
+                        "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
+                    }));
+                }
+                // Not a payment of ours: kept as ignored, as before.
+                _ => Verdict::Ignored(reason),
+            }
+        }
+        v => v,
+    };
     match verdict {
+        Verdict::Reversal { .. } => Err(ApiError::internal("unexpected reversal")),
         Verdict::Ignored(reason) => {
             let credit = record_ignored(
                 state,

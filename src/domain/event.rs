@@ -19,6 +19,8 @@ pub enum EventType {
     SessionLatePayment,
     #[serde(rename = "payment.reverted")]
     PaymentReverted,
+    #[serde(rename = "payment.reversed")]
+    PaymentReversed,
     #[serde(rename = "credit.unmatched")]
     CreditUnmatched,
     #[serde(rename = "refund.created")]
@@ -30,7 +32,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 12] = [
         EventType::SessionProcessing,
         EventType::SessionCompleted,
         EventType::SessionExpired,
@@ -38,6 +40,7 @@ impl EventType {
         EventType::SessionPartiallyPaid,
         EventType::SessionLatePayment,
         EventType::PaymentReverted,
+        EventType::PaymentReversed,
         EventType::CreditUnmatched,
         EventType::RefundCreated,
         EventType::RefundSucceeded,
@@ -53,6 +56,7 @@ impl EventType {
             EventType::SessionPartiallyPaid => "checkout.session.partially_paid",
             EventType::SessionLatePayment => "checkout.session.late_payment",
             EventType::PaymentReverted => "payment.reverted",
+            EventType::PaymentReversed => "payment.reversed",
             EventType::CreditUnmatched => "credit.unmatched",
             EventType::RefundCreated => "refund.created",
             EventType::RefundSucceeded => "refund.succeeded",

@@ -411,6 +411,7 @@ mod tests {
                     received_at_ms: 0,
                     reference: format!("r{i}"),
                     late: false,
+                    reversed: false,
                     from: None,
                 })
                 .collect(),

@@ -116,6 +116,10 @@ pub struct Payment {
     /// The sender's address of a token transfer, when the watcher knows it: where a refund goes.
     #[serde(default)]
     pub from: Option<String>,
+    /// A reversal alert named this payment's reference: the money may have gone back to the
+    /// payer. Flagged for the merchant (`payment.reversed`); the session's status is unchanged.
+    #[serde(default)]
+    pub reversed: bool,
 }
 
 /// A checkout session as stored.

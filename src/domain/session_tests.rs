@@ -71,6 +71,7 @@ fn pay(id: &str, method: &str, amount: u128, state: PaymentState) -> Payment {
         received_at_ms: NOW,
         reference: format!("ref:{id}"),
         late: false,
+        reversed: false,
         from: None,
     }
 }

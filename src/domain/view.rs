@@ -61,6 +61,8 @@ struct PaymentView<'a> {
     confirmations: u32,
     status: super::session::PaymentState,
     late: bool,
+    /// A reversal alert named this payment (see `Payment::reversed`).
+    reversed: bool,
     /// The sender of a token payment, when the watcher recorded it.
     #[serde(skip_serializing_if = "Option::is_none")]
     from: Option<&'a str>,
@@ -81,6 +83,7 @@ impl<'a> PaymentView<'a> {
             confirmations: p.confirmations,
             status: p.state,
             late: p.late,
+            reversed: p.reversed,
             from: p.from.as_deref(),
             received_at: rfc3339(p.received_at_ms),
         }
@@ -108,6 +111,8 @@ struct SessionView<'a> {
     notify_url: Option<&'a str>,
     payments: Vec<PaymentView<'a>>,
     paid_late: bool,
+    /// A payment of this session was reversed by the bank: do not ship, or claw back.
+    payment_reversed: bool,
     metadata: &'a std::collections::BTreeMap<String, String>,
     expires_at: String,
     created_at: String,
@@ -145,6 +150,7 @@ fn session_view(s: &Session) -> SessionView<'_> {
         notify_url: s.notify_url.as_deref(),
         payments: s.payments.iter().map(PaymentView::of).collect(),
         paid_late: s.paid_late,
+        payment_reversed: s.payments.iter().any(|p| p.reversed),
         metadata: &s.metadata,
         expires_at: rfc3339(s.expires_at_ms),
         created_at: rfc3339(s.created_at_ms),

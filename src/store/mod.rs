@@ -173,6 +173,10 @@ pub enum WriteOp {
     RevertPayment {
         payment_id: String,
     },
+    /// A reversal alert named `reference`: flag its payment (`payment.reversed`).
+    ReversePayment {
+        reference: String,
+    },
     /// Expires due sessions, releases reservations past their grace, drops old idempotency keys.
     Sweep {
         now_ms: i64,

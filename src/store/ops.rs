@@ -167,6 +167,7 @@ pub fn execute(
         } => change_payment(t, w, &payment_id, now, |s| {
             s.confirm_payment(&payment_id, confirmations, now)
         })?,
+        WriteOp::ReversePayment { reference } => reverse_payment(t, w, &reference, now)?,
         WriteOp::RevertPayment { payment_id } => {
             let r = change_payment(t, w, &payment_id, now, |s| {
                 s.revert_payment(&payment_id, now)
@@ -925,6 +926,7 @@ fn apply_to_session(
         reference: o.reference.clone(),
         late: false,
         from: o.from,
+        reversed: false,
     };
     let payment_id = payment.id.clone();
     let awaits_confirmations = payment.state == PaymentState::Pending;
@@ -1178,6 +1180,46 @@ fn sweep(
         released,
         forgotten,
     })
+}
+
+/// A bank reversed the payment `reference` names: the payment is flagged (once) and
+/// `payment.reversed` sent, so a merchant who shipped on `completed` learns the money went back.
+/// Not a payment (unknown, or an unmatched credit): `NotFound`, and the alert is kept as ignored.
+fn reverse_payment(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    reference: &str,
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let Some(payment_id) = t.refs.get(reference)?.map(|v| v.value().to_owned()) else {
+        return Ok(Err(OpError::NotFound("payment")));
+    };
+    let Some(session_id) = t
+        .payments
+        .get(payment_id.as_str())?
+        .map(|v| v.value().to_owned())
+    else {
+        return Ok(Err(OpError::NotFound("payment")));
+    };
+    let Some(mut s) = load_session(t, &session_id)? else {
+        return Ok(Err(OpError::NotFound("payment")));
+    };
+    let before = s.clone();
+    let Some(p) = s.payments.iter_mut().find(|p| p.id == payment_id) else {
+        return Ok(Err(OpError::NotFound("payment")));
+    };
+    if p.reversed {
+        return Ok(Ok(Outcome::Match(MatchResult::Duplicate {
+            existing: payment_id,
+        })));
+    }
+    p.reversed = true;
+    save_session(t, w, Some(&before), &s, now)?;
+    emit_session_events(t, w, &s, &[EventType::PaymentReversed], now)?;
+    Ok(Ok(Outcome::Match(MatchResult::Matched {
+        session: Box::new(s),
+        payment_id,
+    })))
 }
 
 /// A reference a customer handed over on a session's page. A UTR whose credit already arrived
