@@ -461,10 +461,19 @@ async fn an_18_decimals_token_and_a_claimed_short_payment() {
     .await;
 
     // An exchange took a 0.50 fee: the transfer matches no unique amount and becomes an
-    // unmatched credit; the customer's claim of its hash attaches it (within the tolerance).
+    // unmatched credit; the customer's claim of its hash attaches it (within the tolerance),
+    // because they declared the address they pay from before paying (the address is shared).
     let s = create(&c, &d, &key, 2_000, "usdt_local", None).await;
     let id = s["id"].as_str().unwrap();
     let (_, payable) = option(&s);
+    let r = c
+        .post(d.url(&format!("/c/{id}/sender")))
+        .json(&json!({"address": BOB}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let short = payable - 500_000;
     let tx = chain.transfer(TOKEN_6, BOB, PAY_TO, short).await;
     chain.receipt(&tx).await;

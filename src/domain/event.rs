@@ -21,6 +21,15 @@ pub enum EventType {
     PaymentReverted,
     #[serde(rename = "credit.unmatched")]
     CreditUnmatched,
+    /// A customer claimed money that cannot be tied to them: queued for the operator.
+    #[serde(rename = "credit.claimed")]
+    CreditClaimed,
+    /// The operator assigned a credit to a session (audit).
+    #[serde(rename = "credit.assigned")]
+    CreditAssigned,
+    /// The operator rejected a queued claim (audit).
+    #[serde(rename = "credit.claim_rejected")]
+    CreditClaimRejected,
     #[serde(rename = "refund.created")]
     RefundCreated,
     #[serde(rename = "refund.succeeded")]
@@ -30,7 +39,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 11] = [
+    pub const ALL: [EventType; 14] = [
         EventType::SessionProcessing,
         EventType::SessionCompleted,
         EventType::SessionExpired,
@@ -39,6 +48,9 @@ impl EventType {
         EventType::SessionLatePayment,
         EventType::PaymentReverted,
         EventType::CreditUnmatched,
+        EventType::CreditClaimed,
+        EventType::CreditAssigned,
+        EventType::CreditClaimRejected,
         EventType::RefundCreated,
         EventType::RefundSucceeded,
         EventType::RefundFailed,
@@ -54,6 +66,9 @@ impl EventType {
             EventType::SessionLatePayment => "checkout.session.late_payment",
             EventType::PaymentReverted => "payment.reverted",
             EventType::CreditUnmatched => "credit.unmatched",
+            EventType::CreditClaimed => "credit.claimed",
+            EventType::CreditAssigned => "credit.assigned",
+            EventType::CreditClaimRejected => "credit.claim_rejected",
             EventType::RefundCreated => "refund.created",
             EventType::RefundSucceeded => "refund.succeeded",
             EventType::RefundFailed => "refund.failed",
