@@ -317,6 +317,10 @@ async fn a_reorg_reverts_an_unconfirmed_payment() {
 
     // The block holding the payment leaves the canonical chain; a longer chain without it wins.
     chain.revert(snap).await;
+    // The revert also took anvil's clock back to the snapshot; a real chain's new blocks are
+    // dated now (and a transfer pays only sessions created before its block).
+    let now = chrono::Utc::now().timestamp() + 1;
+    chain.rpc("evm_setNextBlockTimestamp", json!([now])).await;
     chain.mine(3).await;
     let s = wait_session(&c, &d, &key, id, 10, "back to open", |s| {
         status(s) == "open"
