@@ -5,8 +5,9 @@ use std::time::Duration;
 
 use crate::cli::Failure;
 use crate::config::{Chain, Config};
+use crate::redact::redact_url as redact;
 use crate::store::{RedbStore, StoreError};
-use crate::watch::evm::rpc::{ChainRpc, RpcError, redact};
+use crate::watch::evm::rpc::{ChainRpc, RpcError};
 
 /// One check's verdict.
 enum Verdict {

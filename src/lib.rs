@@ -13,5 +13,6 @@ pub mod domain;
 pub mod matching;
 pub mod metrics;
 pub mod notify;
+pub mod redact;
 pub mod store;
 pub mod watch;

@@ -317,6 +317,10 @@ async fn a_reorg_reverts_an_unconfirmed_payment() {
 
     // The block holding the payment leaves the canonical chain; a longer chain without it wins.
     chain.revert(snap).await;
+    // The revert also took anvil's clock back to the snapshot; a real chain's new blocks are
+    // dated now (and a transfer pays only sessions created before its block).
+    let now = chrono::Utc::now().timestamp() + 1;
+    chain.rpc("evm_setNextBlockTimestamp", json!([now])).await;
     chain.mine(3).await;
     let s = wait_session(&c, &d, &key, id, 10, "back to open", |s| {
         status(s) == "open"
@@ -461,10 +465,19 @@ async fn an_18_decimals_token_and_a_claimed_short_payment() {
     .await;
 
     // An exchange took a 0.50 fee: the transfer matches no unique amount and becomes an
-    // unmatched credit; the customer's claim of its hash attaches it (within the tolerance).
+    // unmatched credit; the customer's claim of its hash attaches it (within the tolerance),
+    // because they declared the address they pay from before paying (the address is shared).
     let s = create(&c, &d, &key, 2_000, "usdt_local", None).await;
     let id = s["id"].as_str().unwrap();
     let (_, payable) = option(&s);
+    let r = c
+        .post(d.url(&format!("/c/{id}/sender")))
+        .json(&json!({"address": BOB}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
     let short = payable - 500_000;
     let tx = chain.transfer(TOKEN_6, BOB, PAY_TO, short).await;
     chain.receipt(&tx).await;

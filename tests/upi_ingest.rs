@@ -366,7 +366,8 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     assert_eq!(got["status"], "complete");
     assert_eq!(got["payment_status"], "overpaid");
 
-    // The credit comes first (unmatched), then the customer's claim applies it at once.
+    // The credit comes first (unmatched), then the customer's claim: once listed, a UTR may be
+    // known to others, so on a shared VPA the claim is queued and the operator assigns it.
     let b = session(&c, &d, &key, 40_000).await;
     let b_id = b["id"].as_str().expect("id").to_owned();
     let (_, _, r) = post(
@@ -378,8 +379,22 @@ async fn a_utr_claim_matches_its_credit_before_or_after_it_arrives_and_the_opera
     )
     .await;
     assert_eq!(r["outcome"], "unmatched");
+    let b_credit = r["credit"]["id"].as_str().expect("credit").to_owned();
     let r = claim(&b_id, "700000000002").await.expect("claim");
     assert_eq!(r.status().as_u16(), 202, "the same answer matched or not");
+    let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{b_id}")), &key).await;
+    assert_eq!(
+        got["status"], "open",
+        "queued, not applied on the customer's word"
+    );
+    let r = c
+        .post(format!("{}/admin/v1/credits/{b_credit}/assign", d.admin))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&json!({"session": b_id}))
+        .send()
+        .await
+        .expect("assign");
+    assert_eq!(r.status().as_u16(), 200);
     let (_, got) = get(&c, &d.url(&format!("{SESSIONS}/{b_id}")), &key).await;
     assert_eq!(got["status"], "complete");
     assert_eq!(got["payments"][0]["utr"], "700000000002");

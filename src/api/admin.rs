@@ -52,7 +52,7 @@ pub async fn route(state: Arc<AppState>, req: Req) -> Response {
             return json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec());
         }
         // Probes and scrapers run without the token: nothing here is secret or changes state.
-        ("GET", ["readyz"]) => return super::health::readyz(&state),
+        ("GET", ["readyz"]) => return super::health::operator_readyz(&state),
         ("GET", ["metrics"]) => return super::health::metrics(&state),
         _ => {}
     }
@@ -172,6 +172,40 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             .map_err(|e| ApiError::internal(e.to_string()))?
             .map_err(|e| ApiError::bad_request("backup_failed", e))?;
             ok(serde_json::json!({"object": "backup", "rows": rows}))
+        }
+        ("GET", ["admin", "v1", "claims"]) => {
+            let data: Vec<Value> = state
+                .store
+                .claim_queue(1000)?
+                .into_iter()
+                .map(|(credit, session, at)| {
+                    serde_json::json!({"object": "claim", "credit": credit, "session": session, "claimed_at": rfc3339(at)})
+                })
+                .collect();
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
+        }
+        ("POST", ["admin", "v1", "credits", id, "reject"]) => {
+            let map = object_body(&req.body, &["session"])?;
+            let session = match map.get("session") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(s)) => Some(s.clone()),
+                Some(_) => {
+                    return Err(ApiError::invalid(
+                        "parameter_invalid",
+                        "session",
+                        "session must be the id (cs_…) of the claiming session",
+                    ));
+                }
+            };
+            let op = WriteOp::RejectClaim {
+                credit_id: (*id).to_owned(),
+                session_id: session,
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(Outcome::Credit(c)) => ok(crate::store::credit_json(&c)),
+                Ok(_) => Err(ApiError::internal("unexpected outcome")),
+                Err(e) => Err(op_error(&e).with_id(id)),
+            }
         }
         ("POST", ["admin", "v1", "credits", id, "return"]) => {
             let map = object_body(&req.body, &["reference"])?;

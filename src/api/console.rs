@@ -364,6 +364,14 @@ struct CreditsPage {
     layout: Layout,
     status: String,
     credits: Vec<CreditRow>,
+    claims: Vec<ClaimRow>,
+}
+
+/// A customer's claim the store could not tie to them, waiting for the operator.
+struct ClaimRow {
+    credit: String,
+    session: String,
+    claimed: String,
 }
 
 #[derive(Template)]
@@ -406,7 +414,10 @@ pub fn watcher_status(state: &AppState) -> Result<Vec<WatcherStatus>, ApiError> 
             kind: "chain",
             name: format!("{} (chain {}, {})", c.name, c.chain_id, c.token),
             state: if c.rpc_down {
-                format!("RPC down: {}", c.last_error.clone().unwrap_or_default())
+                format!(
+                    "RPC down: {}",
+                    crate::redact::redact_text(c.last_error.as_deref().unwrap_or_default())
+                )
             } else if c.progressing(now) {
                 format!(
                     "ok via {}: head {}, final checkpoint {}, lag {} blocks, {} RPC errors{}",
@@ -730,6 +741,20 @@ async fn page(
                     ),
                 )),
                 Ok(_) => Err(ApiError::internal("unexpected outcome")),
+                Err(e) => Err(super::error::op_error(&e).with_id(id)),
+            }
+        }
+        ("POST", ["credits", id, "reject"]) => {
+            let session = field("session").map(str::trim).filter(|s| !s.is_empty());
+            let op = WriteOp::RejectClaim {
+                credit_id: (*id).to_owned(),
+                session_id: session.map(str::to_owned),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => Ok(back(
+                    "/console/credits",
+                    &format!("The claim of credit {id} was rejected; the credit stays unmatched."),
+                )),
                 Err(e) => Err(super::error::op_error(&e).with_id(id)),
             }
         }
@@ -1167,6 +1192,16 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
             layout: layout("Credits", csrf, "credits", req),
             status,
             credits,
+            claims: state
+                .store
+                .claim_queue(200)?
+                .into_iter()
+                .map(|(credit, session, at)| ClaimRow {
+                    credit,
+                    session,
+                    claimed: rfc3339(at),
+                })
+                .collect(),
         },
     ))
 }

@@ -7,13 +7,25 @@ use serde_json::{Map, Value, json};
 
 use super::{AppState, Response, json_response};
 use crate::metrics::{METRICS, escape};
+use crate::redact::redact_text;
 
 /// A delivery due longer ago than this means the notifier is not draining the outbox.
 const OUTBOX_STUCK_MS: i64 = 10 * 60 * 1000;
 
+/// The public `/readyz`: ready or not, and which check fails, never error text (RPC errors
+/// quote URLs, whose path or query often carries the provider's key).
+pub fn readyz(state: &AppState) -> Response {
+    readiness(state, false)
+}
+
+/// The operator listener's `/readyz`: the same verdicts with the reasons, URLs redacted.
+pub fn operator_readyz(state: &AppState) -> Response {
+    readiness(state, true)
+}
+
 /// Ready when storage answers, the outbox drains, and every chain watcher is progressing; 503
 /// with the failing checks otherwise (a load balancer or systemd probe reads the status code).
-pub fn readyz(state: &AppState) -> Response {
+fn readiness(state: &AppState, detail: bool) -> Response {
     let now = chrono::Utc::now().timestamp_millis();
     let mut ready = true;
     let mut checks = Map::new();
@@ -33,7 +45,12 @@ pub fn readyz(state: &AppState) -> Response {
         }
         Err(e) => {
             ready = false;
-            checks.insert("storage".into(), json!(format!("failing: {e}")));
+            let verdict = if detail {
+                format!("failing: {}", redact_text(&e.to_string()))
+            } else {
+                "failing".to_owned()
+            };
+            checks.insert("storage".into(), json!(verdict));
         }
     }
     let mut chains = Map::new();
@@ -42,10 +59,14 @@ pub fn readyz(state: &AppState) -> Response {
             "ok".to_owned()
         } else if c.rpc_down {
             ready = false;
-            format!(
-                "RPC down: {}",
-                c.last_error.clone().unwrap_or_else(|| "no answer".into())
-            )
+            if detail {
+                format!(
+                    "RPC down: {}",
+                    redact_text(c.last_error.as_deref().unwrap_or("no answer"))
+                )
+            } else {
+                "RPC down".to_owned()
+            }
         } else {
             ready = false;
             "stalled: no successful poll recently".to_owned()

@@ -29,6 +29,7 @@ pub async fn route(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Resp
             })
         }),
         ("POST", ["claim"]) => claim(state, req, id).await,
+        ("POST", ["sender"]) => sender(state, req, id).await,
         ("POST", ["simulate"]) => simulate(state, req, id).await,
         _ => Err(ApiError::route_missing(&req.method, &req.path)),
     };
@@ -213,6 +214,54 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
     Ok(json_response(
         StatusCode::ACCEPTED,
         br#"{"status":"received","message":"The reference was recorded; the payment is applied once the bank or the chain confirms it."}"#.to_vec(),
+    ))
+}
+
+/// `POST /c/{id}/sender {"address"}`: the customer names, before paying, the address a token
+/// payment will come from. Stored on the session with its time; a later claim of a transfer that
+/// matched nothing (a short exchange withdrawal) is applied only if it came from this address in
+/// a later block, since a transaction hash alone is public.
+async fn sender(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+    let s = load(state, id)?;
+    let is_form = is_form(req);
+    let address = if is_form {
+        url::form_urlencoded::parse(&req.body)
+            .find(|(k, _)| k == "address")
+            .map(|(_, v)| v.into_owned())
+    } else {
+        let map = object_body(&req.body, &["address"])?;
+        map.get("address")
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
+    let key = address
+        .as_deref()
+        .and_then(crate::store::sender_key)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "parameter_invalid",
+                "address",
+                "address must be the 0x address (40 hex digits) or TRON address you pay from",
+            )
+        })?;
+    let op = WriteOp::DeclareSender {
+        session_id: s.id.clone(),
+        address: key,
+    };
+    if let Err(e) = write(state.store.as_ref(), op, None).await? {
+        return Err(op_error(&e));
+    }
+    if is_form {
+        let mut r = Response::new(Vec::new().into());
+        *r.status_mut() = StatusCode::SEE_OTHER;
+        if let Ok(v) = HeaderValue::from_str(&format!("/c/{}", s.id)) {
+            r.headers_mut().insert(http::header::LOCATION, v);
+        }
+        return Ok(r);
+    }
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        br#"{"status":"received","message":"The sender address was recorded; transfers from it in later blocks can be matched to this payment."}"#.to_vec(),
     ))
 }
 

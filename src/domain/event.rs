@@ -23,6 +23,15 @@ pub enum EventType {
     PaymentReversed,
     #[serde(rename = "credit.unmatched")]
     CreditUnmatched,
+    /// A customer claimed money that cannot be tied to them: queued for the operator.
+    #[serde(rename = "credit.claimed")]
+    CreditClaimed,
+    /// The operator assigned a credit to a session (audit).
+    #[serde(rename = "credit.assigned")]
+    CreditAssigned,
+    /// The operator rejected a queued claim (audit).
+    #[serde(rename = "credit.claim_rejected")]
+    CreditClaimRejected,
     #[serde(rename = "refund.created")]
     RefundCreated,
     #[serde(rename = "refund.succeeded")]
@@ -32,7 +41,7 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 12] = [
+    pub const ALL: [EventType; 15] = [
         EventType::SessionProcessing,
         EventType::SessionCompleted,
         EventType::SessionExpired,
@@ -42,6 +51,9 @@ impl EventType {
         EventType::PaymentReverted,
         EventType::PaymentReversed,
         EventType::CreditUnmatched,
+        EventType::CreditClaimed,
+        EventType::CreditAssigned,
+        EventType::CreditClaimRejected,
         EventType::RefundCreated,
         EventType::RefundSucceeded,
         EventType::RefundFailed,
@@ -58,6 +70,9 @@ impl EventType {
             EventType::PaymentReverted => "payment.reverted",
             EventType::PaymentReversed => "payment.reversed",
             EventType::CreditUnmatched => "credit.unmatched",
+            EventType::CreditClaimed => "credit.claimed",
+            EventType::CreditAssigned => "credit.assigned",
+            EventType::CreditClaimRejected => "credit.claim_rejected",
             EventType::RefundCreated => "refund.created",
             EventType::RefundSucceeded => "refund.succeeded",
             EventType::RefundFailed => "refund.failed",

@@ -267,10 +267,10 @@ async fn deliver(
             tracing::debug!(delivery = %d.id, event = %d.event_id, "delivered")
         }
         AfterAttempt::RetryAt(t) => {
-            tracing::info!(delivery = %d.id, event = %d.event_id, url = %d.url, status = ?attempt.status, error = ?attempt.error, retry_in_ms = t - now, "callback not acknowledged; will retry")
+            tracing::info!(delivery = %d.id, event = %d.event_id, url = %crate::redact::redact_url(&d.url), status = ?attempt.status, error = ?attempt.error, retry_in_ms = t - now, "callback not acknowledged; will retry")
         }
         AfterAttempt::Failed => {
-            tracing::warn!(delivery = %d.id, event = %d.event_id, url = %d.url, "callback failed for good")
+            tracing::warn!(delivery = %d.id, event = %d.event_id, url = %crate::redact::redact_url(&d.url), "callback failed for good")
         }
     }
     let op = WriteOp::RecordAttempt {

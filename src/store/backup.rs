@@ -61,6 +61,7 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, MERCHANT_SECRETS)?
             + copy(&src, &w, CLAIMS)?
             + copy(&src, &w, CLAIM_REFS)?
+            + copy(&src, &w, CLAIM_QUEUE)?
             + copy(&src, &w, CHAIN_PENDING)?
             + copy(&src, &w, XPUB_ADDRESSES)?
             + copy(&src, &w, REFUNDS)?

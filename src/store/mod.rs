@@ -22,7 +22,7 @@ use crate::domain::method::Method;
 use crate::domain::session::{Session, Status, TransitionError};
 use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
 
-pub use ops::credit_json;
+pub use ops::{credit_json, sender_key};
 pub use redb_store::RedbStore;
 pub use reservations::ReservationIndex;
 pub use tables::Reservation;
@@ -238,6 +238,17 @@ pub enum WriteOp {
         credit_id: String,
         session_id: String,
     },
+    /// The operator rejects queued claims of a credit (one session's, or all of them).
+    RejectClaim {
+        credit_id: String,
+        session_id: Option<String>,
+    },
+    /// The customer names, before paying, the address a token payment will come from
+    /// (`sender_key` form), so a claim of a transfer from it can be tied to them.
+    DeclareSender {
+        session_id: String,
+        address: String,
+    },
     /// A watcher's durable cursor (e.g. the last IMAP UID processed).
     SetCursor {
         key: String,
@@ -404,6 +415,8 @@ pub trait Store: Send + Sync {
     /// Every cursor whose key starts with `prefix` (the operator's watcher status).
     fn cursors(&self, prefix: &str) -> Result<Vec<(String, u64)>, StoreError>;
     fn credit(&self, id: &str) -> Result<Option<Credit>, StoreError>;
+    /// Claims queued for the operator: (credit id, session id, when claimed), oldest credit first.
+    fn claim_queue(&self, limit: usize) -> Result<Vec<(String, String, i64)>, StoreError>;
 }
 
 /// A shared store handle.

@@ -73,6 +73,7 @@ pub struct Tables<'t> {
     pub(super) outbox_lanes: Table<'t, (&'static str, i64, &'static str), ()>,
     claims: Table<'t, (&'static str, &'static str), i64>,
     claim_refs: Table<'t, &'static str, &'static str>,
+    claim_queue: Table<'t, (&'static str, &'static str), i64>,
     chain_pending: Table<'t, &'static str, &'static str>,
     xpub_addresses: Table<'t, (&'static str, u32), &'static str>,
     pub(super) refunds: Table<'t, &'static str, &'static [u8]>,
@@ -108,6 +109,7 @@ impl<'t> Tables<'t> {
             outbox_lanes: txn.open_table(OUTBOX_LANES)?,
             claims: txn.open_table(CLAIMS)?,
             claim_refs: txn.open_table(CLAIM_REFS)?,
+            claim_queue: txn.open_table(CLAIM_QUEUE)?,
             chain_pending: txn.open_table(CHAIN_PENDING)?,
             xpub_addresses: txn.open_table(XPUB_ADDRESSES)?,
             refunds: txn.open_table(REFUNDS)?,
@@ -293,7 +295,27 @@ pub fn execute(
         WriteOp::AssignCredit {
             credit_id,
             session_id,
-        } => assign_credit(t, w, &credit_id, &session_id, None, now)?.map(Outcome::Match),
+        } => {
+            let r = assign_credit(t, w, &credit_id, &session_id, None, now)?;
+            if let Ok(MatchResult::Matched { session, .. }) = &r
+                && let Some(c) = load_json::<Credit>(&t.credits, &credit_id)?
+            {
+                // The operator's decision is audited like any other change.
+                let mut data = credit_json(&c);
+                data["session"] = serde_json::Value::from(session.id.clone());
+                let (m, live) = (session.merchant_id.clone(), session.livemode);
+                emit(t, w, EventType::CreditAssigned, &m, live, data, None, now)?;
+            }
+            r.map(Outcome::Match)
+        }
+        WriteOp::RejectClaim {
+            credit_id,
+            session_id,
+        } => reject_claim(t, w, &credit_id, session_id.as_deref(), now)?,
+        WriteOp::DeclareSender {
+            session_id,
+            address,
+        } => declare_sender(t, &session_id, &address, now)?,
         WriteOp::SetCursor { key, value } => {
             t.meta.insert(format!("cursor:{key}").as_str(), value)?;
             Ok(Outcome::Done)
@@ -800,19 +822,42 @@ fn observe(
     if let Some(sid) = claimed {
         // A claim only ever routes money that plausibly is that session's; anything else stays
         // an unmatched credit for the operator (never an error: a bad claim must not block).
-        if let Some(s) = load_session(t, &sid)?
+        let chain = is_chain_ref(&o.reference);
+        let s = load_session(t, &sid)?;
+        if let Some(s) = &s
             && claim_fits(
-                &s,
+                s,
                 &o.destination,
                 o.amount_base,
                 o.received_at_ms,
                 o.livemode,
                 owner_merchant(&o),
             )
+            && claim_tied(
+                t,
+                s,
+                &o.destination,
+                o.from.as_deref(),
+                o.received_at_ms,
+                true,
+            )?
         {
+            let s = s.clone();
             return Ok(Ok(apply_to_session(t, w, s, o, now)?));
         }
-        return Ok(Ok(unmatched(t, w, o, now)?));
+        if !o.confirmed && chain {
+            // Not final yet: nothing is recorded (nor queued) until it is.
+            return Ok(Ok(MatchResult::Deferred));
+        }
+        let result = unmatched(t, w, o, now)?;
+        if let (Some(s), MatchResult::Unmatched { credit }) = (&s, &result) {
+            let mut c = (**credit).clone();
+            queue_claim(t, w, &mut c, s, now)?;
+            return Ok(Ok(MatchResult::Unmatched {
+                credit: Box::new(c),
+            }));
+        }
+        return Ok(Ok(result));
     }
     let target = match (&o.only_session, found) {
         (Some(only), Some(f)) if &f != only => {
@@ -836,12 +881,12 @@ fn observe(
         (None, Some(f)) => load_session(t, &f)?,
         (None, None) => None,
     };
-    // Money reported as received well before a session existed is not that session's (an old
-    // alert, a re-read mailbox): it stays unmatched.
-    let target = target.filter(|s| {
-        s.livemode == o.livemode
-            && o.received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
-    });
+    // Money received before a session existed is not that session's (an old alert, a re-read
+    // mailbox, a transfer adopted at finality by whoever holds its amount by then): it stays
+    // unmatched.
+    let chain = is_chain_ref(&o.reference);
+    let target = target
+        .filter(|s| s.livemode == o.livemode && paid_after_creation(s, o.received_at_ms, chain));
     let Some(s) = target else {
         if !o.confirmed {
             // Not final yet and nobody's: it may still vanish in a reorg, so nothing is recorded
@@ -854,8 +899,200 @@ fn observe(
 }
 
 /// How far a reported receipt time may precede a session's creation (clock skew between phones,
-/// banks and this server).
+/// banks and this server). Not for chain money: a block time is the chain's own record.
 const CLOCK_SKEW_MS: i64 = 5 * 60 * 1000;
+
+/// Whether a reference names a transfer on a chain (whose receipt time is its block's time).
+fn is_chain_ref(reference: &str) -> bool {
+    reference.starts_with("evm:")
+}
+
+/// Whether money received at `received_at_ms` may pay `s`: a transfer only if its block is no
+/// older than the session (block times have whole seconds, so the session's creation second
+/// counts), other money within the clock skew of phones and banks.
+fn paid_after_creation(s: &Session, received_at_ms: i64, chain: bool) -> bool {
+    if chain {
+        received_at_ms
+            >= s.created_at_ms
+                .saturating_sub(s.created_at_ms.rem_euclid(1000))
+    } else {
+        received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
+    }
+}
+
+/// The `claims` key under which a session records a declared sender address.
+fn sender_claim_key(address: &str) -> String {
+    format!("sender:{address}")
+}
+
+/// A token sender's address in the one form declarations are stored and compared in (internal
+/// lower-case hex), or None when it is not an address.
+pub fn sender_key(address: &str) -> Option<String> {
+    let a = address.trim();
+    address::parse(a, !a.starts_with("0x"))
+        .ok()
+        .map(|b| lower_hex(&b))
+}
+
+/// Whether claimed money can be tied to the claiming session's customer, beyond knowing its
+/// public reference. On an address the session held whole, money that arrived during its life is
+/// its own. On an address other sessions share (unique amounts), a transfer counts only when it
+/// came from a sender the customer declared before its block time; a UTR only when the customer
+/// handed it over before the bank's alert arrived (`before_arrival`), because once a credit is
+/// listed as unmatched its UTR may be known to others.
+fn claim_tied(
+    t: &Tables<'_>,
+    s: &Session,
+    destination: &str,
+    from: Option<&str>,
+    received_at_ms: i64,
+    before_arrival: bool,
+) -> R<bool> {
+    let Some(option) = s
+        .payment_options
+        .iter()
+        .find(|p| p.destination == destination)
+    else {
+        return Ok(false);
+    };
+    if option.reservation_amount == 0 {
+        return Ok(true);
+    }
+    if option.chain_id.is_none() {
+        return Ok(before_arrival);
+    }
+    let Some(key) = from.and_then(sender_key) else {
+        return Ok(false);
+    };
+    let declared = t
+        .claims
+        .get((s.id.as_str(), sender_claim_key(&key).as_str()))?
+        .map(|v| v.value());
+    Ok(declared.is_some_and(|at| at < received_at_ms))
+}
+
+/// Queues a claim of `credit` by `s` for the operator (once per session), and tells the
+/// merchant with `credit.claimed`. Nothing moves: the operator assigns or rejects it.
+fn queue_claim(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    credit: &mut Credit,
+    s: &Session,
+    now: i64,
+) -> R<()> {
+    if credit.status != "unmatched"
+        || credit.livemode != s.livemode
+        || credit.merchant_id.as_deref() != Some(s.merchant_id.as_str())
+        || t.claim_queue
+            .get((credit.id.as_str(), s.id.as_str()))?
+            .is_some()
+    {
+        return Ok(());
+    }
+    t.claim_queue
+        .insert((credit.id.as_str(), s.id.as_str()), now)?;
+    credit.reason = format!(
+        "claimed on the checkout page of {}, but nothing ties it to that customer: for the operator to assign or reject",
+        s.id
+    );
+    t.credits
+        .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+    let mut data = credit_json(credit);
+    data["claimed_by"] = serde_json::Value::from(s.id.clone());
+    emit(
+        t,
+        w,
+        EventType::CreditClaimed,
+        &s.merchant_id,
+        s.livemode,
+        data,
+        None,
+        now,
+    )
+}
+
+/// The operator rejects the queued claims of a credit (of one session, or all): the credit stays
+/// unmatched, and the decision is an event.
+fn reject_claim(
+    t: &mut Tables<'_>,
+    w: &mut WriterState,
+    credit_id: &str,
+    session_id: Option<&str>,
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let Some(mut credit) = load_json::<Credit>(&t.credits, credit_id)? else {
+        return Ok(Err(OpError::NotFound("credit")));
+    };
+    let queued: Vec<String> = t
+        .claim_queue
+        .range((credit_id, "")..=(credit_id, "\u{10FFFF}"))?
+        .map(|e| e.map(|(k, _)| k.value().1.to_owned()))
+        .collect::<Result<_, _>>()?;
+    let rejected: Vec<String> = queued
+        .into_iter()
+        .filter(|sid| session_id.is_none_or(|x| x == sid))
+        .collect();
+    if rejected.is_empty() {
+        return Ok(Err(OpError::NotFound("queued claim")));
+    }
+    for sid in &rejected {
+        t.claim_queue.remove((credit_id, sid.as_str()))?;
+    }
+    credit.reason = format!(
+        "the operator rejected the claim of {}; no session holds this money",
+        rejected.join(", ")
+    );
+    t.credits
+        .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+    if let Some(m) = credit.merchant_id.clone() {
+        let mut data = credit_json(&credit);
+        data["rejected_claims"] = serde_json::Value::from(rejected);
+        emit(
+            t,
+            w,
+            EventType::CreditClaimRejected,
+            &m,
+            credit.livemode,
+            data,
+            None,
+            now,
+        )?;
+    }
+    Ok(Ok(Outcome::Credit(Box::new(credit))))
+}
+
+/// Records a sender address the customer declared on the page before paying (durably, with
+/// its time: only transfers in later blocks count). Counts against the session's claims.
+fn declare_sender(
+    t: &mut Tables<'_>,
+    session_id: &str,
+    address: &str,
+    now: i64,
+) -> R<Result<Outcome, OpError>> {
+    let Some(s) = load_session(t, session_id)? else {
+        return Ok(Err(OpError::NotFound("checkout session")));
+    };
+    if !s.status.is_awaiting() || !s.payment_options.iter().any(|o| o.chain_id.is_some()) {
+        return Ok(Err(OpError::Invalid(
+            "this session is not waiting for a token payment".into(),
+        )));
+    }
+    let key = sender_claim_key(address);
+    if t.claims.get((session_id, key.as_str()))?.is_some() {
+        return Ok(Ok(Outcome::Claimed));
+    }
+    let existing = t
+        .claims
+        .range((session_id, "")..=(session_id, "\u{10FFFF}"))?
+        .count();
+    if existing >= MAX_CLAIMS_PER_SESSION {
+        return Ok(Err(OpError::Invalid(format!(
+            "at most {MAX_CLAIMS_PER_SESSION} references or sender addresses can be submitted for one payment"
+        ))));
+    }
+    t.claims.insert((session_id, key.as_str()), now)?;
+    Ok(Ok(Outcome::Claimed))
+}
 
 fn owner_merchant(o: &Observed) -> Option<&str> {
     o.owner.as_ref().map(|(m, _)| m.as_str())
@@ -863,8 +1100,9 @@ fn owner_merchant(o: &Observed) -> Option<&str> {
 
 /// Whether money may be applied to `s` on a customer's word (a claimed reference): the session
 /// awaits payment, belongs to the money's merchant and mode, was paid at its destination, the
-/// money arrived during its life, and the amount is within 10% of what it asked. Anything else is
-/// for the operator to assign.
+/// money arrived during its life (a transfer: never before it), and the amount is within 10% of
+/// what it asked. Anything else is for the operator to assign. Plausible is not enough on a
+/// shared address: see `claim_tied`.
 fn claim_fits(
     s: &Session,
     destination: &str,
@@ -884,7 +1122,7 @@ fn claim_fits(
     s.status.is_awaiting()
         && s.livemode == livemode
         && merchant.is_none_or(|m| m == s.merchant_id)
-        && received_at_ms >= s.created_at_ms.saturating_sub(CLOCK_SKEW_MS)
+        && paid_after_creation(s, received_at_ms, option.chain_id.is_some())
         && received_at_ms <= s.expires_at_ms.saturating_add(CLOCK_SKEW_MS)
         && amount >= option.payable_base.saturating_sub(band)
         && amount <= option.payable_base.saturating_add(band)
@@ -1003,10 +1241,21 @@ fn assign_credit(
         only_session: Some(s.id.clone()),
         source: credit.source.clone(),
         sender: credit.sender.clone(),
-        from: None,
+        // A transfer's credit keeps its sender address there: refunds go back to it.
+        from: is_chain_ref(&credit.reference)
+            .then(|| credit.sender.clone())
+            .flatten(),
     };
     let result = apply_to_session(t, w, s, o, now)?;
     if let MatchResult::Matched { session, .. } = &result {
+        let queued: Vec<String> = t
+            .claim_queue
+            .range((credit_id, "")..=(credit_id, "\u{10FFFF}"))?
+            .map(|e| e.map(|(k, _)| k.value().1.to_owned()))
+            .collect::<Result<_, _>>()?;
+        for sid in queued {
+            t.claim_queue.remove((credit_id, sid.as_str()))?;
+        }
         credit.status = "assigned".into();
         credit.reason = format!("assigned to {}", session.id);
         t.credits
@@ -1054,7 +1303,8 @@ fn unmatched(t: &mut Tables<'_>, w: &mut WriterState, o: Observed, now: i64) -> 
         status: "unmatched".into(),
         reason: "no session awaiting payment holds this destination and amount".into(),
         source: o.source,
-        sender: o.sender,
+        // A transfer's sender address, so a claim can be checked against a declared sender.
+        sender: o.sender.or(o.from),
     };
     t.credits
         .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
@@ -1265,21 +1515,34 @@ fn claim(
     t.claims.insert((session_id, reference), now)?;
     let used_by = t.refs.get(reference)?.map(|v| v.value().to_owned());
     if let Some(id) = used_by {
-        if let Some(credit) = load_json::<Credit>(&t.credits, &id)?
+        if let Some(mut credit) = load_json::<Credit>(&t.credits, &id)?
             && credit.status == "unmatched"
-            && claim_fits(
+        {
+            let from = is_chain_ref(&credit.reference)
+                .then_some(credit.sender.as_deref())
+                .flatten();
+            if claim_fits(
                 &s,
                 &credit.destination,
                 credit.amount_base,
                 credit.received_at_ms,
                 credit.livemode,
                 credit.merchant_id.as_deref(),
-            )
-            && let Ok(m) = assign_credit(t, w, &id, session_id, None, now)?
-        {
-            return Ok(Ok(Outcome::Match(m)));
+            ) && claim_tied(
+                t,
+                &s,
+                &credit.destination,
+                from,
+                credit.received_at_ms,
+                false,
+            )? && let Ok(m) = assign_credit(t, w, &id, session_id, None, now)?
+            {
+                return Ok(Ok(Outcome::Match(m)));
+            }
+            // Not tied to this customer: the operator decides.
+            queue_claim(t, w, &mut credit, &s, now)?;
         }
-        // Used, or not plausibly this session's: recorded for the operator, same answer.
+        // Used, or not this session's on the customer's word: same answer.
         return Ok(Ok(Outcome::Claimed));
     }
     // Not seen yet: the first session to claim it waits for it (a later claim is recorded only).

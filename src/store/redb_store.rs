@@ -157,6 +157,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         super::webhooks::backfill(&txn).map_err(StoreError::Storage)?;
         txn.open_table(CLAIMS).map_err(storage)?;
         txn.open_table(CLAIM_REFS).map_err(storage)?;
+        txn.open_table(CLAIM_QUEUE).map_err(storage)?;
         txn.open_table(CHAIN_PENDING).map_err(storage)?;
         txn.open_table(XPUB_ADDRESSES).map_err(storage)?;
         txn.open_table(REFUNDS).map_err(storage)?;
@@ -588,6 +589,18 @@ impl Store for RedbStore {
 
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.outbox_signal.clone()
+    }
+
+    fn claim_queue(&self, limit: usize) -> Result<Vec<(String, String, i64)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(CLAIM_QUEUE).map_err(storage)?;
+        let mut out = Vec::new();
+        for entry in t.iter().map_err(storage)?.take(limit) {
+            let (k, v) = entry.map_err(storage)?;
+            let (credit, session) = k.value();
+            out.push((credit.to_owned(), session.to_owned(), v.value()));
+        }
+        Ok(out)
     }
 
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError> {

@@ -50,6 +50,9 @@ pub const ENDPOINTS: TableDefinition<&str, &[u8]> = TableDefinition::new("webhoo
 pub const CLAIMS: TableDefinition<(&str, &str), i64> = TableDefinition::new("claims");
 /// Reference → the session whose page claimed it, until the money arrives.
 pub const CLAIM_REFS: TableDefinition<&str, &str> = TableDefinition::new("claim_refs");
+/// (credit id, session id) → when: claims of money that cannot be tied to the claimant, queued
+/// for the operator to assign or reject (never applied on the customer's word).
+pub const CLAIM_QUEUE: TableDefinition<(&str, &str), i64> = TableDefinition::new("claim_queue");
 /// Reference → payment id, for chain payments still waiting for confirmations: what a chain
 /// watcher re-checks against the canonical chain after a restart or a reorg.
 pub const CHAIN_PENDING: TableDefinition<&str, &str> = TableDefinition::new("chain_pending");

@@ -10,8 +10,8 @@ use alloy::rpc::client::RpcClient;
 use futures_util::StreamExt;
 use tokio::sync::{Notify, watch};
 
-use super::rpc::redact;
 use super::status::ChainStatuses;
+use crate::redact::redact_url as redact;
 
 /// Follows new heads on `url`, waking the chain's poll on each; reconnects with backoff.
 pub async fn run(
@@ -28,7 +28,7 @@ pub async fn run(
         match result {
             Ok(()) => return,
             Err(e) => {
-                tracing::warn!(chain = %name, url = %redact(&url), error = %e, retry_in = ?backoff, "new-heads subscription lost; polling continues");
+                tracing::warn!(chain = %name, url = %redact(&url), error = %crate::redact::redact_text(&e), retry_in = ?backoff, "new-heads subscription lost; polling continues");
             }
         }
         tokio::select! {

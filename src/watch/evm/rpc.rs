@@ -11,6 +11,8 @@ use alloy::rpc::types::{Filter, Log, TransactionReceipt};
 use alloy::transports::http::reqwest;
 use thiserror::Error;
 
+use crate::redact::{redact_text, redact_url as redact};
+
 /// Why a call failed on every URL.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum RpcError {
@@ -67,7 +69,7 @@ impl ChainRpc {
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
         let mut endpoints = Vec::with_capacity(urls.len());
         for u in urls {
-            let url: reqwest::Url = u.parse().map_err(|e| format!("{u}: {e}"))?;
+            let url: reqwest::Url = u.parse().map_err(|e| format!("{}: {e}", redact(u)))?;
             let provider = RootProvider::new(RpcClient::new_http_with_client(client.clone(), url));
             endpoints.push(Endpoint {
                 url: u.clone(),
@@ -93,9 +95,10 @@ impl ChainRpc {
             .unwrap_or_default()
     }
 
+    /// Counts and records a failure; its text is redacted (client errors quote the full URL).
     fn note_error(&mut self, url: &str, e: &str) {
         self.errors += 1;
-        let line = format!("{}: {e}", redact(url));
+        let line = format!("{}: {}", redact(url), redact_text(e));
         tracing::warn!(chain_id = self.chain_id, error = %line, "RPC call failed");
         self.last_error = Some(line);
     }
@@ -131,7 +134,7 @@ impl ChainRpc {
                         continue;
                     }
                     Err(e) => {
-                        last = e.to_string();
+                        last = redact_text(&e.to_string());
                         self.note_error(&url, &last);
                         continue;
                     }
@@ -145,12 +148,12 @@ impl ChainRpc {
                 Err(e) => {
                     // A range refusal is the query's fault, not the URL's: report it as is.
                     if is_range_error(&e) {
-                        return Err(RpcError::AllDown(e));
+                        return Err(RpcError::AllDown(redact_text(&e)));
                     }
                     self.note_error(&url, &e);
                     // Re-check the chain id next time: the URL may now point elsewhere.
                     self.endpoints[i].verified = false;
-                    last = e;
+                    last = redact_text(&e);
                 }
             }
         }
@@ -227,32 +230,6 @@ impl ChainRpc {
     }
 }
 
-/// A URL without its user info and query (API keys often live there).
-pub fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) => {
-            let _ = u.set_username("");
-            let _ = u.set_password(None);
-            u.set_query(None);
-            // Provider keys are also put in the path (…/v2/<key>): long segments are hidden.
-            let path: Vec<String> = u
-                .path()
-                .split('/')
-                .map(|seg| {
-                    if seg.len() > 12 {
-                        "***".to_owned()
-                    } else {
-                        seg.to_owned()
-                    }
-                })
-                .collect();
-            u.set_path(&path.join("/"));
-            u.to_string()
-        }
-        Err(_) => "(invalid URL)".into(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,17 +246,5 @@ mod tests {
             assert!(is_range_error(m), "{m}");
         }
         assert!(!is_range_error("connection refused"));
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact("https://user:pw@rpc.example.com/?key=secret"),
-            "https://rpc.example.com/"
-        );
-        assert_eq!(
-            redact("https://eth-mainnet.g.alchemy.com/v2/abcdefghijklmnop"),
-            "https://eth-mainnet.g.alchemy.com/v2/***"
-        );
     }
 }

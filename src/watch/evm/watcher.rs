@@ -173,13 +173,14 @@ impl ChainWatcher {
                     interval
                 }
                 Err(e) => {
-                    tracing::warn!(chain = %self.chain.name, error = %e, "chain poll failed");
+                    tracing::warn!(chain = %self.chain.name, error = %crate::redact::redact_text(&e.to_string()), "chain poll failed");
                     let down = matches!(e, PollError::Rpc(RpcError::AllDown(_)));
                     let (errors, last) = (self.rpc.errors, self.rpc.last_error.clone());
                     self.statuses.update(&self.chain.name, |s| {
                         s.rpc_down = down;
                         s.rpc_errors = errors;
-                        s.last_error = last.or_else(|| Some(e.to_string()));
+                        s.last_error =
+                            last.or_else(|| Some(crate::redact::redact_text(&e.to_string())));
                     });
                     backoff = (backoff * 2).min(Duration::from_secs(60));
                     backoff
