@@ -361,6 +361,17 @@ struct CreditsPage {
     layout: Layout,
     status: String,
     credits: Vec<CreditRow>,
+    slots: Vec<SlotRow>,
+}
+
+/// One price's payment capacity, as of its last checkout (see `metrics::SlotUse`).
+pub struct SlotRow {
+    pub method: String,
+    pub mode: &'static str,
+    pub price: String,
+    pub in_use: usize,
+    pub freed: usize,
+    pub capacity: usize,
 }
 
 #[derive(Template)]
@@ -1138,13 +1149,18 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
         .get("status")
         .cloned()
         .unwrap_or_else(|| "unmatched".into());
+    let q = crate::store::CreditQuery {
+        merchant_id: None,
+        limit: 200,
+        status: (status != "all").then(|| status.clone()),
+        ..Default::default()
+    };
     let credits = state
         .store
-        .credits(100_000)?
+        .list_credits(&q)?
+        .map(|p| p.items)
+        .unwrap_or_default()
         .into_iter()
-        .rev()
-        .filter(|c| status == "all" || c.status == status)
-        .take(200)
         .map(|c| CreditRow {
             merchant: c.merchant_id.clone().unwrap_or_else(|| "(unknown)".into()),
             mode: mode(c.livemode),
@@ -1164,6 +1180,19 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
             layout: layout("Credits", csrf, "credits", req),
             status,
             credits,
+            slots: crate::metrics::METRICS
+                .slot_rows()
+                .into_iter()
+                .take(50)
+                .map(|((method, live, price), u)| SlotRow {
+                    method,
+                    mode: mode(live),
+                    price: format_units(price, u.decimals),
+                    in_use: u.in_use,
+                    freed: u.freed,
+                    capacity: u.capacity,
+                })
+                .collect(),
         },
     ))
 }
