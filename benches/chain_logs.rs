@@ -55,6 +55,7 @@ fn main() {
                 Reservation {
                     session_id: format!("cs_{i}_{k}"),
                     held_until_ms: None,
+                    reusable: false,
                 },
             );
         }

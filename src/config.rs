@@ -119,6 +119,40 @@ impl Default for SessionsConfig {
     }
 }
 
+/// `[retention]`: how long records that only serve as history are kept (0 = forever).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Ignored alerts (OTPs, promotions, debits), seconds.
+    pub ignored_alert_secs: u64,
+    /// Events whose every delivery succeeded, with those deliveries, seconds.
+    pub event_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            ignored_alert_secs: 30 * 86_400,
+            event_secs: 30 * 86_400,
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// The store's retention, in milliseconds.
+    pub fn store(&self) -> crate::store::Retention {
+        let ms = |s: u64| {
+            i64::try_from(s)
+                .unwrap_or(i64::MAX / 2)
+                .saturating_mul(1000)
+        };
+        crate::store::Retention {
+            ignored_alerts_ms: ms(self.ignored_alert_secs),
+            events_ms: ms(self.event_secs),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -359,6 +393,7 @@ struct RawConfig {
     api: ApiConfig,
     webhooks: WebhooksConfig,
     sessions: SessionsConfig,
+    retention: RetentionConfig,
     log: LogConfig,
     chains: BTreeMap<String, ChainConfig>,
     merchants: Vec<MerchantConfig>,
@@ -387,6 +422,7 @@ pub struct Config {
     pub api: ApiConfig,
     pub webhooks: WebhooksConfig,
     pub sessions: SessionsConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
     pub merchants: Vec<Merchant>,
     /// Chains with a watcher: those a merchant method uses.
@@ -1038,6 +1074,7 @@ fn validate(
         api: raw.api,
         webhooks: raw.webhooks,
         sessions: raw.sessions,
+        retention: raw.retention,
         log: raw.log,
         merchants,
         chains: used_chains,

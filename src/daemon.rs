@@ -165,7 +165,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);
-    let store = Arc::new(RedbStore::open(&config.storage_path, grace_ms)?);
+    let store = Arc::new(RedbStore::open_with_retention(
+        &config.storage_path,
+        grace_ms,
+        config.retention.store(),
+    )?);
     if config.admin_token.is_none() {
         let token = admin_token(&config)?;
         let _ = api::admin::ADMIN.set(api::admin::AdminToken(token));

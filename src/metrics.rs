@@ -37,7 +37,29 @@ pub struct Metrics {
     session_events: Mutex<BTreeMap<String, u64>>,
     /// (outcome) → UPI alerts.
     upi_alerts: Mutex<BTreeMap<String, u64>>,
+    /// (method, livemode, price in base units) → capacity use at its last checkout.
+    slots: Mutex<BTreeMap<(String, bool, u128), SlotUse>>,
+    /// (method) → creates refused for want of a free slot.
+    slots_exhausted: Mutex<BTreeMap<String, u64>>,
+    slots_reused: AtomicU64,
 }
+
+/// How much of one price's capacity was in use when a session at that price was last created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotUse {
+    /// Slots held by awaiting sessions, or by paid ones within the grace period.
+    pub in_use: usize,
+    /// Slots of sessions that ended with nothing received, still in their grace (reusable).
+    pub freed: usize,
+    /// The method's window: the capacity of one price.
+    pub capacity: usize,
+    /// Of the method's unit, to show the price.
+    pub decimals: u32,
+    pub at_ms: i64,
+}
+
+/// Prices tracked for the capacity gauges; the least recently used is dropped beyond this.
+const MAX_SLOT_PRICES: usize = 500;
 
 #[allow(clippy::declare_interior_mutable_const)]
 const ZERO: AtomicU64 = AtomicU64::new(0);
@@ -72,6 +94,9 @@ impl Metrics {
             payments: Mutex::new(BTreeMap::new()),
             session_events: Mutex::new(BTreeMap::new()),
             upi_alerts: Mutex::new(BTreeMap::new()),
+            slots: Mutex::new(BTreeMap::new()),
+            slots_exhausted: Mutex::new(BTreeMap::new()),
+            slots_reused: ZERO,
         }
     }
 
@@ -132,6 +157,60 @@ impl Metrics {
 
     pub fn upi_alert(&self, outcome: &str) {
         bump(&self.upi_alerts, outcome);
+    }
+
+    /// A `unique_amount` create at `price`: how many of its `capacity` slots are now in use.
+    pub fn slot_usage(
+        &self,
+        method: &str,
+        livemode: bool,
+        price: u128,
+        in_use: usize,
+        freed: usize,
+        (capacity, decimals): (u32, u32),
+    ) {
+        let Ok(mut m) = self.slots.lock() else {
+            return;
+        };
+        let key = (method.to_owned(), livemode, price);
+        if !m.contains_key(&key)
+            && m.len() >= MAX_SLOT_PRICES
+            && let Some(oldest) = m
+                .iter()
+                .min_by_key(|(_, u)| u.at_ms)
+                .map(|(k, _)| k.clone())
+        {
+            m.remove(&oldest);
+        }
+        m.insert(
+            key,
+            SlotUse {
+                in_use,
+                freed,
+                capacity: usize::try_from(capacity).unwrap_or(usize::MAX),
+                decimals,
+                at_ms: chrono::Utc::now().timestamp_millis(),
+            },
+        );
+    }
+
+    pub fn slots_exhausted(&self, method: &str) {
+        bump(&self.slots_exhausted, method);
+    }
+
+    pub fn slot_reused(&self) {
+        self.slots_reused.fetch_add(1, Relaxed);
+    }
+
+    /// Capacity use per (method, livemode, price), busiest first (the console's table).
+    pub fn slot_rows(&self) -> Vec<((String, bool, u128), SlotUse)> {
+        let mut rows: Vec<_> = self
+            .slots
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), *v)).collect())
+            .unwrap_or_default();
+        rows.sort_by_key(|(_, u)| std::cmp::Reverse((u.in_use * 1000) / u.capacity.max(1)));
+        rows
     }
 
     /// The counters in Prometheus text format; `extra` is appended (gauges read at scrape time).
@@ -205,6 +284,48 @@ impl Metrics {
                 }
             }
         }
+        for (name, help, pick) in [
+            (
+                "paywatch_payment_slots_capacity",
+                "Payable amounts one price may use (the method's window), by price in base units.",
+                (|u: &SlotUse| u.capacity) as fn(&SlotUse) -> usize,
+            ),
+            (
+                "paywatch_payment_slots_in_use",
+                "Slots of a price held by awaiting sessions or paid ones in their grace, at its last checkout.",
+                |u: &SlotUse| u.in_use,
+            ),
+            (
+                "paywatch_payment_slots_freed",
+                "Slots of a price freed by sessions that ended with nothing received (reusable), at its last checkout.",
+                |u: &SlotUse| u.freed,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            for ((method, live, price), u) in self.slot_rows() {
+                let _ = writeln!(
+                    out,
+                    "{name}{{method=\"{}\",livemode=\"{live}\",price=\"{price}\"}} {}",
+                    escape(&method),
+                    pick(&u)
+                );
+            }
+        }
+        out.push_str("# HELP paywatch_payment_slots_exhausted_total Session creates refused with 503 for want of a free slot, by method.\n# TYPE paywatch_payment_slots_exhausted_total counter\n");
+        if let Ok(m) = self.slots_exhausted.lock() {
+            for (k, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "paywatch_payment_slots_exhausted_total{{method=\"{}\"}} {n}",
+                    escape(k)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP paywatch_payment_slots_reused_total Slots handed to a new session while a previous session's grace still ran.\n# TYPE paywatch_payment_slots_reused_total counter\npaywatch_payment_slots_reused_total {}",
+            self.slots_reused.load(Relaxed)
+        );
         out.push_str(extra);
         out
     }

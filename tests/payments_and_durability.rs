@@ -94,11 +94,17 @@ async fn concurrent_creates_for_one_amount_get_distinct_payable_amounts() {
     .await;
     assert_eq!(st, 201, "{v}");
 
-    // Canceling one frees nothing until its grace window passes (late payments still match it).
-    let first = results
+    // Canceling one that received nothing frees its slot: with no other left, the next session
+    // takes it (late payments matched it until then); then the window is spent again.
+    let (first, first_payable) = results
         .iter()
         .find(|(st, _)| *st == 201)
-        .map(|(_, v)| v["id"].as_str().expect("id").to_owned())
+        .map(|(_, v)| {
+            (
+                v["id"].as_str().expect("id").to_owned(),
+                v["payment_options"][0]["payable_amount"].clone(),
+            )
+        })
         .expect("one");
     let (st, _, _) = post(
         &c,
@@ -109,6 +115,16 @@ async fn concurrent_creates_for_one_amount_get_distinct_payable_amounts() {
     )
     .await;
     assert_eq!(st, 200);
+    let (st, _, v) = post(
+        &c,
+        &d.url(SESSIONS),
+        &key,
+        json!({"amount": 20_000, "currency": "inr"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    assert_eq!(v["payment_options"][0]["payable_amount"], first_payable);
     let (st, _, _) = post(
         &c,
         &d.url(SESSIONS),

@@ -273,15 +273,16 @@ async fn window_exhaustion_and_release_after_grace() {
                 .expect("slot"),
         );
     }
-    let err = create(&store, new_session(100, true, 60_000), token_method())
+    // Test mode never takes live capacity.
+    create(&store, new_session(100, true, 60_000), token_method())
+        .await
+        .expect("live has slots of its own");
+    let err = create(&store, new_session(100, false, 60_000), token_method())
         .await
         .expect_err("full");
-    assert!(
-        matches!(err, OpError::NoSlot(_)),
-        "test and live share reservations: {err:?}"
-    );
+    assert!(matches!(err, OpError::NoSlot(_)), "{err:?}");
 
-    // Cancel one: its pair stays reserved through the grace window for late payments.
+    // Cancel one: late payments still match it while its slot is not reused.
     write(
         &store,
         WriteOp::EndSession {
@@ -295,11 +296,6 @@ async fn window_exhaustion_and_release_after_grace() {
     .await
     .expect("store")
     .expect("cancel");
-    assert!(
-        create(&store, new_session(100, false, 60_000), token_method())
-            .await
-            .is_err()
-    );
     let late = observe(
         &store,
         observed(
@@ -313,6 +309,12 @@ async fn window_exhaustion_and_release_after_grace() {
         panic!("late payment must match")
     };
     assert_eq!(session.status, Status::Canceled);
+    // Paid late, it keeps its slot through the grace window.
+    assert!(
+        create(&store, new_session(100, false, 60_000), token_method())
+            .await
+            .is_err()
+    );
 
     // After the grace window the sweeper releases it and the slot is reused.
     let now = chrono::Utc::now().timestamp_millis();
@@ -336,8 +338,8 @@ async fn window_exhaustion_and_release_after_grace() {
     };
     assert_eq!(released, 1);
     assert_eq!(
-        expired, 2,
-        "the two still-open sessions had passed their expiry at that time"
+        expired, 3,
+        "the three still-open sessions (two test, one live) had passed their expiry at that time"
     );
     let reused = create(&store, new_session(100, false, 60_000), token_method())
         .await

@@ -262,7 +262,16 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             ok(crate::domain::refund::refund_json(&r))
         }
         ("GET", ["admin", "v1", "credits"]) => {
-            let credits = state.store.credits(1000)?;
+            let q = crate::store::CreditQuery {
+                merchant_id: None,
+                limit: 1000,
+                ..Default::default()
+            };
+            let credits = state
+                .store
+                .list_credits(&q)?
+                .map(|p| p.items)
+                .unwrap_or_default();
             let data: Vec<Value> = credits.iter().map(crate::store::credit_json).collect();
             ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
         }

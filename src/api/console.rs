@@ -365,6 +365,7 @@ struct CreditsPage {
     status: String,
     credits: Vec<CreditRow>,
     claims: Vec<ClaimRow>,
+    slots: Vec<SlotRow>,
 }
 
 /// A customer's claim the store could not tie to them, waiting for the operator.
@@ -372,6 +373,16 @@ struct ClaimRow {
     credit: String,
     session: String,
     claimed: String,
+}
+
+/// One price's payment capacity, as of its last checkout (see `metrics::SlotUse`).
+pub struct SlotRow {
+    pub method: String,
+    pub mode: &'static str,
+    pub price: String,
+    pub in_use: usize,
+    pub freed: usize,
+    pub capacity: usize,
 }
 
 #[derive(Template)]
@@ -1166,13 +1177,18 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
         .get("status")
         .cloned()
         .unwrap_or_else(|| "unmatched".into());
+    let q = crate::store::CreditQuery {
+        merchant_id: None,
+        limit: 200,
+        status: (status != "all").then(|| status.clone()),
+        ..Default::default()
+    };
     let credits = state
         .store
-        .credits(100_000)?
+        .list_credits(&q)?
+        .map(|p| p.items)
+        .unwrap_or_default()
         .into_iter()
-        .rev()
-        .filter(|c| status == "all" || c.status == status)
-        .take(200)
         .map(|c| CreditRow {
             merchant: c.merchant_id.clone().unwrap_or_else(|| "(unknown)".into()),
             mode: mode(c.livemode),
@@ -1200,6 +1216,19 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
                     credit,
                     session,
                     claimed: rfc3339(at),
+                })
+                .collect(),
+            slots: crate::metrics::METRICS
+                .slot_rows()
+                .into_iter()
+                .take(50)
+                .map(|((method, live, price), u)| SlotRow {
+                    method,
+                    mode: mode(live),
+                    price: format_units(price, u.decimals),
+                    in_use: u.in_use,
+                    freed: u.freed,
+                    capacity: u.capacity,
                 })
                 .collect(),
         },

@@ -797,11 +797,13 @@ pub async fn ingest_with_token(
     process(state, merchant, true, alert).await
 }
 
-/// `GET /v1/credits?status=unmatched|ignored`: this merchant's and mode's credits, newest first.
+/// `GET /v1/credits?status=&limit=&starting_after=`: this merchant's and mode's credits, newest
+/// first; `status=ignored` lists the ignored alerts, which are kept apart.
 pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
     let mut status = None;
     let mut limit = 20;
-    for (k, v) in query_pairs(&req.query, &["status", "limit"])? {
+    let mut starting_after = None;
+    for (k, v) in query_pairs(&req.query, &["status", "limit", "starting_after"])? {
         match k.as_str() {
             "status"
                 if matches!(
@@ -819,21 +821,27 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
                 ));
             }
             "limit" => limit = parse_limit(&v)?,
+            "starting_after" => starting_after = Some(v),
             _ => {}
         }
     }
-    let mut data: Vec<Value> = state
-        .store
-        .credits(100_000)?
-        .into_iter()
-        .rev()
-        .filter(|c| {
-            c.merchant_id.as_deref() == Some(key.merchant_id.as_str()) && c.livemode == key.livemode
-        })
-        .filter(|c| status.as_ref().is_none_or(|s| &c.status == s))
-        .map(|c| credit_json(&c))
-        .collect();
-    let has_more = data.len() > limit;
-    data.truncate(limit);
-    ok(json!({"object": "list", "data": data, "has_more": has_more, "url": "/v1/credits"}))
+    let q = crate::store::CreditQuery {
+        merchant_id: Some(key.merchant_id.clone()),
+        livemode: key.livemode,
+        limit,
+        starting_after: starting_after.clone(),
+        status,
+    };
+    let Some(page) = state.store.list_credits(&q)? else {
+        return Err(ApiError::invalid(
+            "parameter_invalid",
+            "starting_after",
+            format!(
+                "no such credit in this list: {}",
+                starting_after.unwrap_or_default()
+            ),
+        ));
+    };
+    let data: Vec<Value> = page.items.iter().map(credit_json).collect();
+    ok(json!({"object": "list", "data": data, "has_more": page.has_more, "url": "/v1/credits"}))
 }

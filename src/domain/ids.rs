@@ -37,6 +37,27 @@ pub fn new_id(prefix: &str) -> String {
     s
 }
 
+/// The smallest id with `prefix` created at `ms`: ids below it were created earlier (what the
+/// retention pruner ranges up to).
+pub fn id_floor(prefix: &str, ms: i64) -> String {
+    let mut s = String::with_capacity(prefix.len() + 9);
+    s.push_str(prefix);
+    s.push('_');
+    base62_fixed(u64::try_from(ms).unwrap_or(0), 8, &mut s);
+    s
+}
+
+/// When an id made by [`new_id`] was created, in milliseconds.
+pub fn created_ms(id: &str) -> Option<i64> {
+    let body = id.split_once('_')?.1.get(..8)?;
+    let mut v: u64 = 0;
+    for b in body.bytes() {
+        let d = ALPHABET.iter().position(|a| *a == b)?;
+        v = v.checked_mul(62)?.checked_add(d as u64)?;
+    }
+    i64::try_from(v).ok()
+}
+
 /// True when `id` has the given prefix and a plausible body; a cheap guard before any lookup.
 pub fn looks_like(id: &str, prefix: &str) -> bool {
     id.strip_prefix(prefix)
@@ -58,6 +79,9 @@ mod tests {
         assert!(!looks_like(&a, "py"));
         assert_ne!(a, b);
         assert_eq!(a.len(), 25);
+        let ms = created_ms(&a).expect("time");
+        assert!(id_floor("cs", ms).as_str() <= a.as_str());
+        assert!(id_floor("cs", ms + 1).as_str() > a.as_str());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! reads use MVCC read transactions and never wait for the writer.
 
 pub mod backup;
+mod credits;
 mod ops;
 mod redb_store;
 mod refunds;
@@ -22,6 +23,7 @@ use crate::domain::method::Method;
 use crate::domain::session::{Session, Status, TransitionError};
 use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
 
+pub use credits::Retention;
 pub use ops::{credit_json, sender_key};
 pub use redb_store::RedbStore;
 pub use reservations::ReservationIndex;
@@ -322,6 +324,17 @@ pub struct EventQuery {
     pub kind: Option<crate::domain::event::EventType>,
 }
 
+/// Filters of `GET /v1/credits` (and the operator's lists, every merchant's when `merchant_id`
+/// is `None`). `status: ignored` lists the ignored alerts, any other the credits.
+#[derive(Debug, Clone, Default)]
+pub struct CreditQuery {
+    pub merchant_id: Option<String>,
+    pub livemode: bool,
+    pub limit: usize,
+    pub starting_after: Option<String>,
+    pub status: Option<String>,
+}
+
 /// Filters of `GET /v1/checkout/sessions`.
 #[derive(Debug, Clone, Default)]
 pub struct SessionQuery {
@@ -398,6 +411,9 @@ pub trait Store: Send + Sync {
     /// Wakes the notifier when a commit queued deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;
+    /// Credits (or ignored alerts) newest first; `None` when `starting_after` names none of the
+    /// query's merchant and mode.
+    fn list_credits(&self, q: &CreditQuery) -> Result<Option<Page<Credit>>, StoreError>;
     /// When the sweeper next has work (an expiry, a release, an idempotency record to drop), so an
     /// idle daemon does not write at all.
     fn next_sweep_ms(&self, idempotency_ttl_ms: i64) -> Result<Option<i64>, StoreError>;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use redb::{ReadableTable, Table, WriteTransaction};
 
-use super::reservations::ReservationIndex;
+use super::reservations::{ReservationIndex, res_key};
 use super::tables::*;
 use super::{
     Credit, IdempotencyRecord, IdempotencyWrite, MatchResult, Observed, OpError, Outcome, WriteOp,
@@ -17,7 +17,7 @@ use crate::domain::address::{self, lower_hex};
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::{Event, EventType};
 use crate::domain::ids::new_id;
-use crate::domain::method::{Method, Strategy};
+use crate::domain::method::{Direction, Method, Strategy};
 use crate::domain::money::{format_units, minor_to_base};
 use crate::domain::session::{Payment, PaymentOption, PaymentState, Session, Status};
 use crate::domain::view::{rfc3339, session_json};
@@ -62,11 +62,11 @@ pub struct Tables<'t> {
     pub(super) credits: Table<'t, &'static str, &'static [u8]>,
     idempotency: Table<'t, &'static str, &'static [u8]>,
     idem_expiry: Table<'t, (i64, &'static str), ()>,
-    events: Table<'t, &'static str, &'static [u8]>,
-    event_index: Table<'t, (&'static str, u64), &'static str>,
+    pub(super) events: Table<'t, &'static str, &'static [u8]>,
+    pub(super) event_index: Table<'t, (&'static str, u64), &'static str>,
     pub(super) outbox: Table<'t, (i64, &'static str), ()>,
-    deliveries: Table<'t, &'static str, &'static [u8]>,
-    event_deliveries: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) deliveries: Table<'t, &'static str, &'static [u8]>,
+    pub(super) event_deliveries: Table<'t, (&'static str, &'static str), ()>,
     pub(super) endpoints: Table<'t, &'static str, &'static [u8]>,
     merchant_secrets: Table<'t, &'static str, &'static [u8]>,
     pub(super) endpoint_index: Table<'t, (&'static str, &'static str), ()>,
@@ -80,6 +80,11 @@ pub struct Tables<'t> {
     pub(super) refund_index: Table<'t, (&'static str, u64), &'static str>,
     pub(super) session_refunds: Table<'t, (&'static str, &'static str), ()>,
     pub(super) ledger: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    freed: Table<'t, (i64, &'static str, u128), ()>,
+    pub(super) credit_index: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) ignored: Table<'t, &'static str, &'static [u8]>,
+    pub(super) ignored_index: Table<'t, (&'static str, &'static str), ()>,
+    pub(super) retention: Table<'t, &'static str, &'static str>,
 }
 
 impl<'t> Tables<'t> {
@@ -116,6 +121,11 @@ impl<'t> Tables<'t> {
             refund_index: txn.open_table(REFUND_INDEX)?,
             session_refunds: txn.open_table(SESSION_REFUNDS)?,
             ledger: txn.open_table(LEDGER)?,
+            freed: txn.open_table(FREED)?,
+            credit_index: txn.open_table(CREDIT_INDEX)?,
+            ignored: txn.open_table(IGNORED)?,
+            ignored_index: txn.open_table(IGNORED_INDEX)?,
+            retention: txn.open_table(RETENTION)?,
         })
     }
 }
@@ -132,6 +142,8 @@ pub struct WriterState {
     pub queued_deliveries: bool,
     /// How long a reservation outlives its session, for late payments.
     pub grace_ms: i64,
+    /// How long ignored alerts and delivered events are kept.
+    pub retention: super::credits::Retention,
 }
 
 pub fn now_ms() -> i64 {
@@ -284,8 +296,7 @@ pub fn execute(
             None => Err(OpError::NotFound("webhook endpoint")),
         },
         WriteOp::RecordIgnored { credit } => {
-            t.credits
-                .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+            super::credits::record_ignored(t, &credit)?;
             Ok(Outcome::Match(MatchResult::Unmatched { credit }))
         }
         WriteOp::Claim {
@@ -367,11 +378,13 @@ pub(super) fn load_session(t: &Tables<'_>, id: &str) -> R<Option<Session>> {
     }
 }
 
-/// The session holding (dest, amount) right now, or holding the whole address.
-fn holder(w: &WriterState, dest: &str, amount: u128, now: i64) -> Option<String> {
+/// The session holding (dest, amount) in this mode right now, or holding the whole address. A
+/// reused slot has one holder, its most recent session: see `create_session`.
+fn holder(w: &WriterState, dest: &str, livemode: bool, amount: u128, now: i64) -> Option<String> {
+    let dest = res_key(dest, livemode);
     [amount, 0].into_iter().find_map(|key| {
         w.res
-            .get(dest, key)
+            .get(&dest, key)
             .filter(|r| r.is_held(now))
             .map(|r| r.session_id.clone())
     })
@@ -427,20 +440,34 @@ fn create_session(
                 window,
                 direction,
             } => {
-                let dest = m.destination_key(pay_to);
+                let dest = res_key(&m.destination_key(pay_to), s.livemode);
                 if w.res.get(&dest, 0).is_some_and(|r| r.is_held(now)) {
-                    return Ok(Err(no_slot(m, s.amount, "its address is held whole")));
+                    return Ok(Err(no_slot(
+                        m,
+                        s.amount,
+                        "its address is held whole",
+                        "retry when that session ends",
+                    )));
                 }
                 let (lo, hi) = unique_amount_range(base, *step, *window, *direction);
                 let held = held_amounts(w, &dest, lo, hi, now, &pending);
-                match pick_unique_amount(base, *step, *window, *direction, &held) {
+                let label = (m.name.as_str(), s.livemode, decimals);
+                match pick_slot(
+                    w, &dest, label, base, *step, *window, *direction, &held, now,
+                ) {
                     Some(p) => (pay_to.clone(), p, p),
                     None => {
+                        crate::metrics::METRICS.slots_exhausted(&m.name);
                         return Ok(Err(no_slot(
                             m,
                             s.amount,
                             &format!(
-                                "all {window} unique amounts near it are held by sessions awaiting payment"
+                                "all {window} payable amounts of this price ({window} steps of {}) are held by sessions awaiting payment or paid within the grace period",
+                                format_units(*step, decimals)
+                            ),
+                            &format!(
+                                "capacity per price is the method's window: raise `window` of method {} in the config (each step is one more step the payable amount may drift from the price), or retry when sessions end",
+                                m.name
                             ),
                         )));
                     }
@@ -449,20 +476,46 @@ fn create_session(
             Strategy::AddressPool { addresses } => {
                 let mut chosen = None;
                 for a in addresses {
-                    if !address_busy(w, &m.destination_key(a), now, &pending) {
+                    let key = res_key(&m.destination_key(a), s.livemode);
+                    if !address_busy(w, &key, now, &pending) {
                         chosen = Some(a.clone());
                         break;
                     }
                 }
+                if chosen.is_none() {
+                    // Every address is held: reuse the one released longest ago by a session
+                    // that received nothing, if any.
+                    chosen = addresses
+                        .iter()
+                        .filter_map(|a| {
+                            let key = res_key(&m.destination_key(a), s.livemode);
+                            if pending.iter().any(|(d, _)| *d == key)
+                                || w.res.held_in(&key, 0, u128::MAX, now).next().is_some()
+                            {
+                                return None;
+                            }
+                            w.res
+                                .reusable_in(&key, 0, 0, now)
+                                .next()
+                                .map(|(_, u)| (u, a))
+                        })
+                        .min_by_key(|(u, _)| *u)
+                        .map(|(_, a)| a.clone());
+                }
                 match chosen {
                     Some(a) => (a, base, 0),
                     None => {
+                        crate::metrics::METRICS.slots_exhausted(&m.name);
                         return Ok(Err(no_slot(
                             m,
                             s.amount,
                             &format!(
-                                "all {} pool addresses are held by sessions awaiting payment",
+                                "all {} pool addresses are held by sessions awaiting payment or paid within the grace period",
                                 addresses.len()
+                            ),
+                            &format!(
+                                "add addresses to pay_to_pool of method {} in the config, or retry when sessions end",
+                                m.name
                             ),
                         )));
                     }
@@ -480,6 +533,7 @@ fn create_session(
                         m,
                         s.amount,
                         "the xpub has no derivable address left at this index",
+                        "configure a new xpub for this method",
                     )));
                 };
                 let tron = matches!(
@@ -491,7 +545,7 @@ fn create_session(
             }
         };
         let dest = m.destination_key(&pay_to);
-        pending.push((dest.clone(), res_amount));
+        pending.push((res_key(&dest, s.livemode), res_amount));
         let (network, chain_id, token, token_contract) = match &m.rail {
             crate::domain::method::Rail::Token {
                 network,
@@ -535,14 +589,20 @@ fn create_session(
         let r = Reservation {
             session_id: s.id.clone(),
             held_until_ms: None,
+            reusable: false,
         };
-        // A pair past its grace but not yet swept is reused: drop its release entry too.
-        if let Some(until) = w
-            .res
-            .insert(dest, *amount, r)
-            .and_then(|old| old.held_until_ms)
+        // A pair past its grace but not yet swept, or freed by a session that received nothing,
+        // is reused: drop its release entries too. This session is now its only holder.
+        if let Some(old) = w.res.insert(dest, *amount, r)
+            && let Some(until) = old.held_until_ms
         {
             t.releases.remove((until, dest.as_str(), *amount))?;
+            if old.reusable {
+                t.freed.remove((until, dest.as_str(), *amount))?;
+                if old.is_held(now) {
+                    crate::metrics::METRICS.slot_reused();
+                }
+            }
         }
     }
     s.payment_options = options;
@@ -555,11 +615,68 @@ fn create_session(
     Ok(Ok(Outcome::Session(Box::new(s))))
 }
 
-fn no_slot(m: &Method, amount: u64, why: &str) -> OpError {
+/// The 503's text: which limit was hit, why, and what fixes it.
+fn no_slot(m: &Method, amount: u64, why: &str, fix: &str) -> OpError {
     OpError::NoSlot(format!(
-        "no payment slot is free for {} at amount {amount}: {why}; retry shortly, or widen the method's window",
+        "no payment slot is free for {} at amount {amount}: {why}; {fix}",
         m.name
     ))
+}
+
+/// Whether `a` is one of the amounts a `unique_amount` allocation at `base` may hand out.
+fn on_grid(base: u128, step: u128, direction: Direction, a: u128) -> bool {
+    let delta = match direction {
+        Direction::Up => a.checked_sub(base),
+        Direction::Down => base.checked_sub(a),
+    };
+    delta.is_some_and(|d| d % step == 0)
+}
+
+/// The payable amount for a new session at `base`: the first step nobody holds; else, only when
+/// none is left, the step released longest ago by a session that received nothing (so a late
+/// payment to a freed slot still reaches its session for as long as possible). Records the
+/// price's capacity use for the metrics and the console.
+#[allow(clippy::too_many_arguments)]
+fn pick_slot(
+    w: &WriterState,
+    dest: &str,
+    (method, livemode, decimals): (&str, bool, u32),
+    base: u128,
+    step: u128,
+    window: u32,
+    direction: Direction,
+    held: &BTreeSet<u128>,
+    now: i64,
+) -> Option<u128> {
+    let (lo, hi) = unique_amount_range(base, step, window, direction);
+    let reusable: Vec<(u128, i64)> = w
+        .res
+        .reusable_in(dest, lo, hi, now)
+        .filter(|(a, _)| on_grid(base, step, direction, *a) && !held.contains(a))
+        .collect();
+    let mut taken = held.clone();
+    taken.extend(reusable.iter().map(|(a, _)| *a));
+    let fresh = pick_unique_amount(base, step, window, direction, &taken);
+    let picked = fresh.or_else(|| {
+        reusable
+            .iter()
+            .min_by_key(|(a, u)| (*u, *a))
+            .map(|(a, _)| *a)
+    });
+    let fixed = held
+        .iter()
+        .filter(|a| on_grid(base, step, direction, **a))
+        .count();
+    let freed = reusable.len() - usize::from(picked.is_some() && fresh.is_none());
+    crate::metrics::METRICS.slot_usage(
+        method,
+        livemode,
+        base,
+        fixed + usize::from(picked.is_some()),
+        freed,
+        (window, decimals),
+    );
+    picked
 }
 
 /// Persists a session and keeps the expiry queue, the processing set and the reservations in
@@ -603,17 +720,35 @@ fn save_session(
         }
     }
     let was_awaiting = before.is_none_or(|b| b.status.is_awaiting());
-    if was_awaiting && !s.status.is_awaiting() {
+    // Nothing received (or all of it reverted): the slot may go to a new session before its
+    // grace ends, when no free one is left.
+    let empty = s.payments.iter().all(|p| p.state == PaymentState::Reverted);
+    if !s.status.is_awaiting() {
         let until = now.saturating_add(w.grace_ms);
         for o in &s.payment_options {
-            if let Some(r) = w.res.get_mut(&o.destination, o.reservation_amount)
-                && r.session_id == s.id
-            {
+            let amount = o.reservation_amount;
+            let mut key = res_key(&o.destination, s.livemode);
+            if w.res.get(&key, amount).is_none_or(|r| r.session_id != s.id) {
+                // Holds written before test mode had a namespace of its own.
+                key = o.destination.clone();
+            }
+            let Some(r) = w.res.get_mut(&key, amount).filter(|r| r.session_id == s.id) else {
+                continue;
+            };
+            if was_awaiting {
                 r.held_until_ms = Some(until);
-                t.releases.insert(
-                    (until, o.destination.as_str(), o.reservation_amount),
-                    s.id.as_str(),
-                )?;
+                r.reusable = empty;
+                t.releases
+                    .insert((until, key.as_str(), amount), s.id.as_str())?;
+                if empty {
+                    t.freed.insert((until, key.as_str(), amount), ())?;
+                }
+            } else if r.reusable && !empty {
+                // Late money arrived: the slot is this session's again for the rest of its grace.
+                r.reusable = false;
+                if let Some(u) = r.held_until_ms {
+                    t.freed.remove((u, key.as_str(), amount))?;
+                }
             }
         }
     }
@@ -810,7 +945,7 @@ fn observe(
             existing: existing.value().to_owned(),
         }));
     }
-    let found = holder(w, &o.destination, o.amount_base, now);
+    let found = holder(w, &o.destination, o.livemode, o.amount_base, now);
     // A customer may have claimed this reference on a session's page before the money was seen.
     let claimed = if found.is_none() && o.only_session.is_none() {
         t.claim_refs
@@ -1308,6 +1443,7 @@ fn unmatched(t: &mut Tables<'_>, w: &mut WriterState, o: Observed, now: i64) -> 
     };
     t.credits
         .insert(credit.id.as_str(), serde_json::to_vec(&credit)?.as_slice())?;
+    super::credits::index(t, &credit)?;
     t.refs
         .insert(credit.reference.as_str(), credit.id.as_str())?;
     if let Some(m) = &credit.merchant_id {
@@ -1412,6 +1548,7 @@ fn sweep(
     let released = releases.len();
     for (until, dest, amount) in releases {
         t.releases.remove((until, dest.as_str(), amount))?;
+        t.freed.remove((until, dest.as_str(), amount))?;
         w.res.release(&dest, amount, until);
     }
     let old: Vec<(i64, String)> = t
@@ -1420,11 +1557,13 @@ fn sweep(
         .take(limit)
         .map(|e| e.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
         .collect::<Result<_, _>>()?;
-    let forgotten = old.len();
+    let mut forgotten = old.len();
     for (at, key) in old {
         t.idem_expiry.remove((at, key.as_str()))?;
         t.idempotency.remove(key.as_str())?;
     }
+    // Retention shares the budget, so a full sweep still reads as "more to do".
+    forgotten += super::credits::prune(t, w, now, limit.saturating_sub(forgotten))?;
     Ok(Outcome::Swept {
         expired,
         released,

@@ -11,8 +11,8 @@ use super::ops::{Tables, WriterState, execute};
 use super::reservations::ReservationIndex;
 use super::tables::*;
 use super::{
-    Credit, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page, RefundQuery,
-    SessionQuery, Store, StoreError, WriteOp, scope,
+    Credit, CreditQuery, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page,
+    RefundQuery, SessionQuery, Store, StoreError, WriteOp, scope,
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
@@ -37,6 +37,7 @@ pub struct RedbStore {
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
     tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    retention: super::Retention,
 }
 
 fn storage<E: std::fmt::Display>(e: E) -> StoreError {
@@ -48,8 +49,17 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database and starts the writer thread.
+    /// Opens (or creates) the database and starts the writer thread, with the default retention.
     pub fn open(path: &Path, grace_ms: i64) -> Result<RedbStore, StoreError> {
+        RedbStore::open_with_retention(path, grace_ms, super::Retention::default())
+    }
+
+    /// Opens (or creates) the database and starts the writer thread.
+    pub fn open_with_retention(
+        path: &Path,
+        grace_ms: i64,
+        retention: super::Retention,
+    ) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Storage(format!("cannot create {}: {e}", dir.display()))
@@ -71,6 +81,7 @@ impl RedbStore {
             res,
             queued_deliveries: false,
             grace_ms,
+            retention,
         };
         let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
         let wdb = db.clone();
@@ -100,6 +111,7 @@ impl RedbStore {
             outbox_signal,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            retention,
         })
     }
 
@@ -164,6 +176,11 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(REFUND_INDEX).map_err(storage)?;
         txn.open_table(SESSION_REFUNDS).map_err(storage)?;
         txn.open_table(LEDGER).map_err(storage)?;
+        txn.open_table(FREED).map_err(storage)?;
+        txn.open_table(CREDIT_INDEX).map_err(storage)?;
+        txn.open_table(IGNORED).map_err(storage)?;
+        txn.open_table(IGNORED_INDEX).map_err(storage)?;
+        txn.open_table(RETENTION).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {
@@ -179,6 +196,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         meta.get("seq").map_err(storage)?.map_or(0, |g| g.value())
     };
     super::refunds::rebuild_ledger(&txn).map_err(storage)?;
+    super::credits::migrate(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok(seq)
 }
@@ -603,6 +621,73 @@ impl Store for RedbStore {
         Ok(out)
     }
 
+    fn list_credits(&self, q: &CreditQuery) -> Result<Option<Page<Credit>>, StoreError> {
+        let txn = self.read()?;
+        let ignored = q.status.as_deref() == Some("ignored");
+        let (data, index) = if ignored {
+            (IGNORED, IGNORED_INDEX)
+        } else {
+            (CREDITS, CREDIT_INDEX)
+        };
+        let data = txn.open_table(data).map_err(storage)?;
+        let index = txn.open_table(index).map_err(storage)?;
+        let ours = |c: &Credit| {
+            q.merchant_id
+                .as_ref()
+                .is_none_or(|m| c.merchant_id.as_ref() == Some(m) && c.livemode == q.livemode)
+        };
+        if let Some(after) = &q.starting_after {
+            let known = match data.get(after.as_str()).map_err(storage)? {
+                Some(v) => ours(&decode::<Credit>("credit", v.value())?),
+                None => false,
+            };
+            if !known {
+                return Ok(None);
+            }
+        }
+        let upper = q
+            .starting_after
+            .clone()
+            .unwrap_or_else(|| "\u{10FFFF}".into());
+        let mut items = Vec::new();
+        let mut has_more = false;
+        let mut take = |c: Credit| -> bool {
+            if q.status.as_ref().is_some_and(|s| *s != c.status) {
+                return true;
+            }
+            if items.len() == q.limit {
+                has_more = true;
+                return false;
+            }
+            items.push(c);
+            true
+        };
+        if let Some(m) = &q.merchant_id {
+            let sc = scope(m, q.livemode);
+            for e in index
+                .range((sc.as_str(), "")..(sc.as_str(), upper.as_str()))
+                .map_err(storage)?
+                .rev()
+            {
+                let (k, _) = e.map_err(storage)?;
+                if let Some(v) = data.get(k.value().1).map_err(storage)?
+                    && !take(decode("credit", v.value())?)
+                {
+                    break;
+                }
+            }
+        } else {
+            // Every merchant (the operator): ids sort by creation time.
+            for e in data.range(..upper.as_str()).map_err(storage)?.rev() {
+                let (_, v) = e.map_err(storage)?;
+                if !take(decode("credit", v.value())?) {
+                    break;
+                }
+            }
+        }
+        Ok(Some(Page { items, has_more }))
+    }
+
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(CREDITS).map_err(storage)?;
@@ -619,7 +704,37 @@ impl Store for RedbStore {
         let expiry = txn.open_table(EXPIRY).map_err(storage)?;
         let releases = txn.open_table(RELEASES).map_err(storage)?;
         let idem = txn.open_table(IDEM_EXPIRY).map_err(storage)?;
+        let after = |ms: i64, id: Option<String>| {
+            id.filter(|_| ms > 0)
+                .and_then(|id| crate::domain::ids::created_ms(&id))
+                .map(|t| t.saturating_add(ms))
+        };
+        let ignored = txn.open_table(IGNORED).map_err(storage)?;
+        let first_ignored = ignored
+            .first()
+            .map_err(storage)?
+            .map(|(k, _)| k.value().to_owned());
+        let cursor = txn
+            .open_table(RETENTION)
+            .map_err(storage)?
+            .get("events")
+            .map_err(storage)?
+            .map(|v| v.value().to_owned())
+            .unwrap_or_default();
+        let events = txn.open_table(EVENTS).map_err(storage)?;
+        let next_event = events
+            .range::<&str>((
+                std::ops::Bound::Excluded(cursor.as_str()),
+                std::ops::Bound::Unbounded,
+            ))
+            .map_err(storage)?
+            .next()
+            .transpose()
+            .map_err(storage)?
+            .map(|(k, _)| k.value().to_owned());
         let times = [
+            after(self.retention.ignored_alerts_ms, first_ignored),
+            after(self.retention.events_ms, next_event),
             expiry.first().map_err(storage)?.map(|(k, _)| k.value().0),
             releases.first().map_err(storage)?.map(|(k, _)| k.value().0),
             idem.first()

@@ -10,7 +10,19 @@ use std::ops::Bound;
 
 use redb::{ReadableDatabase, ReadableTable};
 
-use super::tables::{EXPIRY, PROCESSING, RELEASES, Reservation, decode_holds};
+use super::tables::{EXPIRY, FREED, PROCESSING, RELEASES, Reservation, decode_holds};
+
+/// The index key of a physical destination in one mode. Test sessions reserve in a namespace of
+/// their own, so test mode never takes live capacity: test money (`simulate`) only ever pays
+/// test sessions, real money only live ones. Holds stored before this existed carry the bare
+/// destination and count as live until they end.
+pub fn res_key(dest: &str, livemode: bool) -> String {
+    if livemode {
+        dest.to_owned()
+    } else {
+        format!("test|{dest}")
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ReservationIndex {
@@ -22,7 +34,7 @@ impl ReservationIndex {
         self.by_dest.get(dest)?.get(&amount)
     }
 
-    /// Amounts at `dest` within [lo, hi] that are held at `now_ms`.
+    /// Amounts at `dest` within [lo, hi] that are held at `now_ms` and may not be reused.
     pub fn held_in(
         &self,
         dest: &str,
@@ -34,8 +46,25 @@ impl ReservationIndex {
             .get(dest)
             .into_iter()
             .flat_map(move |m| m.range((Bound::Included(lo), Bound::Included(hi))))
-            .filter(move |(_, r)| r.is_held(now_ms))
+            .filter(move |(_, r)| r.is_held(now_ms) && !r.reusable)
             .map(|(a, _)| *a)
+    }
+
+    /// (amount, end of grace) of reusable holds at `dest` within [lo, hi]: slots of sessions that
+    /// ended with nothing received, still in their grace window.
+    pub fn reusable_in(
+        &self,
+        dest: &str,
+        lo: u128,
+        hi: u128,
+        now_ms: i64,
+    ) -> impl Iterator<Item = (u128, i64)> + '_ {
+        self.by_dest
+            .get(dest)
+            .into_iter()
+            .flat_map(move |m| m.range((Bound::Included(lo), Bound::Included(hi))))
+            .filter(move |(_, r)| r.reusable && r.is_held(now_ms))
+            .filter_map(|(a, r)| r.held_until_ms.map(|u| (*a, u)))
     }
 
     /// Whether anything at `dest` is held at `now_ms`.
@@ -96,22 +125,29 @@ impl ReservationIndex {
                 let hold = Reservation {
                     session_id: session.clone(),
                     held_until_ms: None,
+                    reusable: false,
                 };
                 idx.insert(&dest, amount, hold);
             }
         }
         let releases = txn.open_table(RELEASES).map_err(|e| e.to_string())?;
+        let freed = txn.open_table(FREED).map_err(|e| e.to_string())?;
         for entry in releases.iter().map_err(|e| e.to_string())? {
             let (k, v) = entry.map_err(|e| e.to_string())?;
             let (until, dest, amount) = k.value();
             // An awaiting session's hold wins over an ended one's on the same pair.
             if idx.get(dest, amount).is_none() {
+                let reusable = freed
+                    .get((until, dest, amount))
+                    .map_err(|e| e.to_string())?
+                    .is_some();
                 idx.insert(
                     dest,
                     amount,
                     Reservation {
                         session_id: v.value().to_owned(),
                         held_until_ms: Some(until),
+                        reusable,
                     },
                 );
             }

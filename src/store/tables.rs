@@ -20,6 +20,19 @@ pub const PROCESSING: TableDefinition<&str, &[u8]> = TableDefinition::new("proce
 /// (held_until_ms, destination, amount) → session id: reservations of ended sessions, kept
 /// through the grace window for late payments, then released by the sweeper.
 pub const RELEASES: TableDefinition<(i64, &str, u128), &str> = TableDefinition::new("releases");
+/// The `RELEASES` entries whose session ended with nothing received: the allocator may hand such
+/// a slot to a new session before its grace ends (least recently released first).
+pub const FREED: TableDefinition<(i64, &str, u128), ()> = TableDefinition::new("freed_slots");
+/// (merchant/mode scope, credit id) → (): a merchant's credits newest-first (ids sort by time).
+pub const CREDIT_INDEX: TableDefinition<(&str, &str), ()> = TableDefinition::new("credit_index");
+/// Credit id → ignored alert (OTP, promotion, debit): kept apart from credits, pruned after
+/// the retention period.
+pub const IGNORED: TableDefinition<&str, &[u8]> = TableDefinition::new("ignored_alerts");
+/// (merchant/mode scope, credit id) → (): a merchant's ignored alerts newest-first.
+pub const IGNORED_INDEX: TableDefinition<(&str, &str), ()> =
+    TableDefinition::new("ignored_alert_index");
+/// Retention cursors (`events`: the last event id the pruner looked at).
+pub const RETENTION: TableDefinition<&str, &str> = TableDefinition::new("retention");
 /// Payment id → session id.
 pub const PAYMENTS: TableDefinition<&str, &str> = TableDefinition::new("payments");
 /// External reference (UTR, tx/log) → payment or credit id: a reference is used once, ever.
@@ -89,6 +102,9 @@ pub struct Reservation {
     pub session_id: String,
     /// `None` while the session awaits payment; then the end of its grace window.
     pub held_until_ms: Option<i64>,
+    /// The session ended with nothing received: a new session may take the slot at once when no
+    /// free one is left (see `FREED`).
+    pub reusable: bool,
 }
 
 impl Reservation {
