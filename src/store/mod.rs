@@ -22,7 +22,7 @@ use crate::domain::session::{Session, Status, TransitionError};
 use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
 
 pub use ops::credit_json;
-pub use redb_store::RedbStore;
+pub use redb_store::{DbHandle, RedbStore};
 pub use reservations::ReservationIndex;
 pub use tables::Reservation;
 
@@ -35,6 +35,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the writer has stopped")]
     WriterGone,
+    /// The writer's queue is full: refused at once rather than queued without bound.
+    #[error("the writer is overloaded; retry shortly")]
+    Overloaded,
     #[error("the database is in use by another process (is the daemon running?)")]
     Locked,
 }
