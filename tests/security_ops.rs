@@ -508,3 +508,133 @@ async fn a_full_disk_is_a_clear_error_reads_go_on_and_writes_resume_when_space_r
     let (st, got) = common::get(&c, &d.url(&format!("{SESSIONS}/{resumed}")), &key).await;
     assert_eq!(st, 200, "{got}");
 }
+
+/// A JSON-RPC node on loopback that is chain 31337, knows no transaction and no block, and records
+/// every request body.
+async fn fake_node() -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let rec = bodies.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    // One request: headers, then Content-Length bytes.
+                    let (head_end, len) = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            let head = String::from_utf8_lossy(&buf[..p]).to_ascii_lowercase();
+                            let len = head
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            break (p + 4, len);
+                        }
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    };
+                    while buf.len() < head_end + len {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let body: Vec<u8> = buf.drain(..head_end + len).skip(head_end).collect();
+                    let text = String::from_utf8_lossy(&body).into_owned();
+                    rec.lock().unwrap().push(text);
+                    let answer = |req: &Value| {
+                        let result = match req["method"].as_str() {
+                            Some("eth_chainId") => json!("0x7a69"),
+                            Some("eth_blockNumber") => json!("0x1"),
+                            _ => Value::Null,
+                        };
+                        json!({"jsonrpc": "2.0", "id": req["id"], "result": result})
+                    };
+                    let reply = match serde_json::from_slice::<Value>(&body) {
+                        Ok(Value::Array(reqs)) => Value::Array(reqs.iter().map(answer).collect()),
+                        Ok(req) => answer(&req),
+                        Err(_) => {
+                            json!({"jsonrpc": "2.0", "id": null, "error": {"code": -32700, "message": "parse"}})
+                        }
+                    };
+                    let out = reply.to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{out}",
+                        out.len()
+                    );
+                    if sock.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, bodies)
+}
+
+#[tokio::test]
+async fn a_claim_past_the_cap_asks_no_chain() {
+    // The chain's RPC is a recording receiver: a transaction-hash claim makes the daemon ask it
+    // about that hash, so a refused claim must leave no request naming its hash.
+    let (rpc_port, bodies) = fake_node().await;
+    let rpc_url = format!("http://127.0.0.1:{rpc_port}");
+    let opts = Opts::default();
+    let mut d = Daemon::prepare_text(move |dir| {
+        config_text(dir, &opts)
+            .replacen("[server]\n", "[server]\nclaims_per_minute = 1\n", 1)
+            .replace("http://127.0.0.1:8545", &rpc_url)
+    });
+    let key = create_key(&d.config, "demo", &[]);
+    d.start();
+    let c = client();
+    let (st, _, s) = post(
+        &c,
+        &d.url(SESSIONS),
+        &key,
+        json!({"amount": 500, "currency": "usd"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{s}");
+    assert_eq!(s["payment_options"][0]["method"], "usdt_local", "{s}");
+    let id = s["id"].as_str().expect("id");
+    let claim_tx = |hash: String| {
+        let c = c.clone();
+        let url = d.url(&format!("/c/{id}/claim"));
+        async move {
+            c.post(url)
+                .json(&json!({ "tx_hash": hash }))
+                .send()
+                .await
+                .expect("claim")
+                .status()
+                .as_u16()
+        }
+    };
+    let first = format!("0x{}", "a1".repeat(32));
+    let second = format!("0x{}", "b2".repeat(32));
+    let asked = |hash: &str| bodies.lock().unwrap().iter().any(|b| b.contains(hash));
+    assert_eq!(claim_tx(first.clone()).await, 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !asked(&first) {
+        assert!(
+            Instant::now() < deadline,
+            "the accepted claim never reached the RPC"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(claim_tx(second.clone()).await, 429);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !asked(&second),
+        "a refused claim still made the daemon ask the chain"
+    );
+}
