@@ -189,7 +189,10 @@ async fn backup(config: &Config, path: &std::path::Path) -> Result<(), Failure> 
     }
     let rows = match target(config)? {
         Target::File(store) => {
-            let r = crate::store::backup::backup(&store.database(), &abs).map_err(Failure::runtime);
+            let r = match store.database().get() {
+                Some(db) => crate::store::backup::backup(&db, &abs).map_err(Failure::runtime),
+                None => Err(Failure::runtime("the database is not open".to_owned())),
+            };
             store.close();
             r?
         }

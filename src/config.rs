@@ -34,6 +34,19 @@ pub struct ServerConfig {
     pub admin_listen: String,
     pub admin_token: Option<String>,
     pub admin_token_file: Option<String>,
+    /// A header (e.g. `X-Forwarded-For`) naming the client, believed only from `trusted_proxies`.
+    pub trusted_proxy_header: Option<String>,
+    /// Addresses or CIDR ranges of the reverse proxies in front of the public listener.
+    pub trusted_proxies: Vec<String>,
+    /// Host header values the operator listener accepts (DNS-rebinding guard); empty means the
+    /// listen address, `localhost` and `127.0.0.1`/`[::1]` with its port.
+    pub admin_allowed_hosts: Vec<String>,
+    /// An HTTP/1 or HTTP/2 connection with no request in flight is closed after this long.
+    pub idle_timeout_secs: u64,
+    /// Live status streams one client may hold open at once.
+    pub streams_per_client: usize,
+    /// Claims (`POST /c/{id}/claim`) one client may make per minute.
+    pub claims_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +57,12 @@ impl Default for ServerConfig {
             admin_listen: "127.0.0.1:8081".into(),
             admin_token: None,
             admin_token_file: None,
+            trusted_proxy_header: None,
+            trusted_proxies: Vec::new(),
+            admin_allowed_hosts: Vec::new(),
+            idle_timeout_secs: 60,
+            streams_per_client: 4,
+            claims_per_minute: 10,
         }
     }
 }
@@ -52,12 +71,16 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
     pub path: String,
+    /// Writes waiting for the writer at most; past it a write is refused (503), so an overload
+    /// cannot grow memory without bound.
+    pub writer_queue: usize,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             path: "data/paywatch.redb".into(),
+            writer_queue: 10_000,
         }
     }
 }
@@ -418,7 +441,12 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     pub admin_token: Option<String>,
     pub admin_token_file: Option<PathBuf>,
+    /// The listener and per-client limits of `[server]`, as written.
+    pub server: ServerConfig,
+    /// `server.trusted_proxies`, parsed: (network, prefix length).
+    pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     pub storage_path: PathBuf,
+    pub writer_queue: usize,
     pub api: ApiConfig,
     pub webhooks: WebhooksConfig,
     pub sessions: SessionsConfig,
@@ -577,6 +605,7 @@ pub fn parse(name: &str, text: &str, env: &[(String, String)]) -> Result<Config,
             .map(|(_, var)| format!("environment {var}"))
             .unwrap_or_else(|| locator.origin(key))
     };
+    resolve_secret_files(&mut root, "", &locate)?;
     let raw: RawConfig = serde_path_to_error::deserialize(root).map_err(|e| {
         let key = e.path().to_string();
         let key = if key == "." { "(top)".to_owned() } else { key };
@@ -591,6 +620,72 @@ pub fn parse(name: &str, text: &str, env: &[(String, String)]) -> Result<Config,
         }
     })?;
     validate(raw, name, &locate)
+}
+
+/// Secrets that may instead be read from a file: `KEY_file = "/path"` sets `KEY` to the file's
+/// contents (trimmed), so the secret need not sit in config.toml or the environment.
+/// (`server.admin_token_file` predates the rule and keeps its own meaning: the token's file,
+/// created on first start when missing.)
+const SECRET_KEYS: [&str; 3] = ["token", "signing_key", "password"];
+
+/// Applies the `_file` rule everywhere outside `[chains]` (whose `token` is a symbol).
+fn resolve_secret_files(
+    v: &mut toml::Value,
+    path: &str,
+    locate: &dyn Fn(&str) -> String,
+) -> Result<(), ConfigError> {
+    match v {
+        toml::Value::Table(t) => {
+            for secret in SECRET_KEYS {
+                let file_key = format!("{secret}_file");
+                if path == "chains" || path.starts_with("chains.") {
+                    break;
+                }
+                let Some(f) = t.get(&file_key) else {
+                    continue;
+                };
+                let dotted = if path.is_empty() {
+                    file_key.clone()
+                } else {
+                    format!("{path}.{file_key}")
+                };
+                let Some(file) = f.as_str().map(str::to_owned) else {
+                    return Err(err(locate, &dotted, "must be a file path (a string)"));
+                };
+                if t.contains_key(secret) {
+                    return Err(err(
+                        locate,
+                        &dotted,
+                        format!("set {secret} or {file_key}, not both"),
+                    ));
+                }
+                let text = std::fs::read_to_string(&file)
+                    .map_err(|e| err(locate, &dotted, format!("cannot read {file}: {e}")))?;
+                let secret_value = text.trim();
+                if secret_value.is_empty() {
+                    return Err(err(locate, &dotted, format!("{file} is empty")));
+                }
+                let secret_value = toml::Value::String(secret_value.to_owned());
+                t.remove(&file_key);
+                t.insert(secret.to_owned(), secret_value);
+            }
+            for (k, child) in t.iter_mut() {
+                let p = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                resolve_secret_files(child, &p, locate)?;
+            }
+        }
+        toml::Value::Array(a) => {
+            for (i, child) in a.iter_mut().enumerate() {
+                resolve_secret_files(child, &format!("{path}.{i}"), locate)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -766,6 +861,57 @@ fn validate(
     }
     if raw.storage.path.trim().is_empty() {
         return Err(err(locate, "storage.path", "must not be empty"));
+    }
+    if raw.storage.writer_queue == 0 {
+        return Err(err(locate, "storage.writer_queue", "must be at least 1"));
+    }
+    let mut trusted_proxies = Vec::new();
+    for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
+        let net = parse_cidr(p).ok_or_else(|| {
+            err(
+                locate,
+                &format!("server.trusted_proxies.{i}"),
+                format!("{p:?} is not an IP address or CIDR range such as 10.0.0.0/8"),
+            )
+        })?;
+        trusted_proxies.push(net);
+    }
+    if let Some(h) = &raw.server.trusted_proxy_header
+        && http::HeaderName::from_bytes(h.as_bytes()).is_err()
+    {
+        return Err(err(
+            locate,
+            "server.trusted_proxy_header",
+            format!("{h:?} is not a header name"),
+        ));
+    }
+    if raw.server.trusted_proxy_header.is_some() && trusted_proxies.is_empty() {
+        return Err(err(
+            locate,
+            "server.trusted_proxies",
+            "trusted_proxy_header needs the proxies' addresses here",
+        ));
+    }
+    if raw.server.idle_timeout_secs == 0 {
+        return Err(err(
+            locate,
+            "server.idle_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if raw.server.streams_per_client == 0 {
+        return Err(err(
+            locate,
+            "server.streams_per_client",
+            "must be at least 1",
+        ));
+    }
+    if raw.server.claims_per_minute == 0 {
+        return Err(err(
+            locate,
+            "server.claims_per_minute",
+            "must be at least 1",
+        ));
     }
     if raw.api.rate_limit_per_second == 0 {
         return Err(err(
@@ -1068,9 +1214,12 @@ fn validate(
         listen,
         public_url,
         admin_listen,
-        admin_token: raw.server.admin_token,
-        admin_token_file: raw.server.admin_token_file.map(PathBuf::from),
+        admin_token: raw.server.admin_token.clone(),
+        admin_token_file: raw.server.admin_token_file.clone().map(PathBuf::from),
+        server: raw.server,
+        trusted_proxies,
         storage_path: PathBuf::from(raw.storage.path),
+        writer_queue: raw.storage.writer_queue,
         api: raw.api,
         webhooks: raw.webhooks,
         sessions: raw.sessions,
@@ -1079,6 +1228,18 @@ fn validate(
         merchants,
         chains: used_chains,
     })
+}
+
+/// `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6) to (address, prefix length).
+fn parse_cidr(s: &str) -> Option<(std::net::IpAddr, u8)> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr.trim().parse().ok()?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = len.unwrap_or(max);
+    (len <= max).then_some((ip, len))
 }
 
 fn valid_slug(s: &str) -> bool {

@@ -165,10 +165,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);
-    let store = Arc::new(RedbStore::open_with_retention(
+    let store = Arc::new(RedbStore::open_with(
         &config.storage_path,
         grace_ms,
         config.retention.store(),
+        config.writer_queue,
     )?);
     if config.admin_token.is_none() {
         let token = admin_token(&config)?;
@@ -179,8 +180,10 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     let state = AppState::new(config.clone(), shared.clone(), Some(store.database()));
     let (stop_tx, stop_rx) = watch::channel(false);
 
+    let idle = Duration::from_secs(config.server.idle_timeout_secs);
     let (public_addr, public_task) = api::serve(
         config.listen,
+        idle,
         api::public_routes(state.clone()),
         wait_for(stop_rx.clone()),
     )
@@ -191,6 +194,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     })?;
     let (admin_addr, admin_task) = api::serve(
         config.admin_listen,
+        idle,
         api::admin_routes(state.clone()),
         wait_for(stop_rx.clone()),
     )

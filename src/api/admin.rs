@@ -159,7 +159,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                     )
                 })?
                 .to_owned();
-            let Some(db) = state.database.clone() else {
+            let Some(db) = state.database.as_ref().and_then(|h| h.get()) else {
                 return Err(ApiError::unavailable(
                     "backup_unavailable",
                     "this store cannot be backed up online",

@@ -26,7 +26,8 @@ use crate::store::{EventQuery, MatchResult, Outcome, RefundQuery, SessionQuery, 
 const COOKIE: &str = "pw_console";
 /// A login lasts 12 hours.
 const LOGIN_TTL_MS: i64 = 12 * 3600 * 1000;
-/// Failed logins allowed per minute (all clients together) before answering 429.
+/// Failed logins allowed per minute from one client before it is answered 429 (per client, so
+/// one client guessing cannot lock the operator out).
 const MAX_FAILED_PER_MINUTE: u32 = 10;
 /// No script, nothing from elsewhere, forms only to ourselves.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
@@ -41,8 +42,6 @@ struct Login {
 #[derive(Default)]
 pub struct Logins {
     map: Mutex<HashMap<String, Login>>,
-    /// (minute, failures in it).
-    failures: Mutex<(i64, u32)>,
 }
 
 fn digest(s: &str) -> String {
@@ -84,21 +83,6 @@ impl Logins {
         if let (Some(c), Ok(mut m)) = (cookie_value(req), self.map.lock()) {
             m.remove(&digest(&c));
         }
-    }
-
-    /// Counts a failed login; false when there were too many this minute.
-    fn allow_attempt(&self, failed: bool) -> bool {
-        let Ok(mut f) = self.failures.lock() else {
-            return false;
-        };
-        let minute = now_ms() / 60_000;
-        if f.0 != minute {
-            *f = (minute, 0);
-        }
-        if failed {
-            f.1 += 1;
-        }
-        f.1 <= MAX_FAILED_PER_MINUTE
     }
 }
 
@@ -566,7 +550,9 @@ fn message(status: StatusCode, csrf: &str, text: &str, back: &str) -> Response {
 }
 
 fn login(state: &AppState, req: &Req) -> Response {
-    if !state.console.allow_attempt(false) {
+    let client = super::limits::client_of(&state.config, req)
+        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
+    if !state.limits.login_allowed(client, MAX_FAILED_PER_MINUTE) {
         return render(
             StatusCode::TOO_MANY_REQUESTS,
             &LoginPage {
@@ -577,7 +563,7 @@ fn login(state: &AppState, req: &Req) -> Response {
     let f = form(req);
     let token = f.get("token").map(String::as_str).unwrap_or("");
     if token.is_empty() || !super::admin::token_matches(state, token) {
-        state.console.allow_attempt(true);
+        state.limits.login_failed(client);
         return render(
             StatusCode::UNAUTHORIZED,
             &LoginPage {

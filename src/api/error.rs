@@ -187,6 +187,14 @@ impl From<FieldError> for ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if matches!(e, StoreError::Overloaded) {
+            let mut busy = ApiError::unavailable(
+                "storage_overloaded",
+                "too many writes are waiting; nothing was changed, retry shortly",
+            );
+            busy.retry_after = Some(1);
+            return busy;
+        }
         tracing::error!(error = %e, "storage failure");
         ApiError::internal("the request could not be stored; nothing was changed, retry it")
     }

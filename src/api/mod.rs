@@ -9,6 +9,8 @@ pub mod error;
 mod exports;
 mod health;
 mod idempotency;
+pub mod limits;
+mod listener;
 mod pages;
 mod refunds;
 mod sessions;
@@ -46,18 +48,20 @@ pub struct AppState {
     /// Live status streams open now (capped).
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The database, for online backups (absent for stores that are not redb).
-    pub database: Option<Arc<redb::Database>>,
+    pub database: Option<crate::store::DbHandle>,
     /// What each chain watcher last saw (readiness, metrics, console).
     pub chains: crate::watch::evm::status::ChainStatuses,
     /// Logins of the operator console.
     pub console: console::Logins,
+    /// Per-client caps on streams, claims and console logins.
+    pub limits: Arc<limits::ClientLimits>,
 }
 
 impl AppState {
     pub fn new(
         config: Arc<Config>,
         store: SharedStore,
-        database: Option<Arc<redb::Database>>,
+        database: Option<crate::store::DbHandle>,
     ) -> Arc<AppState> {
         let limiter = auth::Limiter::new(
             config.api.rate_limit_per_second,
@@ -81,6 +85,7 @@ impl AppState {
             database,
             chains: Default::default(),
             console: console::Logins::default(),
+            limits: Arc::default(),
         })
     }
 }
@@ -92,6 +97,10 @@ pub struct Req {
     pub query: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The connection's peer (absent only outside the listener).
+    pub peer: Option<SocketAddr>,
+    /// The Host header, or the HTTP/2 `:authority`.
+    pub authority: Option<String>,
 }
 
 pub type Response = warp::reply::Response;
@@ -151,9 +160,17 @@ fn catch_all(
         .and(warp::path::full())
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::header::headers_cloned())
+        .and(warp::ext::optional::<limits::Peer>())
+        .and(warp::host::optional())
         .and(warp::body::stream())
         .and_then(
-            move |method: Method, path: warp::path::FullPath, query: String, headers, body| {
+            move |method: Method,
+                  path: warp::path::FullPath,
+                  query: String,
+                  headers,
+                  peer: Option<limits::Peer>,
+                  authority: Option<http::uri::Authority>,
+                  body| {
                 let state = state.clone();
                 async move {
                     let read = tokio::time::timeout(BODY_READ_TIMEOUT, read_body(Box::pin(body)));
@@ -189,6 +206,8 @@ fn catch_all(
                         query,
                         headers,
                         body,
+                        peer: peer.map(|p| p.0),
+                        authority: authority.map(|a| a.to_string()),
                     };
                     // Every log line of the request carries its method, route group and, when
                     // the path names one, the session id.
@@ -230,7 +249,14 @@ pub fn public_routes(
 pub fn admin_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    catch_all(state, true, |s, r| Box::pin(admin::route(s, r)))
+    catch_all(state, true, |s, r| {
+        Box::pin(async move {
+            match limits::admin_host_refused(&s.config, &r) {
+                Some(refused) => refused,
+                None => admin::route(s, r).await,
+            }
+        })
+    })
 }
 
 async fn route_public(state: Arc<AppState>, req: Req) -> Response {
@@ -251,7 +277,7 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
             })
             .await
         }
-        (_, ["c", id, rest @ ..]) => pages::route(&state, &req, id, rest).await,
+        (_, ["c", id, rest @ ..]) => limits::page(&state, &req, id, rest).await,
         ("GET", ["assets", name]) => match crate::checkout::page::asset(name) {
             Some((body, ct)) => {
                 let mut r =
@@ -288,8 +314,17 @@ pub static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// How long graceful shutdown waits for open connections.
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// HTTP/2 pings a quiet connection this often and closes it when a ping goes unanswered for
+/// `H2_KEEPALIVE_TIMEOUT`: a peer that vanished does not hold its connection.
+const H2_KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
+const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long an idle connection being closed may take to say goodbye before it is dropped.
+const ENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn serve<F>(
     addr: SocketAddr,
+    idle_timeout: std::time::Duration,
     filter: F,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
@@ -313,7 +348,7 @@ where
         let (closing_tx, closing_rx) = tokio::sync::watch::channel(false);
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let (io, _) = tokio::select! {
+            let (io, peer) = tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok(pair) => pair,
                     Err(e) => {
@@ -325,7 +360,13 @@ where
                 },
                 () = &mut shutdown => break,
             };
-            let svc = hyper_util::service::TowerToHyperService::new(service.clone());
+            let activity = listener::Activity::new();
+            let svc = hyper_util::service::TowerToHyperService::new(listener::ConnService {
+                inner: service.clone(),
+                peer,
+                activity: activity.clone(),
+            });
+            // Held until the connection ends: graceful shutdown waits for every watcher.
             let watcher = graceful.watcher();
             let mut closing = closing_rx.clone();
             tokio::spawn(async move {
@@ -345,10 +386,48 @@ where
                     .http1()
                     .timer(TokioTimer::new())
                     .header_read_timeout(HEADER_READ_TIMEOUT);
+                builder
+                    .http2()
+                    .timer(TokioTimer::new())
+                    .keep_alive_interval(H2_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(H2_KEEPALIVE_TIMEOUT);
                 let conn = builder.serve_connection(TokioIo::new(io), svc);
-                if let Err(e) = watcher.watch(conn).await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let mut conn = std::pin::pin!(conn);
+                // Shutdown and the idle timeout both end the connection gracefully (HTTP/2
+                // GOAWAY, HTTP/1 close after the response in progress).
+                // A peer that ignores the goodbye (HTTP/2 waits for a PING ack) is dropped
+                // after `ENDING_GRACE`.
+                let mut ending = false;
+                let mut deadline = tokio::time::Instant::now();
+                let check = (idle_timeout / 4).clamp(
+                    std::time::Duration::from_millis(100),
+                    std::time::Duration::from_secs(5),
+                );
+                loop {
+                    tokio::select! {
+                        r = conn.as_mut() => {
+                            if let Err(e) = r {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        _ = closing.wait_for(|c| *c), if !ending => {
+                            conn.as_mut().graceful_shutdown();
+                            ending = true;
+                            deadline = tokio::time::Instant::now() + SHUTDOWN_DEADLINE;
+                        }
+                        _ = tokio::time::sleep_until(deadline), if ending => break,
+                        _ = tokio::time::sleep(check), if !ending => {
+                            if activity.idle_for().is_some_and(|d| d >= idle_timeout) {
+                                tracing::debug!(%peer, "closing an idle connection");
+                                conn.as_mut().graceful_shutdown();
+                                ending = true;
+                                deadline = tokio::time::Instant::now() + ENDING_GRACE;
+                            }
+                        }
+                    }
                 }
+                drop(watcher);
             });
         }
         drop(listener);

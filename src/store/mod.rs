@@ -25,7 +25,7 @@ use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, Web
 
 pub use credits::Retention;
 pub use ops::{credit_json, sender_key};
-pub use redb_store::RedbStore;
+pub use redb_store::{DbHandle, RedbStore};
 pub use reservations::ReservationIndex;
 pub use tables::Reservation;
 pub use webhooks::MAX_ENDPOINTS;
@@ -39,6 +39,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("the writer has stopped")]
     WriterGone,
+    /// The writer's queue is full: refused at once rather than queued without bound.
+    #[error("the writer is overloaded; retry shortly")]
+    Overloaded,
     #[error("the database is in use by another process (is the daemon running?)")]
     Locked,
 }

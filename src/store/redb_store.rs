@@ -31,11 +31,33 @@ struct Job {
 /// Most operations one transaction takes; bounds the latency of a batch.
 const MAX_BATCH: usize = 4096;
 
+/// Writes that may wait for the writer unless configured otherwise (`storage.writer_queue`).
+pub const DEFAULT_QUEUE: usize = 10_000;
+
+/// The open database, shared by readers and the writer. redb fails every operation on a handle
+/// that once saw an I/O error (a full disk), so the writer replaces the handle by reopening the
+/// file once writing works again; everyone else asks for the current one.
+#[derive(Clone)]
+pub struct DbHandle(std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<Database>>>>);
+
+impl DbHandle {
+    /// The database now (`None` only while the writer is reopening it).
+    pub fn get(&self) -> Option<std::sync::Arc<Database>> {
+        self.0.read().ok().and_then(|g| g.clone())
+    }
+}
+
+/// How often the writer retries reopening the database after a storage error.
+const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Bytes the writer must be able to write and sync beside the database before it reopens it.
+const SPACE_PROBE: usize = 256 * 1024;
+
 /// The redb-backed store.
 pub struct RedbStore {
-    db: std::sync::Arc<Database>,
+    db: DbHandle,
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
-    tx: Mutex<Option<mpsc::UnboundedSender<Job>>>,
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     retention: super::Retention,
 }
@@ -49,30 +71,27 @@ fn decode<T: serde::de::DeserializeOwned>(what: &str, bytes: &[u8]) -> Result<T,
 }
 
 impl RedbStore {
-    /// Opens (or creates) the database and starts the writer thread, with the default retention.
+    /// Opens (or creates) the database and starts the writer thread, with the default retention
+    /// and queue bound.
     pub fn open(path: &Path, grace_ms: i64) -> Result<RedbStore, StoreError> {
-        RedbStore::open_with_retention(path, grace_ms, super::Retention::default())
+        RedbStore::open_with(path, grace_ms, super::Retention::default(), DEFAULT_QUEUE)
     }
 
-    /// Opens (or creates) the database and starts the writer thread.
-    pub fn open_with_retention(
+    /// As `open`, with the configured retention and at most `queue` writes waiting for the
+    /// writer; past that a write is refused with `StoreError::Overloaded` at once instead of
+    /// queueing without bound.
+    pub fn open_with(
         path: &Path,
         grace_ms: i64,
         retention: super::Retention,
+        queue: usize,
     ) -> Result<RedbStore, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| {
                 StoreError::Storage(format!("cannot create {}: {e}", dir.display()))
             })?;
         }
-        let db = Database::builder()
-            // A modest cache keeps idle memory small; the OS page cache does the rest.
-            .set_cache_size(32 * 1024 * 1024)
-            .create(path)
-            .map_err(|e| match e {
-                redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
-                other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
-            })?;
+        let db = open_db(path)?;
         let db = std::sync::Arc::new(db);
         let seq = init_tables(&db)?;
         let res = ReservationIndex::load(&db).map_err(StoreError::Storage)?;
@@ -83,15 +102,46 @@ impl RedbStore {
             grace_ms,
             retention,
         };
-        let (tx, mut rx) = mpsc::unbounded_channel::<Job>();
-        let wdb = db.clone();
+        let (tx, mut rx) = mpsc::channel::<Job>(queue.max(1));
+        let handle = DbHandle(std::sync::Arc::new(std::sync::RwLock::new(Some(db))));
+        let whandle = handle.clone();
+        let wpath = path.to_path_buf();
         let outbox_signal = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = outbox_signal.clone();
         let writer = std::thread::Builder::new()
             .name("paywatch-writer".into())
             .spawn(move || {
                 let mut batch = Vec::with_capacity(256);
-                while let Some(first) = rx.blocking_recv() {
+                // Why writes fail, from a failed batch until the database is reopened.
+                let mut broken: Option<String> = None;
+                let mut last_try: Option<std::time::Instant> = None;
+                loop {
+                    let first = if broken.is_some() {
+                        // Retry on a timer too, so reads recover even when no write comes.
+                        if last_try.is_none_or(|t| t.elapsed() >= REOPEN_EVERY) {
+                            last_try = Some(std::time::Instant::now());
+                            match reopen(&whandle, &wpath, &mut state) {
+                                Ok(()) => {
+                                    tracing::warn!("storage works again; the database was reopened and writes resume");
+                                    broken = None;
+                                }
+                                Err(e) => broken = Some(e),
+                            }
+                        }
+                        match rx.try_recv() {
+                            Ok(j) => j,
+                            Err(mpsc::error::TryRecvError::Empty) => {
+                                std::thread::sleep(std::time::Duration::from_millis(50));
+                                continue;
+                            }
+                            Err(mpsc::error::TryRecvError::Disconnected) => break,
+                        }
+                    } else {
+                        match rx.blocking_recv() {
+                            Some(j) => j,
+                            None => break,
+                        }
+                    };
                     batch.push(first);
                     while batch.len() < MAX_BATCH {
                         match rx.try_recv() {
@@ -99,7 +149,24 @@ impl RedbStore {
                             Err(_) => break,
                         }
                     }
-                    run_batch(&wdb, &mut state, &mut batch);
+                    let db = match (&broken, whandle.get()) {
+                        (None, Some(db)) => db,
+                        (why, _) => {
+                            let why = why.clone().unwrap_or_else(|| "the database is not open".into());
+                            let e = StoreError::Storage(format!(
+                                "{why}; nothing was written, writes resume once storage works again"
+                            ));
+                            for job in batch.drain(..) {
+                                let _ = job.reply.send(Err(e.clone()));
+                            }
+                            continue;
+                        }
+                    };
+                    if let Err(e) = run_batch(&db, &mut state, &mut batch) {
+                        broken = Some(e.to_string());
+                        last_try = None;
+                    }
+                    drop(db);
                     if std::mem::take(&mut state.queued_deliveries) {
                         signal.notify_one();
                     }
@@ -107,7 +174,7 @@ impl RedbStore {
             })
             .map_err(storage)?;
         Ok(RedbStore {
-            db,
+            db: handle,
             outbox_signal,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -127,11 +194,17 @@ impl RedbStore {
     }
 
     fn read(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.db.begin_read().map_err(storage)
+        self.db
+            .get()
+            .ok_or_else(|| {
+                StoreError::Storage("the database is being reopened after a storage error".into())
+            })?
+            .begin_read()
+            .map_err(storage)
     }
 
-    /// The database itself, for online backups.
-    pub fn database(&self) -> std::sync::Arc<Database> {
+    /// The database, for online backups: ask it for the current handle each time.
+    pub fn database(&self) -> DbHandle {
         self.db.clone()
     }
 }
@@ -140,6 +213,81 @@ impl Drop for RedbStore {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    Database::builder()
+        // A modest cache keeps idle memory small; the OS page cache does the rest.
+        .set_cache_size(32 * 1024 * 1024)
+        .create(path)
+        .map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked,
+            other => StoreError::Storage(format!("cannot open {}: {other}", path.display())),
+        })
+}
+
+/// Whether `SPACE_PROBE` bytes can be written and synced beside the database.
+fn space_to_write(path: &Path) -> Result<(), String> {
+    use std::io::Write as _;
+    let probe = path.with_extension("space-probe");
+    let r = (|| {
+        let mut f = std::fs::File::create(&probe)?;
+        f.write_all(&vec![0u8; SPACE_PROBE])?;
+        f.sync_all()
+    })();
+    let _ = std::fs::remove_file(&probe);
+    r.map_err(|e| format!("cannot write beside {}: {e}", path.display()))
+}
+
+/// After a storage error: once writing works again, closes the failed handle, opens the file
+/// afresh (redb recovers it to the last commit) and rebuilds what the writer keeps in memory.
+/// Until then the old handle keeps serving reads.
+fn reopen(handle: &DbHandle, path: &Path, w: &mut WriterState) -> Result<(), String> {
+    space_to_write(path)?;
+    let old = handle.0.write().ok().and_then(|mut g| g.take());
+    if let Some(mut old) = old {
+        // Readers hold the handle for a moment each; wait for them to let go.
+        let mut tries = 0;
+        loop {
+            match std::sync::Arc::try_unwrap(old) {
+                Ok(db) => {
+                    drop(db);
+                    break;
+                }
+                Err(still) if tries < 200 => {
+                    old = still;
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err(still) => {
+                    if let Ok(mut g) = handle.0.write() {
+                        *g = Some(still);
+                    }
+                    return Err("the database is busy; will retry".into());
+                }
+            }
+        }
+    }
+    // A read transaction that outlived the handle may hold the file for a moment longer.
+    let mut tries = 0;
+    let db = loop {
+        match open_db(path) {
+            Ok(db) => break db,
+            Err(StoreError::Locked) if tries < 40 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    };
+    let seq = init_tables(&db).map_err(|e| e.to_string())?;
+    let res = ReservationIndex::load(&db)?;
+    w.seq = seq;
+    w.res = res;
+    if let Ok(mut g) = handle.0.write() {
+        *g = Some(std::sync::Arc::new(db));
+    }
+    Ok(())
 }
 
 /// Creates every table so readers never meet a missing one; returns the stored sequence.
@@ -202,7 +350,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
 }
 
 /// Executes a batch in one transaction and answers every job after the commit.
-fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) {
+fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) -> Result<(), StoreError> {
     let start_seq = w.seq;
     let result = (|| -> Result<Vec<Result<Outcome, OpError>>, StoreError> {
         let txn = db.begin_write().map_err(storage)?;
@@ -231,24 +379,18 @@ fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) {
             for (job, r) in batch.drain(..).zip(results) {
                 let _ = job.reply.send(Ok(r));
             }
+            Ok(())
         }
         Err(e) => {
             w.seq = start_seq;
-            // The batch may have changed the in-memory reservations before it failed.
-            match ReservationIndex::load(db) {
-                Ok(res) => w.res = res,
-                Err(le) => {
-                    // Going on with an index that may not match the tables could hand one pair
-                    // to two sessions; stop, and let the restart rebuild it from disk.
-                    tracing::error!(error = %le, "cannot rebuild the reservation index; stopping");
-                    eprintln!("paywatch: fatal: cannot rebuild the reservation index: {le}");
-                    std::process::abort();
-                }
-            }
-            tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing in it was acknowledged");
+            // The batch may have changed the in-memory reservations before it failed. The caller
+            // writes nothing more until `reopen` has rebuilt them from the reopened file, so a
+            // stale index can never hand one pair to two sessions.
+            tracing::error!(error = %e, jobs = batch.len(), "write batch failed; nothing in it was acknowledged; writes pause until storage works again");
             for job in batch.drain(..) {
                 let _ = job.reply.send(Err(e.clone()));
             }
+            Err(e)
         }
     }
 }
@@ -267,11 +409,15 @@ impl Store for RedbStore {
         };
         let guard = self.tx.lock().ok();
         match guard.as_ref().and_then(|g| g.as_ref()) {
-            Some(sender) => {
-                if let Err(e) = sender.send(job) {
-                    let _ = e.0.reply.send(Err(StoreError::WriterGone));
+            Some(sender) => match sender.try_send(job) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(j)) => {
+                    let _ = j.reply.send(Err(StoreError::Overloaded));
                 }
-            }
+                Err(mpsc::error::TrySendError::Closed(j)) => {
+                    let _ = j.reply.send(Err(StoreError::WriterGone));
+                }
+            },
             None => {
                 let _ = job.reply.send(Err(StoreError::WriterGone));
             }
