@@ -459,3 +459,63 @@ async fn a_flood_of_test_deliveries_to_a_hung_receiver_does_not_delay_live_or_ot
         "one merchant's flood delayed another's delivery by {other_ms} ms"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrading_keeps_the_one_old_secret_as_live_and_indexes_old_endpoints() {
+    let mut d = Daemon::prepare(&opts("[1, 1]"));
+    let test = create_key(&d.config, "demo", &["--permissions", "*"]);
+    let live = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
+    d.start();
+    let c = client();
+    let rx = Receiver::start(0, &[]).await;
+    let (st, _, ep) = post(
+        &c,
+        &d.url("/v1/webhook_endpoints"),
+        &test,
+        json!({"url": rx.url}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{ep}");
+    let live_before = secret(&c, &d, &live).await["secret"].clone();
+    let test_before = secret(&c, &d, &test).await["secret"].clone();
+    assert_eq!(d.terminate(), Some(0));
+    // Make the file look like one written before this change: one default secret per merchant
+    // (under the bare merchant id) and no endpoint index.
+    {
+        let db = redb::Database::open(d.dir.join("paywatch.redb")).expect("open");
+        let txn = db.begin_write().expect("txn");
+        {
+            let mut t = txn
+                .open_table(redb::TableDefinition::<&str, &[u8]>::new(
+                    "merchant_secrets",
+                ))
+                .expect("secrets");
+            t.remove("demo\u{1f}test")
+                .expect("remove")
+                .expect("a test secret");
+        }
+        assert!(
+            txn.delete_table(redb::TableDefinition::<(&str, &str), ()>::new(
+                "webhook_endpoint_index"
+            ))
+            .expect("delete")
+        );
+        txn.commit().expect("commit");
+    }
+    d.start();
+    let live_after = secret(&c, &d, &live).await["secret"].clone();
+    let test_after = secret(&c, &d, &test).await["secret"].clone();
+    assert_eq!(
+        live_after, live_before,
+        "the old secret stays the live secret"
+    );
+    assert_ne!(test_after, test_before, "a fresh test secret was made");
+    assert_ne!(test_after, live_after);
+    // The old endpoint is indexed again: listed, and it still gets its mode's events.
+    let (_, list) = get(&c, &d.url("/v1/webhook_endpoints"), &test).await;
+    assert_eq!(list["data"][0]["id"], ep["id"], "{list}");
+    unmatched_credit(&c, &d, &test, 500_000_000_001).await;
+    rx.wait_for(10, "the old endpoint's delivery", |g| !g.is_empty())
+        .await;
+}
