@@ -200,8 +200,8 @@ fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
 /// Parses and validates an API-key ingest body (`sms` or `manual`) into an alert, received at
 /// `now_ms` unless it says when. Pure, so it can be fuzzed.
 pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
-    no_duplicate_keys(body)?;
     let map = object_body(body, FIELDS)?;
+    no_duplicate_keys(body)?;
     let source = str_field(&map, "source", 20)?.ok_or_else(|| {
         ApiError::invalid(
             "parameter_missing",
