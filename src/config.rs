@@ -1310,7 +1310,7 @@ fn resolve_chain(
                 return Err(err(
                     locate,
                     &format!("{key}.rpc_urls.{i}"),
-                    format!("{u:?} is not an http(s) URL"),
+                    format!("{:?} is not an http(s) URL", crate::redact::redact_url(u)),
                 ));
             }
         }
@@ -1322,7 +1322,7 @@ fn resolve_chain(
                 return Err(err(
                     locate,
                     &format!("{key}.ws_url"),
-                    format!("{u:?} is not a ws(s) URL"),
+                    format!("{:?} is not a ws(s) URL", crate::redact::redact_url(u)),
                 ));
             }
         }

@@ -178,6 +178,29 @@ async fn admin_post(c: &reqwest::Client, d: &Daemon, path: &str, body: Value) ->
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+async fn console_login(c: &reqwest::Client, d: &Daemon) -> String {
+    let r = c
+        .post(format!("{}/console/login", d.admin))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    cookie.split(';').next().unwrap().to_owned()
+}
+
+async fn console_get(c: &reqwest::Client, d: &Daemon, cookie: &str, path: &str) -> String {
+    let r = c
+        .get(format!("{}{path}", d.admin))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap()
+}
+
 fn events_of(got: &[common::receiver::Received], kind: &str) -> Vec<Value> {
     got.iter()
         .map(|r| r.json())
@@ -243,16 +266,31 @@ async fn a_claimed_transfer_on_a_shared_address_is_queued_unless_it_comes_from_t
         "queued for the operator: {queue} {now}"
     );
 
-    // The operator rejects the attacker's claim and gives the money to the victim's session.
-    let (st, r) = admin_post(
-        &c,
-        &d,
-        &format!("/admin/v1/credits/{credit_id}/reject"),
-        json!({"session": attacker}),
-    )
-    .await;
-    assert_eq!(st, 200, "{r}");
-    assert_eq!(r["status"], "unmatched");
+    // The console lists it; the operator rejects the attacker's claim there and gives the money
+    // to the victim's session.
+    let cookie = console_login(&c, &d).await;
+    let page = console_get(&c, &d, &cookie, "/console/credits").await;
+    let claims = &page[page.find("Claims awaiting a decision").expect(&page)..];
+    assert!(
+        claims.contains(&attacker) && claims.contains(&credit_id),
+        "{page}"
+    );
+    let csrf = page
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .unwrap()
+        .to_owned();
+    let r = c
+        .post(format!("{}/console/credits/{credit_id}/reject", d.admin))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str()), ("session", attacker.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let body = r.text().await.unwrap();
+    assert!(st == 200 || st == 303, "{st} {body}");
     let (st, r) = admin_post(
         &c,
         &d,
@@ -452,12 +490,19 @@ async fn readyz_and_logs_never_show_the_rpc_key() {
         doctor.contains("127.0.0.1:9"),
         "doctor names the host: {doctor}"
     );
+    let cookie = console_login(&c, &d).await;
+    let console = console_get(&c, &d, &cookie, "/console/watchers").await;
+    assert!(
+        console.contains("RPC down: http://127.0.0.1:9"),
+        "{console}"
+    );
     let log = d.stderr();
     assert!(log.contains("RPC call failed"), "{log}");
     for (what, text) in [
         ("public /readyz", public.to_string()),
         ("operator /readyz", operator),
         ("doctor", doctor),
+        ("console", console),
         ("log", log),
     ] {
         for secret in ["SECRETPATHKEY123", "SECRETQUERYKEY456", "/v2/"] {

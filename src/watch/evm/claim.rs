@@ -44,9 +44,10 @@ pub async fn check(store: SharedStore, chain: Chain, session: Session, tx: B256)
 
 /// Hands each `Transfer` of the token to this session's address over to the matcher as a claim
 /// of its exact reference. The claim rules (the session still awaits payment, same merchant and
-/// mode, money received during its life, within 10% of the payable amount) are checked inside
-/// the writer's transaction, as for UPI claims: an unmatched credit the watcher already kept is
-/// attached at once, a transfer it has not seen yet is routed to this session when it does.
+/// mode, money received during its life, within 10% of the payable amount, and on a shared
+/// address sent from a sender the customer declared before its block) are checked inside the
+/// writer's transaction: an unmatched credit the watcher already kept is attached at once or
+/// queued for the operator, a transfer it has not seen yet is checked when it does.
 async fn apply(
     store: &SharedStore,
     chain: &Chain,
