@@ -179,6 +179,14 @@ async fn test_sessions_never_take_live_capacity_and_the_503_names_limit_and_fix(
     let r = manual_credit(&c, &d, &live, "200.00", "813000000001").await;
     assert_eq!(r["outcome"], "matched", "{r}");
     assert_eq!(r["session"], lid.as_str());
+
+    // A restart rebuilds both namespaces as they were.
+    d.terminate();
+    d.start();
+    let (st, e) = create(&c, &d, &test, 10_000).await;
+    assert_eq!(st, 503, "the 100 test holds survive a restart: {e}");
+    let (_, payable) = created(&c, &d, &live, 10_000).await;
+    assert_eq!(payable, "100.01", "and the live one too");
 }
 
 #[tokio::test]
