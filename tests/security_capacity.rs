@@ -179,6 +179,14 @@ async fn test_sessions_never_take_live_capacity_and_the_503_names_limit_and_fix(
     let r = manual_credit(&c, &d, &live, "200.00", "813000000001").await;
     assert_eq!(r["outcome"], "matched", "{r}");
     assert_eq!(r["session"], lid.as_str());
+
+    // A restart rebuilds both namespaces as they were.
+    d.terminate();
+    d.start();
+    let (st, e) = create(&c, &d, &test, 10_000).await;
+    assert_eq!(st, 503, "the 100 test holds survive a restart: {e}");
+    let (_, payable) = created(&c, &d, &live, 10_000).await;
+    assert_eq!(payable, "100.01", "and the live one too");
 }
 
 #[tokio::test]
@@ -492,4 +500,27 @@ async fn retention_prunes_old_ignored_alerts_and_delivered_events_but_keeps_the_
     for id in &paid {
         assert_eq!(session(&c, &d, &test, id).await["status"], "complete");
     }
+}
+
+#[tokio::test]
+async fn a_pool_address_freed_by_an_unpaid_session_is_reused_and_the_503_says_what_to_add() {
+    let mut d = Daemon::prepare(&Opts {
+        extra: "\n[[merchants]]\nid = \"pool\"\nname = \"pool\"\n\n[merchants.methods.upi]\nvpa = \"pool@okbank\"\nstrategy = \"address_pool\"\npay_to_pool = [\"pool1@okbank\"]\n".into(),
+        ..Opts::default()
+    });
+    let live = create_key(&d.config, "pool", &["--live", "--permissions", PERMS]);
+    d.start();
+    let c = client();
+    let (a, _) = created(&c, &d, &live, 10_000).await;
+    let (st, e) = create(&c, &d, &live, 25_000).await;
+    assert_eq!(st, 503, "{e}");
+    let msg = e["error"]["message"].as_str().expect("message");
+    assert!(
+        msg.contains("add addresses to pay_to_pool of method upi"),
+        "{msg}"
+    );
+    end(&c, &d, &live, &a, "cancel").await;
+    let (st, v) = create(&c, &d, &live, 25_000).await;
+    assert_eq!(st, 201, "the canceled session's address is reused: {v}");
+    assert_eq!(v["payment_options"][0]["pay_to"], "pool1@okbank");
 }

@@ -689,11 +689,12 @@ fn save_session(
     now: i64,
 ) -> R<()> {
     let holds = || {
-        encode_holds(
-            s.payment_options
-                .iter()
-                .map(|o| (o.destination.as_str(), o.reservation_amount)),
-        )
+        let keys: Vec<(String, u128)> = s
+            .payment_options
+            .iter()
+            .map(|o| (res_key(&o.destination, s.livemode), o.reservation_amount))
+            .collect();
+        encode_holds(keys.iter().map(|(d, a)| (d.as_str(), *a)))
     };
     let was = before.map(|b| b.status);
     if was != Some(s.status) {
