@@ -76,7 +76,11 @@ fn routed() -> BTreeSet<(String, String)> {
         for cap in re.captures_iter(&text) {
             let (method, pattern) = (&cap[1], &cap[2]);
             // pages.rs matches what follows /c/{id}.
-            let prefix = if file == "pages.rs" { "/c/{id}" } else { "" };
+            let prefix = if file == "pages.rs" || file == "limits.rs" {
+                "/c/{id}"
+            } else {
+                ""
+            };
             for t in templates(prefix, pattern) {
                 assert!(
                     t.starts_with("/v1/")

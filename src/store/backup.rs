@@ -47,9 +47,14 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, EXPIRY)?
             + copy(&src, &w, PROCESSING)?
             + copy(&src, &w, RELEASES)?
+            + copy(&src, &w, FREED)?
             + copy(&src, &w, PAYMENTS)?
             + copy(&src, &w, REFS)?
             + copy(&src, &w, CREDITS)?
+            + copy(&src, &w, CREDIT_INDEX)?
+            + copy(&src, &w, IGNORED)?
+            + copy(&src, &w, IGNORED_INDEX)?
+            + copy(&src, &w, RETENTION)?
             + copy(&src, &w, IDEMPOTENCY)?
             + copy(&src, &w, IDEM_EXPIRY)?
             + copy(&src, &w, EVENTS)?
@@ -59,6 +64,8 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, EVENT_DELIVERIES)?
             + copy(&src, &w, ENDPOINTS)?
             + copy(&src, &w, MERCHANT_SECRETS)?
+            + copy(&src, &w, ENDPOINT_INDEX)?
+            + copy(&src, &w, OUTBOX_LANES)?
             + copy(&src, &w, CLAIMS)?
             + copy(&src, &w, CLAIM_REFS)?
             + copy(&src, &w, CLAIM_QUEUE)?
