@@ -392,7 +392,13 @@ async fn bad_refund_requests_get_specific_errors_and_change_nothing() {
 }
 
 async fn create_key_running(c: &reqwest::Client, d: &Daemon, merchant: &str) -> String {
-    let (st, v) = admin_post(c, d, "/admin/v1/keys", json!({"merchant": merchant})).await;
+    let (st, v) = admin_post(
+        c,
+        d,
+        "/admin/v1/keys",
+        json!({"merchant": merchant, "permissions": "*"}),
+    )
+    .await;
     assert_eq!(st, 201, "{v}");
     v["secret"].as_str().unwrap().to_owned()
 }

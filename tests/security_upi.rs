@@ -628,7 +628,7 @@ async fn manual_credits_are_each_their_own_and_test_references_live_apart() {
 #[tokio::test]
 async fn a_reversal_of_a_paid_sessions_utr_flags_it_and_sends_payment_reversed() {
     let mut d = Daemon::prepare(&Opts::default());
-    let live = create_key(&d.config, "demo", &["--live"]);
+    let live = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
     d.start();
     let c = client();
     let url = d.url(CREDITS);
