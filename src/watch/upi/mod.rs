@@ -1,6 +1,8 @@
 //! UPI: bank credit alerts (SMS and e-mail), parsed by data-driven templates.
 
 pub mod alert;
+pub mod apps;
+pub mod general;
 pub mod imap;
 pub mod mail;
 pub mod templates;
