@@ -234,6 +234,29 @@ fn leave_one_bank_out_general_reading() {
         println!("  {f}");
     }
     assert_eq!(total.wrongly_money, 0, "a non-credit became money");
+
+    // For the record: every bank template removed at once (registry + fallback + general
+    // reading only), over the whole corpus.
+    let generic_only: Vec<TemplateSource<'_>> = DEFAULT_TEMPLATES
+        .iter()
+        .filter(|s| s.file.ends_with("generic.toml"))
+        .copied()
+        .collect();
+    let parser = Parser::from_sources(&generic_only).unwrap();
+    let all: Vec<&Row> = rows.iter().collect();
+    let mut ignored = Vec::new();
+    let t = score(&parser, &all, &mut ignored);
+    println!(
+        "no bank templates at all: credits {}/{} exact ({:.1}%), non-credits {} of which {} as money",
+        t.exact,
+        t.credits,
+        pct(t.exact, t.credits),
+        t.non_credits,
+        t.wrongly_money
+    );
+    for f in ignored.iter().filter(|f| f.contains("NON-CREDIT")) {
+        println!("  {f}");
+    }
     let _ = AlertKind::Unknown;
 }
 

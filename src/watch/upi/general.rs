@@ -99,7 +99,9 @@ impl Reader {
     #[allow(clippy::expect_used)]
     pub fn new() -> Reader {
         let re = |s: &str| Regex::new(s).expect("general reader regex");
-        let acct = r"(?:a/?c|acct?|account|ac|a\.c\.)";
+        let acct = r"(?:a/?c|acct?|account|ac|a\.c\.|sb)";
+        // A masked account number: "XX1234", "*9172", "3XXXXX0208", "NN09089", "...7656".
+        let mask = r"(?:\d{0,4}[a-z*#.]{0,12}\d{2,}|[x*#.]{2,}\d*)";
         Reader {
             verbs: Regex::new(VERBS).expect("general reader verbs"),
             amount: re(r"(?i)(?:\b(?:rs|inr)|₹)\s*[.:]?\s*(?P<a>\d(?:[\d,]*\d)?(?:\.\d+)?)"),
@@ -107,7 +109,7 @@ impl Reader {
                 r"(?i)(?:\bbal(?:ance)?|\bavl|\bavbl|\bavlbl|\baval|\bavailable|\blimit|\blmt|\bclr|\bclear)\b[^0-9]{0,20}$",
             ),
             passive_account: re(&format!(
-                r"(?i)\b{acct}\.?\s*(?:no\.?|number|ending(?:\s+(?:in|with))?)?\s*[:.-]?\s*[x*.#]*\d*\s*(?:is\s+|has\s+been\s+|was\s+|got\s+|-\s*)?(?:successfully\s+)?$"
+                r"(?i)\b{acct}\.?\s*(?:no\.?|number|ending(?:\s+(?:in|with))?)?\s*[:.-]?\s*{mask}?\s*(?:is\s+|has\s+been\s+|was\s+|got\s+|-\s*)?(?:successfully\s+)?$"
             )),
             account_after: re(&format!(
                 r"(?i)^[\s.:,!-]*(?:(?:with|by|for|of|amount|an\s+amount\s+of)\s+)?(?:(?:(?:\brs|\binr|₹)\s*[.:]?\s*){{1,2}}[\d,]+(?:\.\d+)?\s*(?:/-)?\s*)?(?:on\s+\S+\s+)?(?:(?:via|thru|through|by)\s+\S+\s+)?(?:(?:to|in|into|from|at)\s+)?(?:the\s+)?(?:(?:your|ur|yr)\s+)?(?:\S+@\S+\s+)?(?:[A-Za-z&]+\s+){{0,3}}?{acct}(?:[^a-z]|$)"
@@ -118,18 +120,20 @@ impl Reader {
             other_account: re(
                 r"(?i)^[\s.:]*(?:no\.?\s*)?[x*.]*\d*\s*(?:of|linked\s+to|held\s+by|belonging\s+to)\b",
             ),
-            field_account: re(&format!(r"(?im)^\s*{acct}(?:\s*(?:no|number))?\.?\s*[:-]")),
+            field_account: re(&format!(
+                r"(?im)^\s*(?:to\b[^\n]{{0,40}}?)?\b{acct}(?:\s*(?:no|number))?\.?\s*(?:[:-]|\s{mask})"
+            )),
             to_yours: re(&format!(
                 r"(?i)\b(?:to|in|into)\s+(?:your|ur|yr)\s+(?:[A-Za-z&]+\s+){{0,3}}?{acct}\.?\s*(?:no\.?\s*)?[:.-]?\s*[x*#.]*\d{{2,}}"
             )),
             labelled_ref: re(
-                r"(?i)\b(?:ref(?:erence)?|rrn|utr|txn|transaction|trans|tran)\b\.?\s*(?:(?:no|number|id|num)\b\.?)?[\s:#/.-]{0,5}(?:is\s+)?(?P<u>\d{9,18})\b",
+                r"(?i)\b(?:ref(?:erence)?|rrn|utr|txn|transaction|trans|tran)\.?\s*(?:(?:no|number|id|num)\b\.?)?[\s:#/.-]{0,5}(?:is\s+)?(?P<u>\d{9,18})\b",
             ),
             channel_ref: re(r"(?i)\b(?:UPI|IMPS)\b\s*[:-]?\s*(?P<u>\d{9,18})\b"),
             channel_word: re(r"(?i)\b(?:UPI|IMPS)\b"),
             twelve: re(r"(?:^|[^0-9A-Za-z+])(\d{12})(?:$|[^0-9A-Za-z])"),
             slash_info: re(
-                r"(?i)\b(?:UPI|IMPS|MMT|UPIAR|UPIRET)[A-Z]*(?:/[^/\s]{0,24}){0,3}?/[A-Z]?(?P<u>\d{9,18})(?:/|\b)",
+                r"(?i)\b(?:UPI|IMPS|MMT|UPIAR|UPIRET|P2[APM])[A-Z]*(?:/[^/\s]{0,24}){0,3}?/[A-Z]?(?P<u>\d{9,18})(?:/|\b)",
             ),
         }
     }
