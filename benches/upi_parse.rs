@@ -1,4 +1,4 @@
-//! Single-thread throughput of `Parser::parse` over the shared fixture set.
+//! Single-thread throughput of `Parser::parse` over the shared fixtures and the UPI corpus.
 //!
 //! Plain `std::time` measurement: `cargo bench --bench parse`. Prints alerts parsed per second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
@@ -20,11 +20,16 @@ fn main() {
         PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/upi_alerts.jsonl");
     let body = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{} is required: {e}", path.display()));
+    // The shared fixtures plus the repository's corpus (most of it read by the general reading).
+    let corpus = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/upi_corpus.jsonl");
+    let corpus = std::fs::read_to_string(&corpus).unwrap_or_default();
     let fixtures: Vec<Fixture> = body
         .lines()
+        .chain(corpus.lines())
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
+    println!("{} alert texts", fixtures.len());
 
     let started = Instant::now();
     let parser = Parser::builtin().unwrap();

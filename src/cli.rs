@@ -243,18 +243,38 @@ fn alerts_parse(
         .collect();
     let parser = crate::watch::upi::templates::Parser::with_overrides(&sources)
         .map_err(|e| Failure::usage(e.to_string()))?;
-    let a = parser.parse(sender, &text);
+    let notification = sender.is_some_and(crate::watch::upi::apps::looks_like_package);
+    let (a, why) = match sender {
+        Some(pkg) if notification => {
+            let a = parser.parse_notification(pkg, &text);
+            let why = match crate::watch::upi::apps::app_for_package(pkg) {
+                Some(app) => vec![
+                    format!("merchant app notification: {}", app.name),
+                    format!("decided by {}", a.template),
+                ],
+                None => vec![format!(
+                    "{pkg} is not a supported merchant payment app: never money"
+                )],
+            };
+            (a, why)
+        }
+        _ => {
+            let e = parser.explain(sender, &text);
+            (e.alert, e.why)
+        }
+    };
     let v = serde_json::json!({
         "kind": a.kind.as_str(),
         "is_money": a.is_money(),
         "ignore_reason": a.ignore_reason(),
         "bank": a.bank,
-        "sender_is_bank": sender.map(|s| parser.bank_for_sender(s).is_some()),
+        "sender_is_bank": sender.filter(|_| !notification).map(|s| parser.bank_for_sender(s).is_some()),
         "amount": a.amount_paise.map(|p| crate::domain::money::format_units(u128::from(p), 2)),
         "amount_paise": a.amount_paise,
         "utr": a.utr,
         "payer_vpa": a.payer_vpa,
         "template": a.template,
+        "why": why,
     });
     println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     Ok(())

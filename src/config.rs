@@ -281,6 +281,9 @@ pub struct MethodConfig {
     pub vpa: Option<String>,
     pub payee_name: Option<String>,
     pub merchant_code: Option<String>,
+    /// The VPA is a person's, not a merchant's: the UPI link carries no `mc`/`tr`, which apps
+    /// refuse on personal VPAs ("this transaction may be risky").
+    pub personal_vpa: Option<bool>,
     pub chain: Option<String>,
     pub pay_to: Option<String>,
     pub pay_to_pool: Option<Vec<String>>,
@@ -405,6 +408,9 @@ struct UpiConfig {
     /// A directory of operator alert templates (`*.toml`): a template for a bank replaces the
     /// built-in one, a new bank is added. No recompiling to support a bank.
     templates_dir: Option<String>,
+    /// Extra DLT SMS headers, one line each: `HEADER = "bank"` (a registry id such as
+    /// "indusind", or a new bank's name).
+    sms_headers: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -461,6 +467,8 @@ pub struct Config {
     pub imap: Option<ImapConfig>,
     /// Operator alert templates: (file, TOML text), already checked to compile.
     pub upi_templates: Vec<(String, String)>,
+    /// Operator SMS headers `[upi.sms_headers]`: (header, bank), already checked.
+    pub upi_headers: Vec<(String, String)>,
 }
 
 impl Config {
@@ -474,7 +482,8 @@ impl Config {
             .iter()
             .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
             .collect();
-        crate::watch::upi::templates::Parser::with_overrides(&sources)
+        crate::watch::upi::templates::Parser::with_overrides(&sources)?
+            .with_headers(&self.upi_headers)
     }
 }
 
@@ -1194,6 +1203,12 @@ fn validate(
             Some(im)
         }
     };
+    let upi_headers: Vec<(String, String)> = raw
+        .upi
+        .sms_headers
+        .iter()
+        .map(|(h, b)| (h.clone(), b.clone()))
+        .collect();
     let upi_templates = match &raw.upi.templates_dir {
         Some(dir) => read_template_dir(dir).map_err(|p| err(locate, "upi.templates_dir", p))?,
         None => Vec::new(),
@@ -1203,11 +1218,18 @@ fn validate(
             .iter()
             .map(|(file, text)| crate::watch::upi::templates::TemplateSource { file, text })
             .collect();
-        crate::watch::upi::templates::Parser::with_overrides(&sources)
+        let parser = crate::watch::upi::templates::Parser::with_overrides(&sources)
             .map_err(|e| err(locate, "upi.templates_dir", e.to_string()))?;
+        parser.with_headers(&upi_headers).map_err(|e| match e {
+            crate::watch::upi::templates::TemplateError::Header { header, problem } => {
+                err(locate, &format!("upi.sms_headers.{header}"), problem)
+            }
+            other => err(locate, "upi.sms_headers", other.to_string()),
+        })?;
     }
     Ok(Config {
         upi_templates,
+        upi_headers,
         imap,
         ingest,
         source: name.to_owned(),
@@ -1426,6 +1448,12 @@ fn resolve_method(
     }
     let e = |field: &str, problem: String| err(locate, &format!("{key}.{field}"), problem);
     let is_upi = name == "upi" || mc.vpa.is_some();
+    if !is_upi && mc.personal_vpa.is_some() {
+        return Err(e(
+            "personal_vpa",
+            "is for UPI methods (those with a vpa)".into(),
+        ));
+    }
     let (rail, currency, test) = if is_upi {
         if mc.chain.is_some() {
             return Err(e("chain", "a UPI method has no chain".into()));
@@ -1452,11 +1480,19 @@ fn resolve_method(
                 "must be a 4-digit merchant category code".into(),
             ));
         }
+        let personal = mc.personal_vpa.unwrap_or(false);
+        if personal && mc.merchant_code.is_some() {
+            return Err(e(
+                "personal_vpa",
+                "a personal VPA has no merchant_code: remove one of the two".into(),
+            ));
+        }
         (
             Rail::Upi {
                 vpa,
                 payee_name,
                 merchant_code: mc.merchant_code.clone(),
+                personal,
             },
             Currency::Inr,
             // UPI has no test rail: the same method serves both modes (see docs/api.md).

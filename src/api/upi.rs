@@ -314,12 +314,23 @@ async fn process(
                 )
             })?;
             let text = alert.text.as_deref().unwrap_or_default();
+            let notification = alert.source == "notification";
             match &alert.sender {
-                Some(s) if parser.bank_for_sender(s).is_none() => {
+                Some(s)
+                    if notification && crate::watch::upi::apps::app_for_package(s).is_none() =>
+                {
+                    Verdict::Ignored(format!(
+                        "notification from {s:?}: not a supported merchant payment app"
+                    ))
+                }
+                Some(s) if !notification && parser.bank_for_sender(s).is_none() => {
                     Verdict::Ignored(format!("sender {s:?} is not a known bank sender id"))
                 }
                 _ => {
-                    let a = parser.parse(alert.sender.as_deref(), text);
+                    let a = match (&alert.sender, notification) {
+                        (Some(pkg), true) => parser.parse_notification(pkg, text),
+                        _ => parser.parse(alert.sender.as_deref(), text),
+                    };
                     match (a.is_money(), a.amount_paise) {
                         (true, Some(p)) => Verdict::Money {
                             paise: p,
@@ -419,6 +430,11 @@ async fn process(
                     h.update(sender.as_deref().unwrap_or("").as_bytes());
                     h.update(b"\n");
                     h.update(text.as_deref().unwrap_or("").as_bytes());
+                    if source == "notification" {
+                        // A notification carries no date of its own: two payments of the same
+                        // amount from the same payer read alike, the phone's time tells them apart.
+                        h.update(received_at_ms.to_be_bytes());
+                    }
                     // Not the receipt time: a forwarder's retry of the same SMS must stay one
                     // credit (bank texts carry their own date, time or balance).
                     format!("upi-noref:{}", hex::encode(&h.finalize()[..16]))
@@ -718,15 +734,22 @@ pub async fn ingest_with_token(
             let v: Value =
                 serde_json::from_slice(&req.body).map_err(|e| bad(&format!("not JSON: {e}")))?;
             no_duplicate_keys(&req.body)?;
-            Alert {
-                source: "sms".into(),
-                sender: Some(sender_required(
-                    v["from"].as_str().map(str::to_owned),
-                    "from",
-                )?),
-                text: Some(v["text"].as_str().ok_or_else(|| bad("no text"))?.to_owned()),
-                manual: None,
-                received_at_ms: stamp_ms(v.get("receivedStamp")).unwrap_or(now),
+            let text = v["text"].as_str().ok_or_else(|| bad("no text"))?;
+            let received_at_ms = stamp_ms(v.get("receivedStamp")).unwrap_or(now);
+            match notification_from(&v) {
+                Some(package) => {
+                    notification_alert(package, v["title"].as_str(), text, received_at_ms)
+                }
+                None => Alert {
+                    source: "sms".into(),
+                    sender: Some(sender_required(
+                        v["from"].as_str().map(str::to_owned),
+                        "from",
+                    )?),
+                    text: Some(text.to_owned()),
+                    manual: None,
+                    received_at_ms,
+                },
             }
         }
         IngestFormat::Smsforwarder => {
@@ -734,8 +757,10 @@ pub async fn ingest_with_token(
             let mut content = None;
             let mut timestamp = None;
             let mut sign = None;
+            let mut title = None;
             for (k, v) in url::form_urlencoded::parse(&req.body) {
                 match k.as_ref() {
+                    "title" => title = Some(v.into_owned()),
                     "from" => from = Some(v.into_owned()),
                     "content" => content = Some(v.into_owned()),
                     "timestamp" => timestamp = Some(v.into_owned()),
@@ -770,12 +795,19 @@ pub async fn ingest_with_token(
             if !first_use(&src.name, &expected, now) {
                 return Err(forged("this sign was already used (a replay)"));
             }
-            Alert {
-                source: "sms".into(),
-                sender: Some(sender_required(from, "from")?),
-                text: Some(content.ok_or_else(|| bad("no content"))?),
-                manual: None,
-                received_at_ms: ms,
+            let content = content.ok_or_else(|| bad("no content"))?;
+            match from.as_deref() {
+                // SmsForwarder reports an app notification with the package name as `from`.
+                Some(pkg) if crate::watch::upi::apps::looks_like_package(pkg) => {
+                    notification_alert(pkg, title.as_deref(), &content, ms)
+                }
+                _ => Alert {
+                    source: "sms".into(),
+                    sender: Some(sender_required(from, "from")?),
+                    text: Some(content),
+                    manual: None,
+                    received_at_ms: ms,
+                },
             }
         }
     };
@@ -795,6 +827,37 @@ pub async fn ingest_with_token(
         tracing::warn!(error = %e, source = %src.name, "could not record the forwarder's last contact");
     }
     process(state, merchant, true, alert).await
+}
+
+/// The package name of a forwarded app notification ("SMS to URL forwarder" fork: `package`
+/// or `packageName`, or a package name in `from`), if the body is one.
+fn notification_from(v: &Value) -> Option<&str> {
+    v["package"]
+        .as_str()
+        .or(v["packageName"].as_str())
+        .or(v["from"]
+            .as_str()
+            .filter(|f| crate::watch::upi::apps::looks_like_package(f)))
+}
+
+/// A forwarded app notification: title and text joined, judged by the merchant-app rules.
+fn notification_alert(
+    package: &str,
+    title: Option<&str>,
+    text: &str,
+    received_at_ms: i64,
+) -> Alert {
+    let text = match title.map(str::trim).filter(|t| !t.is_empty()) {
+        Some(t) => format!("{t}\n{text}"),
+        None => text.to_owned(),
+    };
+    Alert {
+        source: "notification".into(),
+        sender: Some(package.trim().to_owned()),
+        text: Some(text),
+        manual: None,
+        received_at_ms,
+    }
 }
 
 /// `GET /v1/credits?status=&limit=&starting_after=`: this merchant's and mode's credits, newest

@@ -33,7 +33,8 @@ fn clean(s: &str, max: usize) -> String {
         .to_owned()
 }
 
-/// `upi://pay?pa=…&pn=…&am=149.87&cu=INR&tr=<session>&tn=…` per NPCI's UPI linking spec.
+/// `upi://pay?pa=…&pn=…&am=149.87&cu=INR&tr=<session>&tn=…` per NPCI's UPI linking spec; an
+/// empty `reference` leaves `tr` out (personal VPAs).
 pub fn upi(
     vpa: &str,
     payee_name: &str,
@@ -53,8 +54,11 @@ pub fn upi(
     }
     uri.push_str("&am=");
     uri.push_str(&format_units(amount_paise, 2));
-    uri.push_str("&cu=INR&tr=");
-    uri.push_str(&esc(reference));
+    uri.push_str("&cu=INR");
+    if !reference.is_empty() {
+        uri.push_str("&tr=");
+        uri.push_str(&esc(reference));
+    }
     let note = clean(note, NOTE_MAX);
     if !note.is_empty() {
         uri.push_str("&tn=");
@@ -77,9 +81,17 @@ pub fn for_method(
     note: &str,
 ) -> String {
     match &method.rail {
+        // Apps refuse tap-to-pay to a personal VPA that carries merchant parameters; the
+        // session is matched by its unique amount either way.
+        Rail::Upi {
+            payee_name,
+            personal: true,
+            ..
+        } => upi(pay_to, payee_name, None, payable_base, "", note),
         Rail::Upi {
             payee_name,
             merchant_code,
+            personal: false,
             ..
         } => upi(
             pay_to,
@@ -138,6 +150,15 @@ mod tests {
         assert!(u.contains("&mc=5411&am=0.05&"));
         assert!(u.contains(&format!("pn={}&", "x".repeat(40))));
         assert!(u.ends_with(&format!("tn={}", "x".repeat(50))));
+    }
+
+    #[test]
+    fn personal_vpa_links_carry_no_merchant_parameters() {
+        let u = upi("ravi@okaxis", "Ravi", None, 14_987, "", "Order 12");
+        assert_eq!(
+            u,
+            "upi://pay?pa=ravi%40okaxis&pn=Ravi&am=149.87&cu=INR&tn=Order%2012"
+        );
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub enum Rail {
         vpa: String,
         payee_name: String,
         merchant_code: Option<String>,
+        /// A person's VPA: its links drop the merchant parameters (`mc`, `tr`).
+        personal: bool,
     },
     Token {
         /// The config key of the chain (`local`, `polygon`): shown as `network`.

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod alert;
+pub mod apps;
+pub mod general;
 pub mod imap;
 pub mod mail;
 pub mod templates;

@@ -26,6 +26,37 @@ use serde::Deserialize;
 use thiserror::Error;
 
 use super::alert::{AlertKind, ParsedAlert, parse_amount_paise};
+use super::general::{Direction, Reader};
+
+/// The bank registry shipped with paywatch (`watchers/upi/banks.toml`): which DLT SMS headers
+/// and alert mail domains belong to which bank. A bank there without a template of its own is
+/// read by the fallback template and the general reading.
+pub const REGISTRY: TemplateSource<'static> = TemplateSource {
+    file: "watchers/upi/banks.toml",
+    text: include_str!("../../../watchers/upi/banks.toml"),
+};
+
+#[derive(Debug, Deserialize)]
+struct RawRegistry {
+    #[serde(default)]
+    bank: Vec<RawBank>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBank {
+    id: String,
+    name: String,
+    #[allow(dead_code)]
+    kind: String,
+    #[serde(default)]
+    sms_headers: Vec<String>,
+    #[serde(default)]
+    mail_domains: Vec<String>,
+    #[serde(default)]
+    #[allow(dead_code)]
+    quirks: Option<String>,
+}
 
 /// One template file: its path (for error messages) and its TOML text.
 #[derive(Debug, Clone, Copy)]
@@ -94,6 +125,9 @@ pub enum TemplateError {
         key: String,
         problem: String,
     },
+    /// An operator SMS header (`[upi.sms_headers]`) is not acceptable.
+    #[error("{header}: {problem}")]
+    Header { header: String, problem: String },
     /// No template has `bank = "generic"`, so there is no fallback.
     #[error("no fallback template: one template must have bank = \"{GENERIC_BANK}\"")]
     NoGeneric,
@@ -202,9 +236,25 @@ struct Template {
 pub struct Parser {
     banks: Vec<Template>,
     generic: Template,
-    senders: HashMap<[u8; 6], usize>,
+    senders: HashMap<String, usize>,
     markers: RegexSet,
     marker_owner: Vec<usize>,
+    reader: Reader,
+    /// Merchant-app payment statements, each with an `amount` group.
+    app_credit: Vec<Regex>,
+    /// Merchant-app notifications that are not one payment: summaries, settlements, offers.
+    app_not_a_payment: Regex,
+    /// Registry id per bank (templated banks matched to their registry entry), for reports.
+    ids: Vec<Option<String>>,
+}
+
+/// How a text was classified, step by step, for `paywatch alerts parse`.
+#[derive(Debug, Clone)]
+pub struct Explained {
+    /// The result, exactly as [`Parser::parse`] returns it.
+    pub alert: ParsedAlert,
+    /// Why, one line per step that decided something.
+    pub why: Vec<String>,
 }
 
 impl Parser {
@@ -241,7 +291,7 @@ impl Parser {
 
         let mut banks = Vec::new();
         let mut generic = None;
-        let mut senders: HashMap<[u8; 6], usize> = HashMap::new();
+        let mut senders: HashMap<String, usize> = HashMap::new();
         let mut marker_patterns = Vec::new();
         let mut marker_owner = Vec::new();
         for (file, raw) in &raws {
@@ -266,10 +316,13 @@ impl Parser {
             let index = banks.len();
             for (i, sender) in raw.sms_senders.iter().enumerate() {
                 let key = format!("sms_senders[{i}]");
-                let core = sender_key(sender).ok_or_else(|| {
-                    ctx.invalid(&key, format!("{sender:?} is not a 6-character sender id"))
+                let core = header_root(sender).ok_or_else(|| {
+                    ctx.invalid(
+                        &key,
+                        format!("{sender:?} is not a DLT sender header (3-6 letters or digits)"),
+                    )
                 })?;
-                if let Some(&other) = senders.get(&core) {
+                if let Some(&other) = senders.get(core.as_str()) {
                     let owner = banks.get(other).map_or("", |t: &Template| t.bank.as_str());
                     return Err(ctx.invalid(&key, format!("{sender} already belongs to {owner}")));
                 }
@@ -288,6 +341,8 @@ impl Parser {
             banks.push(template);
         }
         let generic = generic.ok_or(TemplateError::NoGeneric)?;
+        let mut ids = vec![None; banks.len()];
+        merge_registry(&mut banks, &mut ids, &mut senders)?;
         let markers = RegexSet::new(&marker_patterns).map_err(|e| TemplateError::Regex {
             file: "(all templates)".to_owned(),
             template: "(all)".to_owned(),
@@ -300,7 +355,62 @@ impl Parser {
             senders,
             markers,
             marker_owner,
+            reader: Reader::new(),
+            app_credit: APP_CREDIT
+                .iter()
+                .map(|r| app_regex(r))
+                .collect::<Result<_, _>>()?,
+            app_not_a_payment: app_regex(APP_NOT_A_PAYMENT)?,
+            ids,
         })
+    }
+
+    /// Adds operator SMS headers: `(header, bank)` where `bank` is a registry id, a template's
+    /// bank name or a new bank's display name (read by the fallback and the general reading).
+    pub fn with_headers(mut self, headers: &[(String, String)]) -> Result<Parser, TemplateError> {
+        for (header, bank) in headers {
+            let bad = |problem: String| TemplateError::Header {
+                header: header.clone(),
+                problem,
+            };
+            let root = header_root(header).ok_or_else(|| {
+                bad("is not a DLT sender header: 3-6 letters or digits, without the XX- prefix or -S suffix".into())
+            })?;
+            if let Some(&owner) = self.senders.get(root.as_str()) {
+                let name = self.banks.get(owner).map_or("", |t| t.bank.as_str());
+                return Err(bad(format!("already belongs to {name}")));
+            }
+            if bank.trim().is_empty() {
+                return Err(bad("the bank must not be empty".into()));
+            }
+            let found = self.banks.iter().enumerate().position(|(i, t)| {
+                t.bank.eq_ignore_ascii_case(bank.trim())
+                    || self
+                        .ids
+                        .get(i)
+                        .and_then(|id| id.as_deref())
+                        .is_some_and(|id| id.eq_ignore_ascii_case(bank.trim()))
+            });
+            let index = match found {
+                Some(i) => i,
+                None => {
+                    self.banks.push(empty_template(bank.trim())?);
+                    self.ids.push(None);
+                    self.banks.len() - 1
+                }
+            };
+            self.senders.insert(root, index);
+        }
+        Ok(self)
+    }
+
+    /// The registry id (`"hdfc"`, `"indusind"`) of a bank name this parser reports.
+    pub fn bank_id(&self, bank: &str) -> Option<&str> {
+        self.banks
+            .iter()
+            .position(|t| t.bank == bank)
+            .and_then(|i| self.ids.get(i))
+            .and_then(|id| id.as_deref())
     }
 
     /// The bank whose SMS sender id this is: `"VM-HDFCBK"`, `"AD-HDFCBK-S"`, `"HDFCBK"`.
@@ -324,46 +434,194 @@ impl Parser {
 
     /// Classifies one alert. `sender` is the SMS sender id or the email `From` address.
     pub fn parse(&self, sender: Option<&str>, text: &str) -> ParsedAlert {
+        self.run(sender, text, None)
+    }
+
+    /// Like [`Parser::parse`], also saying why.
+    pub fn explain(&self, sender: Option<&str>, text: &str) -> Explained {
+        let mut why = Vec::new();
+        let alert = self.run(sender, text, Some(&mut why));
+        Explained { alert, why }
+    }
+
+    /// Order: the bank's own non-credit patterns; the fallback's safety net (a debit word there
+    /// is checked against the general reading, which knows "sent by X" and "debited from
+    /// <payer>"); the bank's credit patterns; the fallback's credit patterns; the general reading.
+    fn run(
+        &self,
+        sender: Option<&str>,
+        text: &str,
+        mut why: Option<&mut Vec<String>>,
+    ) -> ParsedAlert {
+        let mut note = |line: String| {
+            if let Some(w) = why.as_deref_mut() {
+                w.push(line);
+            }
+        };
         let candidates = self.candidates(sender, text);
         let bank = candidates
             .first()
             .and_then(|&i| self.banks.get(i))
             .map(|t| t.bank.as_str());
-        let chain = || {
-            candidates
-                .iter()
-                .filter_map(|&i| self.banks.get(i))
-                .chain(std::iter::once(&self.generic))
-        };
-        for template in chain() {
+        match bank {
+            Some(b) => note(format!("bank: {b} (from the sender, mail domain or text)")),
+            None => note("bank: not recognised; fallback template and general reading only".into()),
+        }
+        let banks = || candidates.iter().filter_map(|&i| self.banks.get(i));
+        for template in banks() {
             if let Some(pattern) = template.non_credit.first(text) {
+                note(format!("non-credit pattern {} matched", pattern.label));
                 return self.build(template, pattern, text, bank);
             }
         }
-        for template in chain() {
+        let mut reading = None;
+        for index in self.generic.non_credit.set.matches(text).iter() {
+            let Some(pattern) = self.generic.non_credit.patterns.get(index) else {
+                continue;
+            };
+            if pattern.kind == PatternKind::Fixed(AlertKind::Debit) {
+                let r = reading.get_or_insert_with(|| self.reader.read(text));
+                if r.direction == Direction::Credit {
+                    note(format!(
+                        "debit word ({}) overruled by the general reading: {}",
+                        pattern.label, r.why
+                    ));
+                    continue;
+                }
+            }
+            note(format!("non-credit pattern {} matched", pattern.label));
+            return self.build(&self.generic, pattern, text, bank);
+        }
+        for template in banks() {
             if let Some(pattern) = template.credit.first(text) {
+                note(format!("credit pattern {} matched", pattern.label));
                 return self.build(template, pattern, text, bank);
             }
         }
+        let reading = reading.unwrap_or_else(|| self.reader.read(text));
+        if reading.direction == Direction::Debit {
+            note(format!("general reading: debit: {}", reading.why));
+            return ParsedAlert {
+                kind: AlertKind::Debit,
+                bank: bank.map(str::to_owned),
+                amount_paise: reading.amount.and_then(parse_amount_paise),
+                utr: reading.utr.map(str::to_owned),
+                payer_vpa: None,
+                template: "general/debit".to_owned(),
+            };
+        }
+        if let Some(pattern) = self.generic.credit.first(text) {
+            note(format!("credit pattern {} matched", pattern.label));
+            return self.build(&self.generic, pattern, text, bank);
+        }
+        if reading.direction == Direction::Credit {
+            note(format!("general reading: credit: {}", reading.why));
+            let utr = reading.utr.map(str::to_owned);
+            let kind = self
+                .channel(&self.generic, text)
+                .unwrap_or(if utr.is_some() {
+                    AlertKind::CreditTxnId
+                } else {
+                    AlertKind::CreditNoRef
+                });
+            let payer_vpa = self
+                .generic
+                .extract
+                .vpa
+                .iter()
+                .find_map(|r| r.captures(text).and_then(|c| c.name("vpa")))
+                .map(|m| m.as_str().to_owned());
+            return ParsedAlert {
+                kind,
+                bank: bank.map(str::to_owned),
+                amount_paise: reading.amount.and_then(parse_amount_paise),
+                utr,
+                payer_vpa,
+                template: "general/credit".to_owned(),
+            };
+        }
+        note(format!("general reading: {}", reading.why));
         ParsedAlert::unknown(bank.map(str::to_owned))
+    }
+
+    /// A sender is a bank's when it is a DLT header of a registered root: `XX-ROOT`,
+    /// `XX-ROOT-S|T|P|G`, the bare `ROOT`, or `XXROOT` (phones that drop the dash). Phone
+    /// numbers and anything else are nobody's.
+    /// Classifies a merchant-app notification (`title` and `text` joined by a newline).
+    /// `package` must be one of [`super::apps::APPS`], otherwise nothing is money. The same
+    /// safety net as for bank alerts runs first (requests, refunds, cashback, settlements,
+    /// debits); then only "received ₹X" / "₹X received" / "paid you ₹X" statements count.
+    pub fn parse_notification(&self, package: &str, text: &str) -> ParsedAlert {
+        let Some(app) = super::apps::app_for_package(package) else {
+            return ParsedAlert::unknown(None);
+        };
+        let unknown = || ParsedAlert::unknown(Some(app.name.to_owned()));
+        let mut reading = None;
+        for index in self.generic.non_credit.set.matches(text).iter() {
+            let Some(pattern) = self.generic.non_credit.patterns.get(index) else {
+                continue;
+            };
+            if pattern.kind == PatternKind::Fixed(AlertKind::Debit) {
+                let r = reading.get_or_insert_with(|| self.reader.read(text));
+                if r.direction == Direction::Credit {
+                    continue;
+                }
+            }
+            let mut got = self.build(&self.generic, pattern, text, Some(app.name));
+            got.payer_vpa = None;
+            return got;
+        }
+        if self.app_not_a_payment.is_match(text) {
+            let mut got = unknown();
+            got.template = "app/summary_or_notice".to_owned();
+            return got;
+        }
+        let amount = self
+            .app_credit
+            .iter()
+            .find_map(|r| r.captures(text).and_then(|c| c.name("amount")))
+            .map(|m| m.as_str());
+        match amount {
+            None => unknown(),
+            Some(a) => ParsedAlert {
+                kind: AlertKind::UpiCredit,
+                bank: Some(app.name.to_owned()),
+                amount_paise: parse_amount_paise(a),
+                utr: self.reader.reference(text).map(str::to_owned),
+                payer_vpa: None,
+                template: format!("app/{}", app.package),
+            },
+        }
     }
 
     fn sender_index(&self, sender: &str) -> Option<usize> {
         let sender = sender.trim();
-        let found = sender
-            .split('-')
-            .filter_map(sender_key)
-            .find_map(|k| self.senders.get(&k).copied());
-        if found.is_some() {
-            return found;
+        let mut parts = sender.split('-');
+        let first = parts.next()?;
+        let (root, rest) = if first.len() == 2 && first.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            (parts.next()?, parts.next())
+        } else {
+            (first, parts.next())
+        };
+        if parts.next().is_some() {
+            return None;
+        }
+        if let Some(suffix) = rest
+            && !matches!(suffix, "S" | "T" | "P" | "G" | "s" | "t" | "p" | "g")
+        {
+            return None;
+        }
+        if let Some(key) = header_root(root)
+            && let Some(&i) = self.senders.get(key.as_str())
+        {
+            return Some(i);
         }
         // Some phones drop the dash: "VMHDFCBK".
-        let bytes = sender.as_bytes();
-        if bytes.len() == 8 && bytes.iter().all(u8::is_ascii_alphanumeric) {
-            return sender
+        if rest.is_none() && root.len() == 8 {
+            return root
                 .get(2..)
-                .and_then(sender_key)
-                .and_then(|k| self.senders.get(&k).copied());
+                .and_then(header_root)
+                .and_then(|k| self.senders.get(k.as_str()).copied());
         }
         None
     }
@@ -444,6 +702,15 @@ impl Parser {
                 &self.generic.extract.utr,
                 "utr",
             )
+            .or_else(|| {
+                // References inside slash-separated info strings ("UPI/CR/<ref>/NAME") no
+                // extractor pattern knows.
+                if pattern.kind == PatternKind::Fixed(AlertKind::CreditNoRef) {
+                    None
+                } else {
+                    self.reader.reference(text)
+                }
+            })
         };
         let kind = match pattern.kind {
             PatternKind::Fixed(kind) => kind,
@@ -512,17 +779,110 @@ fn extract<'t>(
         .map(|m| m.as_str())
 }
 
-/// The uppercase 6-character core of a sender id part, if it is one.
-fn sender_key(part: &str) -> Option<[u8; 6]> {
+/// The uppercase root of a DLT header (`HDFCBK`, `AXISB`): 3-6 letters or digits, one a letter.
+fn header_root(part: &str) -> Option<String> {
     let bytes = part.trim().as_bytes();
-    let mut key = [0u8; 6];
-    if bytes.len() != key.len() || !bytes.iter().all(u8::is_ascii_alphanumeric) {
+    if !(3..=6).contains(&bytes.len())
+        || !bytes.iter().all(u8::is_ascii_alphanumeric)
+        || !bytes.iter().any(u8::is_ascii_alphabetic)
+    {
         return None;
     }
-    for (k, b) in key.iter_mut().zip(bytes) {
-        *k = b.to_ascii_uppercase();
+    Some(part.trim().to_ascii_uppercase())
+}
+
+/// A bank known only from the registry (or operator config): no patterns of its own.
+fn empty_template(name: &str) -> Result<Template, TemplateError> {
+    let ctx = Ctx {
+        file: REGISTRY.file,
+        template: name,
+    };
+    Ok(Template {
+        bank: name.to_owned(),
+        email_domains: Vec::new(),
+        marker: None,
+        non_credit: group(&ctx, "patterns", Vec::new())?,
+        credit: group(&ctx, "patterns", Vec::new())?,
+        channels: Vec::new(),
+        extract: Extractors::default(),
+    })
+}
+
+/// Adds the registry's banks: a registry bank whose header a template already claims merges
+/// into that template (its other headers and mail domains join it); the rest become banks
+/// with no patterns of their own.
+fn merge_registry(
+    banks: &mut Vec<Template>,
+    ids: &mut Vec<Option<String>>,
+    senders: &mut HashMap<String, usize>,
+) -> Result<(), TemplateError> {
+    let raw: RawRegistry = toml::from_str(REGISTRY.text).map_err(|source| TemplateError::Toml {
+        file: REGISTRY.file.to_owned(),
+        source,
+    })?;
+    for entry in raw.bank {
+        let roots: Vec<String> = entry
+            .sms_headers
+            .iter()
+            .filter_map(|h| header_root(h))
+            .collect();
+        let owner = roots
+            .iter()
+            .find_map(|r| senders.get(r.as_str()).copied())
+            .or_else(|| {
+                banks.iter().position(|t| {
+                    t.bank.eq_ignore_ascii_case(&entry.name)
+                        || t.bank.eq_ignore_ascii_case(&entry.id)
+                })
+            });
+        let index = match owner {
+            Some(i) => i,
+            None => {
+                banks.push(empty_template(&entry.name)?);
+                ids.push(None);
+                banks.len() - 1
+            }
+        };
+        if let Some(slot) = ids.get_mut(index)
+            && slot.is_none()
+        {
+            *slot = Some(entry.id.clone());
+        }
+        for root in roots {
+            senders.entry(root).or_insert(index);
+        }
+        if let Some(t) = banks.get_mut(index) {
+            for d in entry.mail_domains {
+                if !t.email_domains.iter().any(|x| x.eq_ignore_ascii_case(&d)) {
+                    t.email_domains.push(d);
+                }
+            }
+        }
     }
-    Some(key)
+    Ok(())
+}
+
+/// What a merchant app says when one customer paid (PhonePe Business "Received ₹500 from X",
+/// Paytm for Business "₹10.21 received" / "Payment of Rs 350.00 received on Paytm QR from X",
+/// Google Pay for Business "Payment received: ₹ 750", "X paid you ₹500").
+const APP_CREDIT: &[&str] = &[
+    r"(?i)\breceived\s+(?:a\s+payment\s+of\s+)?%CUR%%AMOUNT%",
+    r"(?i)\bpayment\s+of\s+%CUR%%AMOUNT%\s+(?:has\s+been\s+|is\s+)?(?:received|credited)\b",
+    r"(?i)\bpayment\s+received\b[\s:!.-]*%CUR%%AMOUNT%",
+    r"(?i)%CUR%%AMOUNT%\s+(?:has\s+been\s+|is\s+)?received\b",
+    r"(?i)\b(?:paid|sent)\s+you\s+%CUR%%AMOUNT%",
+];
+
+/// Totals, summaries, settlements, offers and loans in merchant-app notifications.
+const APP_NOT_A_PAYMENT: &str = r"(?i)\btoday\b|\btotal\b|\bsummary\b|\bcollection|\bsettle|\bpayout|\btransfer(?:red)?\s+to\s+(?:your\s+)?bank\b|\boffer\b|\bloan\b|\bwin\b|\breward|\bvoucher|\bexpir|\bkyc\b|\bpayments\b|\btransactions\b";
+
+fn app_regex(r: &str) -> Result<Regex, TemplateError> {
+    Regex::new(&expand(r)).map_err(|e| TemplateError::Regex {
+        file: "(built-in)".to_owned(),
+        template: "merchant apps".to_owned(),
+        key: "app patterns".to_owned(),
+        source: Box::new(e),
+    })
 }
 
 const MACROS: [(&str, &str); 4] = [
@@ -779,7 +1139,7 @@ mod tests {
             msg.contains("patterns[0].regex: unknown capture group \"amt\""),
             "{msg}"
         );
-        let msg = err(&[("x.toml", "bank = \"X\"\nsms_senders = [\"HDFC\"]\n")]);
+        let msg = err(&[("x.toml", "bank = \"X\"\nsms_senders = [\"HD\"]\n")]);
         assert!(msg.contains("x.toml: template X: sms_senders[0]"), "{msg}");
         let msg = err(&[("x.toml", "bank = \"X\"\nbogus = 1\n")]);
         assert!(
@@ -853,7 +1213,7 @@ mod tests {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/watchers/upi");
         for entry in std::fs::read_dir(dir).unwrap() {
             let name = entry.unwrap().file_name().into_string().unwrap();
-            if name.ends_with(".toml") {
+            if name.ends_with(".toml") && name != "banks.toml" {
                 let file = format!("watchers/upi/{name}");
                 assert!(
                     DEFAULT_TEMPLATES.iter().any(|t| t.file == file),
