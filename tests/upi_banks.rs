@@ -364,13 +364,13 @@ fn header_for(parser: &Parser, row: &Row) -> Option<String> {
 #[tokio::test]
 async fn every_registry_bank_with_a_corpus_credit_pays_with_its_real_header() {
     let mut d = Daemon::prepare(&daemon_opts());
-    let key = create_key(&d.config, "demo", &["--live"]);
+    let key = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
     // Completed sessions keep their amount reserved for a while; banks' texts share amounts
     // (500.00, 2000.00), so a clash moves on to another merchant's VPA.
     let keys = [
         key.clone(),
-        create_key(&d.config, "other", &["--live"]),
-        create_key(&d.config, "person", &["--live"]),
+        create_key(&d.config, "other", &["--live", "--permissions", "*"]),
+        create_key(&d.config, "person", &["--live", "--permissions", "*"]),
     ];
     d.start();
     let c = client();
@@ -486,8 +486,8 @@ fn smsforwarder_form(from: &str, title: &str, content: &str) -> String {
 #[tokio::test]
 async fn merchant_app_notifications_pay_from_the_supported_apps_only() {
     let mut d = Daemon::prepare(&daemon_opts());
-    let key = create_key(&d.config, "demo", &["--live"]);
-    let person = create_key(&d.config, "person", &["--live"]);
+    let key = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
+    let person = create_key(&d.config, "person", &["--live", "--permissions", "*"]);
     d.start();
     let c = client();
     let url = d.url(CREDITS);
