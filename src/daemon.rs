@@ -209,6 +209,21 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         .iter()
         .flat_map(|m| [(m, true), (m, false)])
     {
+        // A live secret without a test one was made before secrets were per mode, when any
+        // test key could read it: say so (once, at the upgrade) so the merchant rotates it.
+        let inherited = !livemode
+            && shared
+                .merchant_secrets(&m.id, false)
+                .is_ok_and(|s| s.is_empty())
+            && shared
+                .merchant_secrets(&m.id, true)
+                .is_ok_and(|s| !s.is_empty());
+        if inherited {
+            tracing::warn!(
+                merchant = %m.id,
+                "the live webhook signing secret predates per-mode secrets and test keys could read it: rotate it with a live key (POST /v1/webhook_secret/rotate); see docs/security.md"
+            );
+        }
         let op = WriteOp::EnsureMerchantSecret {
             merchant_id: m.id.clone(),
             livemode,

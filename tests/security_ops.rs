@@ -197,6 +197,7 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         session(&c, &d, &key).await,
         session(&c, &d, &key).await,
         session(&c, &d, &key).await,
+        session(&c, &d, &key).await,
     ];
     let proxy = client_from("127.0.0.1");
     // Through the trusted proxy each named client has its own allowance; a spoofed entry to the
@@ -214,6 +215,36 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
     assert_eq!(st, 429);
     let (st, v) = claim(&proxy, &d, &ids[1], "611111111113", Some("203.0.113.2")).await;
     assert_eq!(st, 202, "{v}");
+    // A proxy that appends `address:port` (some do): the client is that address, and a fresh
+    // forged entry to its left each time does not buy a fresh allowance.
+    let (st, _) = claim(
+        &proxy,
+        &d,
+        &ids[1],
+        "611111111116",
+        Some("198.51.100.9, 203.0.113.2:50123"),
+    )
+    .await;
+    assert_eq!(st, 429);
+    // An entry that is no address ends the walk at the peer (the proxy), not at the forged one.
+    let (st, v) = claim(
+        &proxy,
+        &d,
+        &ids[3],
+        "611111111117",
+        Some("198.51.100.10, unknown"),
+    )
+    .await;
+    assert_eq!(st, 202, "{v}");
+    let (st, _) = claim(
+        &proxy,
+        &d,
+        &ids[3],
+        "611111111118",
+        Some("198.51.100.11, unknown"),
+    )
+    .await;
+    assert_eq!(st, 429);
     // From an address that is not a trusted proxy the header is ignored: one client.
     let direct = client_from("127.0.0.3");
     let (st, v) = claim(&direct, &d, &ids[2], "611111111114", Some("203.0.113.50")).await;

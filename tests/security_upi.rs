@@ -576,3 +576,43 @@ async fn a_reversal_of_a_paid_sessions_utr_flags_it_and_sends_payment_reversed()
     let (_, _, r) = post(&c, &url, &live, reversal, None).await;
     assert_eq!(r["outcome"], "duplicate", "{r}");
 }
+
+/// Attack: anyone who can SMS another merchant's forwarder sends "reversed" for a UTR that paid
+/// this merchant. The reversal is that merchant's alert and must not flag this merchant's
+/// payment (it is kept as ignored there); this merchant's session stays paid and unflagged.
+#[tokio::test]
+async fn another_merchants_reversal_alert_does_not_flag_this_merchants_payment() {
+    let mut d = Daemon::prepare(&Opts::default());
+    let live = create_key(&d.config, "demo", &["--live", "--permissions", "*"]);
+    let other = create_key(&d.config, "other", &["--live", "--permissions", "*"]);
+    d.start();
+    let c = client();
+    let url = d.url(CREDITS);
+    let (s, a) = live_session(&c, &d, &live, 72_000).await;
+    let utr = "977777777777";
+    let sms = json!({"source": "sms", "sender": "VM-HDFCBK", "text": hdfc_text(&a, utr)});
+    let (_, _, r) = post(&c, &url, &live, sms, None).await;
+    assert_eq!(r["outcome"], "matched", "{r}");
+    let reversal = json!({"source": "sms", "sender": "VM-HDFCBK",
+        "text": format!("Your UPI transaction of {a} has been reversed in your account XX1234 (UPI Ref no. {utr})")});
+    let (st, _, r) = post(&c, &url, &other, reversal.clone(), None).await;
+    assert_eq!(st, 200, "{r}");
+    assert_ne!(r["outcome"], "reversed", "{r}");
+    assert_ne!(r["outcome"], "duplicate", "{r}");
+    let got = status(&c, &d, &live, &s).await;
+    assert_eq!(got["status"], "complete", "{got}");
+    assert_ne!(got["payment_reversed"], true, "{got}");
+    assert_ne!(got["payments"][0]["reversed"], true, "{got}");
+    let (_, events) = get(&c, &d.url("/v1/events?limit=100"), &live).await;
+    assert!(
+        !events["data"]
+            .as_array()
+            .expect("events")
+            .iter()
+            .any(|e| e["type"] == "payment.reversed"),
+        "{events}"
+    );
+    // The merchant's own reversal still flags it.
+    let (_, _, r) = post(&c, &url, &live, reversal, None).await;
+    assert_eq!(r["outcome"], "reversed", "{r}");
+}

@@ -479,6 +479,8 @@ async fn upgrading_keeps_the_one_old_secret_as_live_and_indexes_old_endpoints() 
     assert_eq!(st, 201, "{ep}");
     let live_before = secret(&c, &d, &live).await["secret"].clone();
     let test_before = secret(&c, &d, &test).await["secret"].clone();
+    const ROTATE_WARNING: &str = "predates per-mode secrets";
+    assert!(!d.stderr().contains(ROTATE_WARNING), "{}", d.stderr());
     assert_eq!(d.terminate(), Some(0));
     // Make the file look like one written before this change: one default secret per merchant
     // (under the bare merchant id) and no endpoint index.
@@ -512,6 +514,8 @@ async fn upgrading_keeps_the_one_old_secret_as_live_and_indexes_old_endpoints() 
     );
     assert_ne!(test_after, test_before, "a fresh test secret was made");
     assert_ne!(test_after, live_after);
+    // The merchant is told to rotate the inherited live secret.
+    assert!(d.stderr().contains(ROTATE_WARNING), "{}", d.stderr());
     // The old endpoint is indexed again: listed, and it still gets its mode's events.
     let (_, list) = get(&c, &d.url("/v1/webhook_endpoints"), &test).await;
     assert_eq!(list["data"][0]["id"], ep["id"], "{list}");

@@ -55,20 +55,52 @@ pub fn client_of(config: &Config, req: &Req) -> Option<IpAddr> {
     if !trusted(config, peer) {
         return Some(key(peer));
     }
-    let named: Vec<IpAddr> = req
+    // From the right: skip our own proxies; the first other entry is the client. An entry that
+    // is not an address (a port, `unknown`, an obfuscated `_name`) ends the walk at the peer:
+    // skipping it would let a client's own forged entry to its left stand in for it.
+    let entries: Vec<&str> = req
         .headers
         .get_all(header)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|s| s.trim().parse::<IpAddr>().ok())
         .collect();
-    let client = named
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted(config, *ip))
-        .unwrap_or(peer);
+    let mut client = peer;
+    for entry in entries.into_iter().rev() {
+        match entry_ip(entry) {
+            Some(ip) if trusted(config, ip) => continue,
+            Some(ip) => client = ip,
+            None => {}
+        }
+        break;
+    }
     Some(key(client))
+}
+
+/// One entry of `X-Forwarded-For` or `Forwarded` as an address: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1`, `[2001:db8::1]:443`, or RFC 7239's `for="[2001:db8::1]:443"` (other
+/// parameters of the element ignored).
+fn entry_ip(entry: &str) -> Option<IpAddr> {
+    let mut e = entry.trim();
+    if let Some(f) = e.split(';').map(str::trim).find_map(|p| {
+        p.get(..4)
+            .filter(|k| k.eq_ignore_ascii_case("for="))
+            .map(|_| &p[4..])
+    }) {
+        e = f.trim().trim_matches('"');
+    }
+    if let Ok(ip) = e.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = e.strip_prefix('[') {
+        return rest
+            .split_once(']')?
+            .0
+            .parse::<std::net::Ipv6Addr>()
+            .ok()
+            .map(IpAddr::V6);
+    }
+    e.parse::<std::net::SocketAddr>().ok().map(|a| a.ip())
 }
 
 /// Counts per client, forgotten once idle so the maps stay as small as the set of live clients.
@@ -289,6 +321,22 @@ mod tests {
         assert_eq!(host_part("[::1]:8081"), "::1");
         assert_eq!(host_part("evil.example"), "evil.example");
         assert_eq!(host_part("127.0.0.1"), "127.0.0.1");
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_and_rfc7239_forms_are_addresses() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        assert_eq!(entry_ip(" 1.2.3.4 "), ip("1.2.3.4"));
+        assert_eq!(entry_ip("1.2.3.4:5678"), ip("1.2.3.4"));
+        assert_eq!(entry_ip("2001:db8::1"), ip("2001:db8::1"));
+        assert_eq!(entry_ip("[2001:db8::1]:443"), ip("2001:db8::1"));
+        assert_eq!(
+            entry_ip("for=\"[2001:db8::1]:443\";proto=https"),
+            ip("2001:db8::1")
+        );
+        assert_eq!(entry_ip("For=192.0.2.60;by=203.0.113.43"), ip("192.0.2.60"));
+        assert_eq!(entry_ip("unknown"), None);
+        assert_eq!(entry_ip("_hidden"), None);
     }
 
     #[test]

@@ -323,7 +323,16 @@ async fn process(
                         "notification from {s:?}: not a supported merchant payment app"
                     ))
                 }
-                Some(s) if !notification && parser.bank_for_sender(s).is_none() => {
+                // A mailbox alert's sender is its DKIM-proven From address: parsed below with
+                // that bank's templates only.
+                Some(s) if alert.source == "email" && parser.bank_for_email_domain(s).is_none() => {
+                    Verdict::Ignored(format!("mail from {s:?} is not from a known bank"))
+                }
+                Some(s)
+                    if !notification
+                        && alert.source != "email"
+                        && parser.bank_for_sender(s).is_none() =>
+                {
                     Verdict::Ignored(format!("sender {s:?} is not a known bank sender id"))
                 }
                 _ => {
@@ -373,7 +382,11 @@ async fn process(
             };
             match write(
                 state.store.as_ref(),
-                WriteOp::ReversePayment { reference },
+                WriteOp::ReversePayment {
+                    reference,
+                    merchant_id: merchant.id.clone(),
+                    livemode,
+                },
                 None,
             )
             .await?
@@ -519,10 +532,13 @@ pub async fn process_email(
         // Received when the bank says it sent it (never later than delivery), so an alert
         // never pays a session created after it.
         MailVerdict::Trusted {
-            text, sent_at_ms, ..
+            text,
+            sent_at_ms,
+            from,
+            ..
         } => Alert {
             source: "email".into(),
-            sender: None,
+            sender: Some(from),
             text: Some(text),
             manual: None,
             received_at_ms: sent_at_ms.min(received_at_ms),

@@ -178,9 +178,13 @@ pub enum WriteOp {
     RevertPayment {
         payment_id: String,
     },
-    /// A reversal alert named `reference`: flag its payment (`payment.reversed`).
+    /// A reversal alert named `reference`: flag its payment (`payment.reversed`). Only a
+    /// payment of this merchant and mode: another merchant's alert (anyone who can SMS or mail
+    /// that merchant's forwarder) must not flag it.
     ReversePayment {
         reference: String,
+        merchant_id: String,
+        livemode: bool,
     },
     /// Expires due sessions, releases reservations past their grace, drops old idempotency keys.
     Sweep {

@@ -181,7 +181,11 @@ pub fn execute(
         } => change_payment(t, w, &payment_id, now, |s| {
             s.confirm_payment(&payment_id, confirmations, now)
         })?,
-        WriteOp::ReversePayment { reference } => reverse_payment(t, w, &reference, now)?,
+        WriteOp::ReversePayment {
+            reference,
+            merchant_id,
+            livemode,
+        } => reverse_payment(t, w, &reference, &merchant_id, livemode, now)?,
         WriteOp::RevertPayment { payment_id } => {
             let r = change_payment(t, w, &payment_id, now, |s| {
                 s.revert_payment(&payment_id, now)
@@ -1579,6 +1583,8 @@ fn reverse_payment(
     t: &mut Tables<'_>,
     w: &mut WriterState,
     reference: &str,
+    merchant_id: &str,
+    livemode: bool,
     now: i64,
 ) -> R<Result<Outcome, OpError>> {
     let Some(payment_id) = t.refs.get(reference)?.map(|v| v.value().to_owned()) else {
@@ -1594,6 +1600,10 @@ fn reverse_payment(
     let Some(mut s) = load_session(t, &session_id)? else {
         return Ok(Err(OpError::NotFound("payment")));
     };
+    // Another merchant's (or mode's) payment is not this alert's to flag.
+    if s.merchant_id != merchant_id || s.livemode != livemode {
+        return Ok(Err(OpError::NotFound("payment")));
+    }
     let before = s.clone();
     let Some(p) = s.payments.iter_mut().find(|p| p.id == payment_id) else {
         return Ok(Err(OpError::NotFound("payment")));

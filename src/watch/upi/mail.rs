@@ -24,6 +24,9 @@ pub enum MailVerdict {
     /// dates and the delivery time: the matcher never pays a session created after it).
     Trusted {
         bank: String,
+        /// The From address, whose domain DKIM proved is `bank`'s: the text is read with that
+        /// bank's templates only, never with another bank's that a remark in the mail imitates.
+        from: String,
         text: String,
         sent_at_ms: i64,
     },
@@ -247,6 +250,7 @@ pub fn judge(
     }
     MailVerdict::Trusted {
         bank,
+        from: from.unwrap_or_default(),
         text,
         sent_at_ms,
     }
