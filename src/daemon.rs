@@ -203,18 +203,12 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         addr: config.admin_listen,
         source,
     })?;
-    // One default secret per merchant and mode, so a test key never holds the live one.
-    for (m, livemode) in config
-        .merchants
-        .iter()
-        .flat_map(|m| [(m, true), (m, false)])
-    {
-        // A live secret without a test one was made before secrets were per mode, when any
-        // test key could read it: say so (once, at the upgrade) so the merchant rotates it.
-        let inherited = !livemode
-            && shared
-                .merchant_secrets(&m.id, false)
-                .is_ok_and(|s| s.is_empty())
+    // A live secret without a test one was made before secrets were per mode, when any test
+    // key could read it: say so (once, at the upgrade) so the merchant rotates it.
+    for m in &config.merchants {
+        let inherited = shared
+            .merchant_secrets(&m.id, false)
+            .is_ok_and(|s| s.is_empty())
             && shared
                 .merchant_secrets(&m.id, true)
                 .is_ok_and(|s| !s.is_empty());
@@ -224,6 +218,13 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
                 "the live webhook signing secret predates per-mode secrets and test keys could read it: rotate it with a live key (POST /v1/webhook_secret/rotate); see docs/security.md"
             );
         }
+    }
+    // One default secret per merchant and mode, so a test key never holds the live one.
+    for (m, livemode) in config
+        .merchants
+        .iter()
+        .flat_map(|m| [(m, true), (m, false)])
+    {
         let op = WriteOp::EnsureMerchantSecret {
             merchant_id: m.id.clone(),
             livemode,

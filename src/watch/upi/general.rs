@@ -98,12 +98,12 @@ impl Reader {
     /// Compiles the reader's regexes (fixed, tested: a failure is a build bug).
     #[allow(clippy::expect_used)]
     pub fn new() -> Reader {
-        let re = |s: &str| Regex::new(s).expect("general reader regex");
+        let re = |s: &str| super::templates::build_regex(s).expect("general reader regex");
         let acct = r"(?:a/?c|acct?|account|ac|a\.c\.|sb)";
         // A masked account number: "XX1234", "*9172", "3XXXXX0208", "NN09089", "...7656".
         let mask = r"(?:\d{0,4}[a-z*#.]{0,12}\d{2,}|[x*#.]{2,}\d*)";
         Reader {
-            verbs: Regex::new(VERBS).expect("general reader verbs"),
+            verbs: re(VERBS),
             amount: re(r"(?i)(?:\b(?:rs|inr)|₹)\s*[.:]?\s*(?P<a>\d(?:[\d,]*\d)?(?:\.\d+)?)"),
             balance_before: re(
                 r"(?i)(?:\bbal(?:ance)?|\bavl|\bavbl|\bavlbl|\baval|\bavailable|\blimit|\blmt|\bclr|\bclear)\b[^0-9]{0,20}$",
@@ -140,15 +140,12 @@ impl Reader {
 
     /// Reads `text`.
     pub fn read<'t>(&self, text: &'t str) -> Reading<'t> {
+        // `find_iter`, not `captures_iter`: the group a verb belongs to follows from its
+        // words, and a plain search stays in the lazy DFA (captures need the slower engines).
         let raw: Vec<(usize, usize, &str)> = self
             .verbs
-            .captures_iter(text)
-            .filter_map(|c| {
-                let (m, kind) = ["cr", "rcv", "dr", "mv"]
-                    .iter()
-                    .find_map(|k| c.name(k).map(|m| (m, *k)))?;
-                Some((m.start(), m.end(), kind))
-            })
+            .find_iter(text)
+            .map(|m| (m.start(), m.end(), verb_kind(m.as_str())))
             .collect();
         let mut hits: Vec<Hit> = Vec::with_capacity(raw.len());
         for (i, &(start, end, kind)) in raw.iter().enumerate() {
@@ -404,10 +401,10 @@ impl Reader {
     /// The amount closest to the deciding verb, skipping balances and limits.
     fn amount_near<'t>(&self, text: &'t str, h: Hit) -> Option<&'t str> {
         self.amount
-            .captures_iter(text)
-            .filter_map(|c| {
-                let whole = c.get(0)?;
-                let a = c.name("a")?;
+            .find_iter(text)
+            .filter_map(|whole| {
+                // The figure is the match from its first digit (the prefix has none).
+                let a = &whole.as_str()[whole.as_str().find(|c: char| c.is_ascii_digit())?..];
                 let before = &text[floor(text, whole.start().saturating_sub(24))..whole.start()];
                 if self.balance_before.is_match(before) {
                     return None;
@@ -417,7 +414,7 @@ impl Reader {
                 } else {
                     h.start.saturating_sub(whole.end())
                 };
-                Some((distance, a.as_str()))
+                Some((distance, a))
             })
             .min_by_key(|(d, _)| *d)
             .map(|(_, a)| a)
@@ -426,10 +423,12 @@ impl Reader {
     /// The transaction reference: labelled first, then after `UPI`/`IMPS`, then the first
     /// long number inside a slash-separated info string (`UPI/CR/<ref>/NAME/…`).
     pub fn reference<'t>(&self, text: &'t str) -> Option<&'t str> {
+        // Each pattern ends with its reference (then at most a `/`): the trailing digits of
+        // a plain match, found without captures.
         [&self.labelled_ref, &self.channel_ref, &self.slash_info]
             .iter()
-            .find_map(|r| r.captures(text).and_then(|c| c.name("u")))
-            .map(|m| m.as_str())
+            .find_map(|r| r.find(text))
+            .map(|m| trailing_digits(m.as_str().strip_suffix('/').unwrap_or(m.as_str())))
             .or_else(|| self.bare_rrn(text))
     }
 
@@ -441,10 +440,14 @@ impl Reader {
             return None;
         }
         self.twelve
-            .captures_iter(text)
-            .filter_map(|c| c.get(1))
-            .find(|m| {
-                let (at, n) = (m.start(), m.as_str());
+            .find_iter(text)
+            .map(|m| {
+                // The twelve digits inside the match (which may include one delimiter each side).
+                let s = m.as_str();
+                let from = s.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+                (m.start() + from, &s[from..from + 12.min(s.len() - from)])
+            })
+            .find(|&(at, n)| {
                 let before = text[floor(text, at.saturating_sub(14))..at].to_ascii_lowercase();
                 !(n.starts_with("91")
                     || n.starts_with("1800")
@@ -455,8 +458,30 @@ impl Reader {
                     .iter()
                     .any(|w| before.contains(w)))
             })
-            .map(|m| m.as_str())
+            .map(|(_, n)| n)
     }
+}
+
+/// Which group of [`VERBS`] a matched verb belongs to, from its words.
+fn verb_kind(word: &str) -> &'static str {
+    let w = word.to_ascii_lowercase();
+    let first = w.split_whitespace().next().unwrap_or("");
+    let you = w.split_whitespace().nth(1) == Some("you");
+    match first.trim_end_matches('.') {
+        "credited" | "credit" | "deposited" | "added" | "cr" | "/cr/" => "cr",
+        "received" => "rcv",
+        "paid" | "sent" if you => "rcv",
+        "debited" | "debit" | "dr" | "/dr/" | "withdrawn" | "spent" | "purchase" | "deducted" => {
+            "dr"
+        }
+        _ => "mv",
+    }
+}
+
+/// The run of ASCII digits `s` ends with.
+fn trailing_digits(s: &str) -> &str {
+    let digits = s.bytes().rev().take_while(u8::is_ascii_digit).count();
+    &s[s.len() - digits..]
 }
 
 fn floor(s: &str, mut i: usize) -> usize {

@@ -21,7 +21,28 @@
 
 use std::collections::HashMap;
 
-use regex::{Captures, Regex, RegexSet};
+use regex::{Captures, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+
+/// The lazy DFA cache each compiled pattern may grow to. regex's default (2 MiB) is too small
+/// for the large case-insensitive sets here: the cache is cleared and rebuilt mid-text, and
+/// parsing falls back to the slower engines (about 2.5x slower on the corpus). The cache
+/// grows only with the states a text actually visits.
+pub(crate) const DFA_CACHE: usize = 32 << 20;
+
+/// [`Regex::new`] with the larger lazy DFA cache.
+pub(crate) fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).dfa_size_limit(DFA_CACHE).build()
+}
+
+fn regex_set<I, S>(patterns: I) -> Result<RegexSet, regex::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<str>,
+{
+    RegexSetBuilder::new(patterns)
+        .dfa_size_limit(DFA_CACHE)
+        .build()
+}
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -208,6 +229,11 @@ impl Group {
         if self.patterns.is_empty() {
             return None;
         }
+        // Most texts match none of a phase's patterns: a plain search says so cheaper than
+        // the overlapping one that names every match.
+        if !self.set.is_match(text) {
+            return None;
+        }
         let index = self.set.matches(text).iter().next()?;
         self.patterns.get(index)
     }
@@ -343,7 +369,7 @@ impl Parser {
         let generic = generic.ok_or(TemplateError::NoGeneric)?;
         let mut ids = vec![None; banks.len()];
         merge_registry(&mut banks, &mut ids, &mut senders)?;
-        let markers = RegexSet::new(&marker_patterns).map_err(|e| TemplateError::Regex {
+        let markers = regex_set(&marker_patterns).map_err(|e| TemplateError::Regex {
             file: "(all templates)".to_owned(),
             template: "(all)".to_owned(),
             key: "markers".to_owned(),
@@ -475,7 +501,13 @@ impl Parser {
             }
         }
         let mut reading = None;
-        for index in self.generic.non_credit.set.matches(text).iter() {
+        let generic_non_credit = self
+            .generic
+            .non_credit
+            .set
+            .is_match(text)
+            .then(|| self.generic.non_credit.set.matches(text));
+        for index in generic_non_credit.iter().flat_map(|m| m.iter()) {
             let Some(pattern) = self.generic.non_credit.patterns.get(index) else {
                 continue;
             };
@@ -682,9 +714,13 @@ impl Parser {
         text: &str,
         bank: Option<&str>,
     ) -> ParsedAlert {
-        let caps = pattern.regex.captures(text);
+        // Captures cost a second, slower search: run it only when a field read below has a
+        // group in this pattern.
+        let caps = std::cell::OnceCell::new();
         let field = |group: Option<usize>, own: &[Regex], fallback: &[Regex], name: &str| {
-            extract(caps.as_ref(), group, own, fallback, text, name)
+            let caps =
+                group.and_then(|_| caps.get_or_init(|| pattern.regex.captures(text)).as_ref());
+            extract(caps, group, own, fallback, text, name)
         };
         let amount_paise = field(
             pattern.amount,
@@ -877,7 +913,7 @@ const APP_CREDIT: &[&str] = &[
 const APP_NOT_A_PAYMENT: &str = r"(?i)\btoday\b|\btotal\b|\bsummary\b|\bcollection|\bsettle|\bpayout|\btransfer(?:red)?\s+to\s+(?:your\s+)?bank\b|\boffer\b|\bloan\b|\bwin\b|\breward|\bvoucher|\bexpir|\bkyc\b|\bpayments\b|\btransactions\b";
 
 fn app_regex(r: &str) -> Result<Regex, TemplateError> {
-    Regex::new(&expand(r)).map_err(|e| TemplateError::Regex {
+    build_regex(&expand(r)).map_err(|e| TemplateError::Regex {
         file: "(built-in)".to_owned(),
         template: "merchant apps".to_owned(),
         key: "app patterns".to_owned(),
@@ -929,7 +965,7 @@ impl Ctx<'_> {
         if regex.trim().is_empty() {
             return Err(self.invalid(key, "must not be empty"));
         }
-        let compiled = Regex::new(&expand(regex)).map_err(|e| TemplateError::Regex {
+        let compiled = build_regex(&expand(regex)).map_err(|e| TemplateError::Regex {
             file: self.file.to_owned(),
             template: self.template.to_owned(),
             key: key.to_owned(),
@@ -1076,14 +1112,13 @@ fn compile_template(ctx: &Ctx<'_>, raw: &RawTemplate) -> Result<Template, Templa
 }
 
 fn group(ctx: &Ctx<'_>, key: &str, patterns: Vec<Pattern>) -> Result<Group, TemplateError> {
-    let set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str())).map_err(|e| {
-        TemplateError::Regex {
+    let set =
+        regex_set(patterns.iter().map(|p| p.regex.as_str())).map_err(|e| TemplateError::Regex {
             file: ctx.file.to_owned(),
             template: ctx.template.to_owned(),
             key: key.to_owned(),
             source: Box::new(e),
-        }
-    })?;
+        })?;
     Ok(Group { set, patterns })
 }
 
