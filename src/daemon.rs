@@ -29,6 +29,8 @@ pub enum DaemonError {
     },
     #[error("cannot install signal handlers: {0}")]
     Signals(std::io::Error),
+    #[error("{0}")]
+    Locale(#[from] crate::checkout::i18n::LocaleError),
 }
 
 /// Reads the admin token from its file, creating one (mode 0600) on first start.
@@ -162,6 +164,8 @@ pub fn admin_url(config: &Config) -> String {
 }
 
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
+    // The pages' words are parsed here, so a broken locale file stops the start, not a page.
+    crate::checkout::i18n::check()?;
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);

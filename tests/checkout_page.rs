@@ -827,3 +827,217 @@ fn harness_self_check_chromium_screenshots_and_zbarimg_decode_a_known_qr() {
         assert_eq!(qr_codes(&p), [uri], "full {f} screenshot {}", p.display());
     }
 }
+
+/// Every language the page speaks, in Chromium: `<html lang dir>` say which, the words are the
+/// locale file's (none left in English), the amount and address read left to right, and
+/// Arabic and Urdu are mirrored (the merchant's name on the right, the language menu on the
+/// left). A phone screenshot per language is kept in the artifacts folder.
+#[tokio::test]
+async fn every_locale_renders_its_own_words_and_rtl_pages_are_mirrored() {
+    let (d, key) = Daemon::started(&Opts::default());
+    let session = create_session(
+        &d,
+        &key,
+        json!({"amount": 12345678, "currency": "inr", "description": "Thali"}),
+    )
+    .await;
+    let id = s(&session, "id");
+    let payable = s(&session["payment_options"][0], "payable_amount").to_owned();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("locales");
+    let mut files: Vec<(String, toml::Value)> = std::fs::read_dir(&root)
+        .expect("locales/")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let p = e.path();
+            let code = p.file_stem()?.to_str()?.to_owned();
+            (p.extension()? == "toml").then(|| {
+                let v = std::fs::read_to_string(&p).expect("locale file");
+                (code, toml::from_str(&v).expect("locale toml"))
+            })
+        })
+        .collect();
+    files.sort_by(|a, b| a.0.cmp(&b.0));
+    assert!(files.len() >= 20, "{} locales", files.len());
+    let codes: Vec<&str> = files.iter().map(|(c, _)| c.as_str()).collect();
+    let r = browser(
+        "locales",
+        "locales",
+        &json!({"url": d.url(&format!("/c/{id}")), "outDir": artifacts(), "codes": codes}),
+    );
+    let en = &files.iter().find(|(c, _)| c == "en").expect("en").1["strings"];
+    let mut c = Contract::new(&format!("every locale, session {id}"), "locales", "locales");
+    for (code, file) in &files {
+        let p = &r["pages"][code.as_str()];
+        let t = &file["strings"];
+        let word = |k: &str| t[k].as_str().unwrap_or_default().to_owned();
+        let text = s(p, "text");
+        c.check(
+            p["lang"] == code.as_str(),
+            format!("{code}: <html lang> is {}", p["lang"]),
+        );
+        let rtl = file["locale"]["dir"].as_str() == Some("rtl");
+        let want_dir = if rtl { "rtl" } else { "ltr" };
+        c.check(
+            p["dir"] == want_dir && p["computedDir"] == want_dir,
+            format!(
+                "{code}: dir {} / computed {}, want {want_dir}",
+                p["dir"], p["computedDir"]
+            ),
+        );
+        for k in [
+            "status_open",
+            "expires_in",
+            "scan",
+            "pay_exactly",
+            "claim_heading",
+            "language",
+        ] {
+            c.check(
+                text.contains(&word(k)),
+                format!("{code}: the page lacks its {k} {:?}", word(k)),
+            );
+        }
+        if code != "en" {
+            for k in ["status_open", "scan", "claim_heading", "upi_note"] {
+                let english = en[k].as_str().unwrap_or_default();
+                c.check(
+                    !text.contains(english),
+                    format!("{code}: English {k} {english:?} on the page"),
+                );
+            }
+        }
+        c.check(
+            p["emptyVisible"].as_array().is_some_and(|a| a.is_empty()),
+            format!(
+                "{code}: visible text elements are empty: {}",
+                p["emptyVisible"]
+            ),
+        );
+        c.check(
+            p["switches"].as_u64() == Some(files.len() as u64),
+            format!(
+                "{code}: {} language links, want {}",
+                p["switches"],
+                files.len()
+            ),
+        );
+        c.check(
+            p["tofu"].as_array().is_some_and(|a| a.is_empty()),
+            format!(
+                "{code}: {} of {} letters render as empty boxes (a font is missing): {}",
+                p["tofu"].as_array().map_or(0, Vec::len),
+                p["letters"],
+                p["tofu"]
+            ),
+        );
+        c.check(
+            p["amountDir"] == "ltr",
+            format!("{code}: the amount reads {}", p["amountDir"]),
+        );
+        let merchant_left = p["merchant"]["left"].as_f64().unwrap_or(0.0);
+        let langs_left = p["langs"]["left"].as_f64().unwrap_or(0.0);
+        c.check(
+            if rtl {
+                merchant_left > langs_left
+            } else {
+                merchant_left < langs_left
+            },
+            format!(
+                "{code}: merchant name at x={merchant_left}, language menu at x={langs_left}: {}",
+                if rtl {
+                    "not mirrored"
+                } else {
+                    "mirrored in a left-to-right language"
+                }
+            ),
+        );
+        let grouped = match code.as_str() {
+            "hi" | "bn" | "ta" | "te" | "mr" | "gu" | "kn" | "ml" | "pa" => "1,23,456.78",
+            "de" | "es" | "pt" | "tr" | "vi" | "id" => "123.456,78",
+            "en" | "zh" | "ja" | "ko" | "ar" => "123,456.78",
+            _ => "",
+        };
+        if !grouped.is_empty() {
+            c.check(
+                text.contains(grouped),
+                format!("{code}: the amount is not written {grouped}"),
+            );
+        }
+        // What a customer copies into an app stays plain, in every language.
+        c.check(
+            text.contains(&payable),
+            format!("{code}: the payable amount is not {payable} to copy"),
+        );
+    }
+    c.done();
+}
+
+/// A session's `locale` speaks for a customer whose browser names no language the page has;
+/// the browser's own choice and `?lang=` still win; a locale the page does not speak is a 400
+/// naming the parameter and creates nothing.
+#[tokio::test]
+async fn a_sessions_locale_is_the_pages_language_unless_the_browser_names_one() {
+    let (d, key) = Daemon::started(&Opts::default());
+    let c = client();
+    let session = create_session(
+        &d,
+        &key,
+        json!({"amount": 5000, "currency": "inr", "locale": "ta-IN"}),
+    )
+    .await;
+    assert_eq!(session["locale"], "ta", "{session}");
+    let url = d.url(&format!("/c/{}", s(&session, "id")));
+    let page = |accept: Option<&'static str>, query: &'static str| {
+        let mut r = c.get(format!("{url}{query}"));
+        if let Some(a) = accept {
+            r = r.header("accept-language", a);
+        }
+        async move { r.send().await.expect("page").text().await.expect("html") }
+    };
+    assert!(
+        page(None, "")
+            .await
+            .contains("<html lang=\"ta\" dir=\"ltr\">")
+    );
+    assert!(page(Some("xx-YY"), "").await.contains("<html lang=\"ta\""));
+    assert!(
+        page(Some("bn-IN,bn;q=0.9"), "")
+            .await
+            .contains("<html lang=\"bn\"")
+    );
+    assert!(
+        page(Some("bn"), "?lang=ar")
+            .await
+            .contains("<html lang=\"ar\" dir=\"rtl\">")
+    );
+    let auto = create_session(
+        &d,
+        &key,
+        json!({"amount": 5000, "currency": "inr", "locale": "auto"}),
+    )
+    .await;
+    assert!(auto["locale"].is_null(), "{auto}");
+    let (st, _, e) = post(
+        &c,
+        &d.url(SESSIONS),
+        &key,
+        json!({"amount": 5000, "currency": "inr", "locale": "tlh"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 400, "{e}");
+    assert_eq!(e["error"]["param"], "locale", "{e}");
+    assert_eq!(e["error"]["code"], "parameter_invalid", "{e}");
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("ta")),
+        "{e}"
+    );
+    let (_, list) = get(&c, &d.url(&format!("{SESSIONS}?limit=100")), &key).await;
+    assert_eq!(
+        list["data"].as_array().map(Vec::len),
+        Some(2),
+        "the refused create stored nothing: {list}"
+    );
+}

@@ -82,6 +82,7 @@ fn page(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
         req.headers
             .get(http::header::ACCEPT_LANGUAGE)
             .and_then(|v| v.to_str().ok()),
+        s.locale.as_deref(),
     );
     let html = page::render(&s, merchant, lang)
         .map_err(|e| ApiError::internal(format!("page rendering failed: {e}")))?;

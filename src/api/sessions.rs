@@ -246,6 +246,7 @@ const CREATE_FIELDS: &[&str] = &[
     "description",
     "customer_email",
     "customer_name",
+    "locale",
     "client_reference_id",
     "order_id",
     "merchant_ref",
@@ -323,6 +324,8 @@ pub struct CreateParams {
     pub description: Option<String>,
     pub customer_email: Option<String>,
     pub customer_name: Option<String>,
+    /// The pages' language when the browser names none they speak (`None`: `auto`).
+    pub locale: Option<String>,
     pub client_reference_id: Option<String>,
     pub success_url: Option<String>,
     pub cancel_url: Option<String>,
@@ -476,6 +479,26 @@ pub fn parse_create(
         validate::email("customer_email", e)?;
     }
     let customer_name = opt_string(&map, "customer_name", 200)?;
+    let locale = match opt_string(&map, "locale", 35)? {
+        None => None,
+        Some(l) if l.eq_ignore_ascii_case("auto") => None,
+        Some(l) => match crate::checkout::i18n::Lang::parse(&l) {
+            Some(lang) => Some(lang.code().to_owned()),
+            None => {
+                let known: Vec<&str> = crate::checkout::i18n::Lang::all()
+                    .map(|l| l.code())
+                    .collect();
+                return Err(ApiError::invalid(
+                    "parameter_invalid",
+                    "locale",
+                    format!(
+                        "locale {l:?} is not a language the checkout page speaks: use auto or one of {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
     let mut reference: Option<(String, String)> = None;
     for field in ["client_reference_id", "order_id", "merchant_ref", "note"] {
         if let Some(v) = opt_string(&map, field, 200)? {
@@ -521,6 +544,7 @@ pub fn parse_create(
         description,
         customer_email,
         customer_name,
+        locale,
         client_reference_id: reference.map(|(_, v)| v),
         success_url,
         cancel_url,
@@ -547,6 +571,7 @@ async fn create(
         description,
         customer_email,
         customer_name,
+        locale,
         client_reference_id,
         success_url,
         cancel_url,
@@ -590,6 +615,7 @@ async fn create(
         ended_at_ms: None,
         paid_late: false,
         seq: 0,
+        locale,
     };
     let op = WriteOp::CreateSession {
         session: Box::new(session),

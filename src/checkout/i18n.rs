@@ -1,21 +1,207 @@
-//! The page's words in English and Hindi, chosen by `?lang=` or the browser's Accept-Language.
+//! The page's words in every language it speaks, chosen by `?lang=`, the browser's
+//! Accept-Language, or the session's `locale`.
+//!
+//! The words are data: one TOML file per language under `locales/`, embedded at build time so
+//! the single binary carries them, and parsed once at start (`check` fails the start, and the
+//! unit tests fail the build, when a file lacks a key). A translator edits those files only.
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lang {
-    En,
-    Hi,
+use std::sync::LazyLock;
+
+use serde::Deserialize;
+
+/// Every locale file, English first (the fallback).
+static FILES: &[(&str, &str)] = &[
+    ("en", include_str!("../../locales/en.toml")),
+    ("ar", include_str!("../../locales/ar.toml")),
+    ("bn", include_str!("../../locales/bn.toml")),
+    ("de", include_str!("../../locales/de.toml")),
+    ("es", include_str!("../../locales/es.toml")),
+    ("fr", include_str!("../../locales/fr.toml")),
+    ("gu", include_str!("../../locales/gu.toml")),
+    ("hi", include_str!("../../locales/hi.toml")),
+    ("id", include_str!("../../locales/id.toml")),
+    ("ja", include_str!("../../locales/ja.toml")),
+    ("kn", include_str!("../../locales/kn.toml")),
+    ("ko", include_str!("../../locales/ko.toml")),
+    ("ml", include_str!("../../locales/ml.toml")),
+    ("mr", include_str!("../../locales/mr.toml")),
+    ("pa", include_str!("../../locales/pa.toml")),
+    ("pt", include_str!("../../locales/pt.toml")),
+    ("ru", include_str!("../../locales/ru.toml")),
+    ("ta", include_str!("../../locales/ta.toml")),
+    ("te", include_str!("../../locales/te.toml")),
+    ("tr", include_str!("../../locales/tr.toml")),
+    ("ur", include_str!("../../locales/ur.toml")),
+    ("vi", include_str!("../../locales/vi.toml")),
+    ("zh", include_str!("../../locales/zh.toml")),
+];
+
+/// A language the pages speak: its words and how it writes numbers.
+#[derive(Debug)]
+pub struct Locale {
+    /// BCP 47 primary language subtag (`"ta"`).
+    pub code: &'static str,
+    /// The language's own name for itself (`"தமிழ்"`), for the language menu.
+    pub name: String,
+    /// Written right to left (Arabic, Urdu): the page is mirrored.
+    pub rtl: bool,
+    decimal: String,
+    group: String,
+    grouping: Vec<usize>,
+    /// The page's words.
+    pub t: Strings,
 }
 
-impl Lang {
-    pub fn code(self) -> &'static str {
-        match self {
-            Lang::En => "en",
-            Lang::Hi => "hi",
+/// The words of the checkout page.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Strings {
+    pub title: String,
+    pub pay: String,
+    pub choose_method: String,
+    pub scan: String,
+    pub open_upi: String,
+    pub open_wallet: String,
+    pub pay_exactly: String,
+    pub to: String,
+    pub copy: String,
+    pub copied: String,
+    pub upi_note: String,
+    pub token_warning: String,
+    pub network: String,
+    pub expires_in: String,
+    pub status_open: String,
+    pub status_processing: String,
+    pub status_complete: String,
+    pub status_expired: String,
+    pub status_canceled: String,
+    pub partially_paid: String,
+    pub redirecting: String,
+    pub back_to_merchant: String,
+    pub claim_heading: String,
+    pub claim_help: String,
+    pub claim_label_upi: String,
+    pub claim_label_token: String,
+    pub claim_submit: String,
+    pub sender_heading: String,
+    pub sender_help: String,
+    pub sender_label: String,
+    pub sender_submit: String,
+    pub test_banner: String,
+    pub simulate: String,
+    pub no_js_refresh: String,
+    pub qr_alt: String,
+    pub language: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    locale: Meta,
+    strings: Strings,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Meta {
+    name: String,
+    dir: String,
+    decimal: String,
+    group: String,
+    grouping: Vec<usize>,
+}
+
+/// A locale file that does not parse, or says something impossible.
+#[derive(Debug, thiserror::Error)]
+#[error("locales/{code}.toml: {problem}")]
+pub struct LocaleError {
+    code: &'static str,
+    problem: String,
+}
+
+fn parse(code: &'static str, text: &str) -> Result<Locale, LocaleError> {
+    let bad = |problem: String| LocaleError { code, problem };
+    let f: File = toml::from_str(text).map_err(|e| bad(e.to_string()))?;
+    let rtl = match f.locale.dir.as_str() {
+        "ltr" => false,
+        "rtl" => true,
+        other => {
+            return Err(bad(format!(
+                "locale.dir is {other:?}, want \"ltr\" or \"rtl\""
+            )));
         }
+    };
+    if f.locale.grouping.is_empty() || f.locale.grouping.contains(&0) {
+        return Err(bad(
+            "locale.grouping must be a list of positive group sizes".into(),
+        ));
+    }
+    Ok(Locale {
+        code,
+        name: f.locale.name,
+        rtl,
+        decimal: f.locale.decimal,
+        group: f.locale.group,
+        grouping: f.locale.grouping,
+        t: f.strings,
+    })
+}
+
+fn load() -> Result<Vec<Locale>, LocaleError> {
+    FILES.iter().map(|(code, text)| parse(code, text)).collect()
+}
+
+#[allow(clippy::expect_used)] // forced by `check` at start-up, and by the unit tests
+static LOCALES: LazyLock<Vec<Locale>> =
+    LazyLock::new(|| load().expect("the embedded locale files are checked at start-up"));
+
+/// Parses every embedded locale: called at start so a broken file stops the daemon there,
+/// with the file and the problem, instead of on a customer's first page view.
+pub fn check() -> Result<(), LocaleError> {
+    load().map(|_| ())
+}
+
+/// One of the pages' languages (an index into the embedded locales).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lang(usize);
+
+impl Lang {
+    /// English, the fallback.
+    pub const EN: Lang = Lang(0);
+
+    /// Every language, English first.
+    pub fn all() -> impl Iterator<Item = Lang> {
+        (0..LOCALES.len()).map(Lang)
     }
 
-    /// `?lang=` wins; otherwise the first supported language in Accept-Language (q > 0).
-    pub fn choose(query: Option<&str>, accept_language: Option<&str>) -> Lang {
+    fn locale(self) -> &'static Locale {
+        LOCALES.get(self.0).unwrap_or(&LOCALES[0])
+    }
+
+    pub fn code(self) -> &'static str {
+        self.locale().code
+    }
+
+    /// The language's own name.
+    pub fn name(self) -> &'static str {
+        &self.locale().name
+    }
+
+    pub fn rtl(self) -> bool {
+        self.locale().rtl
+    }
+
+    pub fn strings(self) -> &'static Strings {
+        &self.locale().t
+    }
+
+    /// `?lang=` wins; then the first supported language in Accept-Language (q > 0); then the
+    /// session's `locale`; then English.
+    pub fn choose(
+        query: Option<&str>,
+        accept_language: Option<&str>,
+        session: Option<&str>,
+    ) -> Lang {
         if let Some(l) = query.and_then(Self::parse) {
             return l;
         }
@@ -34,158 +220,131 @@ impl Lang {
             .filter(|(q, _)| *q > 0.0)
             .collect();
         prefs.sort_by(|a, b| b.0.total_cmp(&a.0));
-        prefs.first().map_or(Lang::En, |p| p.1)
+        prefs
+            .first()
+            .map(|p| p.1)
+            .or_else(|| session.and_then(Self::parse))
+            .unwrap_or(Lang::EN)
     }
 
-    fn parse(tag: &str) -> Option<Lang> {
-        let primary = tag.split('-').next()?.to_ascii_lowercase();
-        match primary.as_str() {
-            "en" => Some(Lang::En),
-            "hi" => Some(Lang::Hi),
-            _ => None,
-        }
+    /// A BCP 47 tag's language (`"pt-BR"` → Portuguese, `"zh-Hans-CN"` → Chinese).
+    pub fn parse(tag: &str) -> Option<Lang> {
+        let primary = tag.split(['-', '_']).next()?.trim().to_ascii_lowercase();
+        LOCALES.iter().position(|l| l.code == primary).map(Lang)
     }
 
-    pub fn strings(self) -> &'static Strings {
-        match self {
-            Lang::En => &EN,
-            Lang::Hi => &HI,
+    /// `units` as this language writes numbers: its digit groups and decimal sign
+    /// (`1,23,456.78` in Hindi, `123.456,78` in German). Display only: amounts a customer
+    /// copies into an app stay in the plain `123456.78` form.
+    pub fn number(self, plain: &str) -> String {
+        let l = self.locale();
+        let (int, frac) = plain.split_once('.').unwrap_or((plain, ""));
+        let digits: Vec<char> = int.chars().collect();
+        let mut groups: Vec<String> = Vec::new();
+        let mut end = digits.len();
+        let mut sizes = l.grouping.iter();
+        let mut size = sizes.next().copied().unwrap_or(3);
+        while end > 0 {
+            let start = end.saturating_sub(size);
+            groups.push(digits[start..end].iter().collect());
+            end = start;
+            if let Some(&next) = sizes.next() {
+                size = next;
+            }
         }
+        groups.reverse();
+        let mut out = groups.join(&l.group);
+        if !frac.is_empty() {
+            out.push_str(&l.decimal);
+            out.push_str(frac);
+        }
+        out
     }
 }
-
-pub struct Strings {
-    pub title: &'static str,
-    pub pay: &'static str,
-    pub choose_method: &'static str,
-    pub scan: &'static str,
-    pub open_upi: &'static str,
-    pub open_wallet: &'static str,
-    pub pay_exactly: &'static str,
-    pub to: &'static str,
-    pub copy: &'static str,
-    pub copied: &'static str,
-    pub upi_note: &'static str,
-    pub token_warning: &'static str,
-    pub network: &'static str,
-    pub expires_in: &'static str,
-    pub status_open: &'static str,
-    pub status_processing: &'static str,
-    pub status_complete: &'static str,
-    pub status_expired: &'static str,
-    pub status_canceled: &'static str,
-    pub partially_paid: &'static str,
-    pub redirecting: &'static str,
-    pub back_to_merchant: &'static str,
-    pub claim_heading: &'static str,
-    pub claim_help: &'static str,
-    pub claim_label_upi: &'static str,
-    pub claim_label_token: &'static str,
-    pub claim_submit: &'static str,
-    pub sender_heading: &'static str,
-    pub sender_help: &'static str,
-    pub sender_label: &'static str,
-    pub sender_submit: &'static str,
-    pub test_banner: &'static str,
-    pub simulate: &'static str,
-    pub no_js_refresh: &'static str,
-    pub qr_alt: &'static str,
-}
-
-pub static EN: Strings = Strings {
-    title: "Pay",
-    pay: "Pay",
-    choose_method: "Choose how to pay",
-    scan: "Scan with your phone, or tap the button on this phone.",
-    open_upi: "Open in UPI app",
-    open_wallet: "Open in wallet",
-    pay_exactly: "Pay exactly",
-    to: "To",
-    copy: "Copy",
-    copied: "Copied",
-    upi_note: "Pay this exact amount, paise included: it is how your payment is recognised.",
-    token_warning: "Send only this token on this network, and exactly this amount. A different network or amount may not be recognised.",
-    network: "Network",
-    expires_in: "Time left",
-    status_open: "Waiting for your payment",
-    status_processing: "Payment seen, waiting for confirmations",
-    status_complete: "Payment received. Thank you!",
-    status_expired: "This payment request has expired.",
-    status_canceled: "This payment request was canceled.",
-    partially_paid: "Part of the amount has arrived; please pay the rest.",
-    redirecting: "Taking you back to the shop…",
-    back_to_merchant: "Return to the shop",
-    claim_heading: "Paid but not recognised?",
-    claim_help: "Enter the reference of your payment. It is checked against the bank or the chain, never taken on trust.",
-    claim_label_upi: "UPI reference (12-digit UTR)",
-    claim_label_token: "Transaction hash",
-    claim_submit: "Submit reference",
-    sender_heading: "Paying from an exchange or another wallet?",
-    sender_help: "Before you pay, enter the address the money will come from. If fees make the amount differ, only a transfer from this address can be matched to you by its hash.",
-    sender_label: "Address you pay from",
-    sender_submit: "Save address",
-    test_banner: "Test mode: no real money moves.",
-    simulate: "Simulate payment",
-    no_js_refresh: "This page refreshes itself every 10 seconds.",
-    qr_alt: "QR code to pay",
-};
-
-pub static HI: Strings = Strings {
-    title: "भुगतान",
-    pay: "भुगतान करें",
-    choose_method: "भुगतान का तरीका चुनें",
-    scan: "अपने फ़ोन से स्कैन करें, या इसी फ़ोन पर बटन दबाएँ।",
-    open_upi: "UPI ऐप में खोलें",
-    open_wallet: "वॉलेट में खोलें",
-    pay_exactly: "ठीक इतनी राशि दें",
-    to: "किसे",
-    copy: "कॉपी करें",
-    copied: "कॉपी हो गया",
-    upi_note: "पैसे समेत ठीक यही राशि दें: इसी से आपका भुगतान पहचाना जाता है।",
-    token_warning: "केवल यही टोकन, इसी नेटवर्क पर, और ठीक यही राशि भेजें। दूसरा नेटवर्क या राशि पहचानी नहीं जा सकती।",
-    network: "नेटवर्क",
-    expires_in: "बचा समय",
-    status_open: "आपके भुगतान की प्रतीक्षा है",
-    status_processing: "भुगतान दिखा, पुष्टि की प्रतीक्षा है",
-    status_complete: "भुगतान मिल गया। धन्यवाद!",
-    status_expired: "यह भुगतान अनुरोध समाप्त हो गया है।",
-    status_canceled: "यह भुगतान अनुरोध रद्द कर दिया गया।",
-    partially_paid: "राशि का कुछ हिस्सा मिला है; कृपया बाकी भुगतान करें।",
-    redirecting: "आपको दुकान पर वापस ले जा रहे हैं…",
-    back_to_merchant: "दुकान पर लौटें",
-    claim_heading: "भुगतान किया पर पहचाना नहीं गया?",
-    claim_help: "अपने भुगतान का संदर्भ दर्ज करें। इसे बैंक या चेन से जाँचा जाता है, केवल भरोसे पर नहीं माना जाता।",
-    claim_label_upi: "UPI संदर्भ (12 अंकों का UTR)",
-    claim_label_token: "ट्रांज़ैक्शन हैश",
-    claim_submit: "संदर्भ भेजें",
-    sender_heading: "किसी एक्सचेंज या दूसरे वॉलेट से भुगतान कर रहे हैं?",
-    sender_help: "भुगतान से पहले वह पता दर्ज करें जहाँ से पैसा आएगा। शुल्क के कारण राशि अलग हो, तो केवल इसी पते से आया ट्रांसफ़र उसके हैश से आपसे जोड़ा जा सकता है।",
-    sender_label: "जिस पते से आप भुगतान करेंगे",
-    sender_submit: "पता सहेजें",
-    test_banner: "टेस्ट मोड: कोई असली पैसा नहीं जाता।",
-    simulate: "भुगतान का अनुकरण करें",
-    no_js_refresh: "यह पेज हर 10 सेकंड में अपने आप ताज़ा होता है।",
-    qr_alt: "भुगतान के लिए QR कोड",
-};
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn lang(code: &str) -> Lang {
+        Lang::parse(code).unwrap_or_else(|| panic!("no locale {code}"))
+    }
+
+    #[test]
+    fn every_locale_file_parses_with_every_string_filled() {
+        let all = load().unwrap_or_else(|e| panic!("{e}"));
+        assert!(all.len() >= 20, "{} locales", all.len());
+        let en = serde_json::to_value(
+            toml::from_str::<toml::Value>(FILES[0].1).unwrap()["strings"].clone(),
+        )
+        .unwrap();
+        for (code, text) in FILES {
+            let v: toml::Value = toml::from_str(text).unwrap();
+            let strings = v["strings"].as_table().unwrap();
+            for (k, s) in strings {
+                let s = s
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{code}: {k} is not a string"));
+                assert!(!s.trim().is_empty(), "{code}: {k} is empty");
+                if *code != "en" && !matches!(k.as_str(), "network") {
+                    assert_ne!(Some(s), en[k].as_str(), "{code}: {k} is still English");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_file_missing_a_key_or_with_an_unknown_one_is_an_error_naming_it() {
+        let en = FILES[0].1;
+        let missing = en.replace("copied = ", "# copied = ");
+        let e = parse("xx", &missing).unwrap_err().to_string();
+        assert!(e.contains("locales/xx.toml") && e.contains("copied"), "{e}");
+        let extra = format!("{en}\nbogus = \"x\"\n");
+        let e = parse("xx", &extra).unwrap_err().to_string();
+        assert!(e.contains("bogus"), "{e}");
+        let rtl = en.replace("dir = \"ltr\"", "dir = \"up\"");
+        assert!(
+            parse("xx", &rtl)
+                .unwrap_err()
+                .to_string()
+                .contains("locale.dir")
+        );
+    }
+
     #[test]
     fn chooses_language() {
+        let hi = lang("hi");
         assert_eq!(
-            Lang::choose(None, Some("hi-IN,hi;q=0.9,en;q=0.8")),
-            Lang::Hi
+            Lang::choose(None, Some("hi-IN,hi;q=0.9,en;q=0.8"), None),
+            hi
         );
         assert_eq!(
-            Lang::choose(None, Some("en-US,en;q=0.9,hi;q=0.8")),
-            Lang::En
+            Lang::choose(None, Some("en-US,en;q=0.9,hi;q=0.8"), None),
+            Lang::EN
         );
-        assert_eq!(Lang::choose(None, Some("fr-FR,hi;q=0.5")), Lang::Hi);
-        assert_eq!(Lang::choose(None, Some("fr-FR")), Lang::En);
-        assert_eq!(Lang::choose(Some("en"), Some("hi")), Lang::En);
-        assert_eq!(Lang::choose(Some("xx"), Some("hi")), Lang::Hi);
-        assert_eq!(Lang::choose(None, Some("hi;q=0")), Lang::En);
+        assert_eq!(Lang::choose(None, Some("xx-XX,hi;q=0.5"), None), hi);
+        assert_eq!(Lang::choose(None, Some("xx-XX"), None), Lang::EN);
+        assert_eq!(Lang::choose(Some("en"), Some("hi"), None), Lang::EN);
+        assert_eq!(Lang::choose(Some("xx"), Some("hi"), None), hi);
+        assert_eq!(Lang::choose(None, Some("hi;q=0"), None), Lang::EN);
+        assert_eq!(Lang::choose(None, Some("pt-BR"), None), lang("pt"));
+        assert_eq!(Lang::choose(None, Some("zh-Hans-CN"), None), lang("zh"));
+        // The session's locale only when the browser names nothing we speak.
+        assert_eq!(Lang::choose(None, None, Some("ta")), lang("ta"));
+        assert_eq!(Lang::choose(None, Some("xx"), Some("ta")), lang("ta"));
+        assert_eq!(Lang::choose(None, Some("bn"), Some("ta")), lang("bn"));
+        assert_eq!(Lang::choose(Some("ar"), Some("bn"), Some("ta")), lang("ar"));
+        assert!(lang("ar").rtl() && lang("ur").rtl() && !lang("hi").rtl());
+    }
+
+    #[test]
+    fn numbers_in_each_languages_form() {
+        assert_eq!(Lang::EN.number("1234567.89"), "1,234,567.89");
+        assert_eq!(lang("hi").number("1234567.89"), "12,34,567.89");
+        assert_eq!(lang("de").number("1234567.89"), "1.234.567,89");
+        assert_eq!(lang("ru").number("1234.50"), "1\u{a0}234,50");
+        assert_eq!(Lang::EN.number("149.99"), "149.99");
+        assert_eq!(lang("hi").number("999"), "999");
+        assert_eq!(lang("ta").number("100000"), "1,00,000");
     }
 }

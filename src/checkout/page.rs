@@ -34,6 +34,10 @@ pub struct OptionView {
 pub struct CheckoutPage<'a> {
     pub t: &'a Strings,
     pub lang: &'a str,
+    /// `rtl` for Arabic and Urdu: the whole page is mirrored.
+    pub dir: &'a str,
+    /// The language menu: (code, own name, current).
+    pub langs: Vec<(&'static str, &'static str, bool)>,
     pub merchant: &'a str,
     pub description: Option<&'a str>,
     pub amount: String,
@@ -55,12 +59,25 @@ pub struct CheckoutPage<'a> {
 
 fn status_text(t: &'static Strings, s: Status) -> &'static str {
     match s {
-        Status::Open => t.status_open,
-        Status::Processing => t.status_processing,
-        Status::Complete => t.status_complete,
-        Status::Expired => t.status_expired,
-        Status::Canceled => t.status_canceled,
+        Status::Open => &t.status_open,
+        Status::Processing => &t.status_processing,
+        Status::Complete => &t.status_complete,
+        Status::Expired => &t.status_expired,
+        Status::Canceled => &t.status_canceled,
     }
+}
+
+/// The session's price as `lang` writes numbers (`₹1,23,456.00`, `$1.234,56`).
+fn display_amount(
+    amount_minor: u64,
+    currency: crate::domain::method::Currency,
+    lang: Lang,
+) -> String {
+    // The plain form `api::display_amount` gives ("₹1499.00"): keep its symbol, localise
+    // the figure.
+    let plain = crate::api::display_amount(amount_minor, currency);
+    let at = plain.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+    format!("{}{}", &plain[..at], lang.number(&plain[at..]))
 }
 
 /// Renders the page of `s` in `lang`.
@@ -99,9 +116,13 @@ pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama:
     let page = CheckoutPage {
         t,
         lang: lang.code(),
+        dir: if lang.rtl() { "rtl" } else { "ltr" },
+        langs: Lang::all()
+            .map(|l| (l.code(), l.name(), l == lang))
+            .collect(),
         merchant,
         description: s.description.as_deref(),
-        amount: crate::api::display_amount(s.amount, s.currency),
+        amount: display_amount(s.amount, s.currency, lang),
         id: &s.id,
         status: s.status.as_str(),
         status_text: status_text(t, s.status),
@@ -225,7 +246,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn language_strings_exist_for_both() {
-        assert_ne!(Lang::Hi.strings().pay, Lang::En.strings().pay);
+    fn language_strings_differ_between_languages() {
+        let hi = Lang::parse("hi").expect("hi");
+        assert_ne!(hi.strings().pay, Lang::EN.strings().pay);
     }
 }

@@ -422,6 +422,7 @@ mod tests {
             ended_at_ms: None,
             paid_late: false,
             seq: 0,
+            locale: None,
         }
     }
 

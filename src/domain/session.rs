@@ -152,6 +152,10 @@ pub struct Session {
     pub paid_late: bool,
     /// Insertion order within the merchant's mode, for newest-first listing and cursors.
     pub seq: u64,
+    /// The language the merchant asked the customer's pages to speak (`"ta"`), used when the
+    /// browser names none the pages speak. `None`: the browser decides (Stripe's `auto`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
 }
 
 /// A transition the state machine refuses.

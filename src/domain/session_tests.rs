@@ -53,6 +53,7 @@ fn session(options: Vec<PaymentOption>) -> Session {
         ended_at_ms: None,
         paid_late: false,
         seq: 1,
+        locale: None,
     }
 }
 

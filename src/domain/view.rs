@@ -103,6 +103,8 @@ struct SessionView<'a> {
     description: Option<&'a str>,
     customer_email: Option<&'a str>,
     customer_name: Option<&'a str>,
+    /// `null` is Stripe's `auto`: the browser's language.
+    locale: Option<&'a str>,
     client_reference_id: Option<&'a str>,
     payment_options: Vec<OptionView<'a>>,
     checkout_url: &'a str,
@@ -142,6 +144,7 @@ fn session_view(s: &Session) -> SessionView<'_> {
         description: s.description.as_deref(),
         customer_email: s.customer_email.as_deref(),
         customer_name: s.customer_name.as_deref(),
+        locale: s.locale.as_deref(),
         client_reference_id: s.client_reference_id.as_deref(),
         payment_options: s.payment_options.iter().map(OptionView::of).collect(),
         checkout_url: &s.checkout_url,

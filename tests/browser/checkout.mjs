@@ -478,7 +478,77 @@ async function hindi(a) {
   return out;
 }
 
-const SCENARIOS = { screenshots, simulate_success: simulateSuccess, xss, nojs, hindi };
+// Every language in one browser: `?lang=<code>` for each of a.codes, a phone screenshot each,
+// and what the Rust test needs to judge it (lang, dir, text, where the merchant name and the
+// language menu sit, whether the amount reads left to right).
+async function locales(a) {
+  need(a, 'url');
+  if (!Array.isArray(a.codes) || a.codes.length === 0) throw new Error('argument codes (a list) is required');
+  const b = await launch();
+  const ctx = await b.newContext({ ...PHONE });
+  const out = { ok: true, pages: {} };
+  for (const code of a.codes) {
+    const page = await ctx.newPage();
+    page.setDefaultTimeout(ACTION_TIMEOUT_MS);
+    const url = `${a.url}?lang=${encodeURIComponent(code)}`;
+    const log = watch(page, url);
+    await open(page, url);
+    const p = await page.evaluate(() => {
+      const box = (sel) => {
+        const el = document.querySelector(sel);
+        if (!el) return null;
+        const r = el.getBoundingClientRect();
+        return { left: r.left, right: r.right, width: r.width };
+      };
+      const amount = document.querySelector('#amount');
+      // Characters the page's fonts cannot draw: each letter rendered alone on a canvas in
+      // the page's font, compared pixel for pixel with an unassigned code point's box (tofu).
+      const font = getComputedStyle(document.body).font;
+      const draw = (ch) => {
+        const cv = document.createElement('canvas');
+        cv.width = 48; cv.height = 48;
+        const g = cv.getContext('2d');
+        g.font = font; g.textBaseline = 'top'; g.fillStyle = '#000';
+        g.fillText(ch, 4, 4);
+        return g.getImageData(0, 0, 48, 48).data.join(',');
+      };
+      const notdef = draw('\u0378');
+      const letters = [...new Set(document.body.innerText.match(/[^\u0000-\u024f\s\p{M}\p{P}\p{S}\p{N}]/gu) || [])];
+      const tofu = letters.filter((ch) => draw(ch) === notdef);
+      return {
+        lang: document.documentElement.lang,
+        dir: document.documentElement.dir,
+        computedDir: getComputedStyle(document.body).direction,
+        text: document.body.innerText,
+        title: document.title,
+        merchant: box('#merchant'),
+        langs: box('.langs'),
+        amountDir: amount ? getComputedStyle(amount.querySelector('bdi') || amount).direction : null,
+        switches: document.querySelectorAll('a.lang-switch').length,
+        letters: letters.length,
+        tofu,
+        // Text that rendered at zero width (a missing font shows as tofu, which still has
+        // width; an empty string has none): every visible text element must have some.
+        emptyVisible: Array.from(document.querySelectorAll('h1, #status, .hint, summary, label, button, .warning'))
+          // checkVisibility: content of a closed <details> keeps its offsetParent but is not shown.
+          .filter((e) => e.checkVisibility() && e.innerText.trim() === '')
+          .map((e) => e.outerHTML.slice(0, 120)),
+      };
+    });
+    if (a.outDir) {
+      fs.mkdirSync(a.outDir, { recursive: true });
+      p.screenshot = path.join(a.outDir, `locale-${code}-phone.png`);
+      await page.screenshot({ path: p.screenshot, fullPage: true });
+    }
+    p.log = log;
+    out.pages[code] = p;
+    await page.close();
+  }
+  await ctx.close();
+  return out;
+}
+
+const SCENARIOS = { screenshots, simulate_success: simulateSuccess, xss, nojs, hindi, locales };
 
 async function main() {
   const [scenario, raw] = process.argv.slice(2);
