@@ -7,7 +7,7 @@ use http::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error};
 use super::sessions::object_body;
 use super::{AppState, Req, Response, error_response, json_response, query_pairs};
 use crate::domain::apikey::{Permission, key_json, new_key};
@@ -61,10 +61,10 @@ pub async fn route(state: Arc<AppState>, req: Req) -> Response {
         return super::console::route(&state, &req, &segs[1..]).await;
     }
     if !authorized(&state, &req) {
-        let mut e =
-            ApiError::unauthenticated("the operator API needs Authorization: Bearer <admin token>");
-        e.code = "admin_token_invalid";
-        return error_response(&e);
+        return error_response(&ApiError::new(
+            Code::AdminTokenInvalid,
+            "the operator API needs Authorization: Bearer <admin token>",
+        ));
     }
     handle(&state, &req, &segs)
         .await
@@ -128,7 +128,11 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         ("POST", ["admin", "v1", "credits", id, "assign"]) => {
             let map = object_body(&req.body, &["session"])?;
             let session = map.get("session").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::invalid("parameter_missing", "session", "session (cs_…) is required")
+                ApiError::invalid(
+                    Code::ParameterMissing,
+                    "session",
+                    "session (cs_…) is required",
+                )
             })?;
             let op = WriteOp::AssignCredit {
                 credit_id: (*id).to_owned(),
@@ -153,15 +157,15 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 .filter(|p| std::path::Path::new(p).is_absolute())
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "path",
                         "path must be an absolute file path on the server",
                     )
                 })?
                 .to_owned();
             let Some(db) = state.database.as_ref().and_then(|h| h.get()) else {
-                return Err(ApiError::unavailable(
-                    "backup_unavailable",
+                return Err(ApiError::new(
+                    Code::BackupUnavailable,
                     "this store cannot be backed up online",
                 ));
             };
@@ -170,7 +174,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::bad_request("backup_failed", e))?;
+            .map_err(|e| ApiError::new(Code::BackupFailed, e))?;
             ok(serde_json::json!({"object": "backup", "rows": rows}))
         }
         ("GET", ["admin", "v1", "claims"]) => {
@@ -191,7 +195,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "session",
                         "session must be the id (cs_…) of the claiming session",
                     ));
@@ -225,7 +229,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                         q.status = Some(crate::domain::refund::RefundStatus::parse(&v).ok_or_else(
                             || {
                                 ApiError::invalid(
-                                    "parameter_invalid",
+                                    Code::ParameterInvalid,
                                     "status",
                                     "status must be pending, succeeded or failed",
                                 )
@@ -289,11 +293,11 @@ fn ok(v: Value) -> Result<Response, ApiError> {
 async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
     let map = object_body(&req.body, &["merchant", "livemode", "permissions"])?;
     let merchant = map.get("merchant").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::invalid("parameter_missing", "merchant", "merchant is required")
+        ApiError::invalid(Code::ParameterMissing, "merchant", "merchant is required")
     })?;
     if state.config.merchant(merchant).is_none() {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "merchant",
             format!("no merchant {merchant:?} in the configuration"),
         ));
@@ -303,7 +307,7 @@ async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "livemode",
                 "livemode must be a boolean",
             ));
@@ -312,22 +316,22 @@ async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
     let permissions = match map.get("permissions") {
         None | Some(Value::Null) => Permission::DEFAULT.to_vec(),
         Some(Value::String(s)) => Permission::parse_list(s)
-            .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
+            .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?,
         Some(Value::Array(a)) => {
             let joined: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
             if joined.len() != a.len() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "permissions",
                     "permissions must be strings",
                 ));
             }
             Permission::parse_list(&joined.join(","))
-                .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?
+                .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "permissions",
                 "permissions must be a list",
             ));

@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::{Response, query_pairs};
 use crate::domain::csv::push_row;
 use crate::domain::money::format_units;
@@ -50,7 +50,7 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 param,
                 format!("{param} must be unix seconds or an RFC 3339 time"),
             )

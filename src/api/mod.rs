@@ -28,7 +28,7 @@ use warp::Filter;
 use crate::config::Config;
 use crate::store::SharedStore;
 pub use auth::KeyCache;
-use error::ApiError;
+use error::{ApiError, Code};
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
 pub use pages::parse_claim;
 pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
@@ -177,9 +177,7 @@ fn catch_all(
                     let body = match read.await {
                         Err(_) => {
                             return Ok(error_response(&ApiError::new(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "invalid_request_error",
-                                "request_timeout",
+                                Code::RequestTimeout,
                                 format!(
                                     "the request body did not arrive within {} s",
                                     BODY_READ_TIMEOUT.as_secs()
@@ -193,8 +191,8 @@ fn catch_all(
                             )));
                         }
                         Ok(Err(_)) => {
-                            return Ok(error_response(&ApiError::bad_request(
-                                "body_unreadable",
+                            return Ok(error_response(&ApiError::new(
+                                Code::BodyUnreadable,
                                 "the request body could not be read",
                             )));
                         }
@@ -230,8 +228,8 @@ fn catch_all(
             },
         )
         .recover(|_r: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(error_response(&ApiError::bad_request(
-                "request_malformed",
+            Ok::<_, std::convert::Infallible>(error_response(&ApiError::new(
+                Code::RequestMalformed,
                 "the request could not be read",
             )))
         })
@@ -453,7 +451,7 @@ pub fn query_pairs(query: &str, allowed: &[&str]) -> Result<Vec<(String, String)
     for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
         if !allowed.contains(&k.as_ref()) {
             return Err(ApiError::invalid(
-                "parameter_unknown",
+                Code::ParameterUnknown,
                 &k,
                 format!("unknown query parameter: {k}"),
             ));

@@ -4,7 +4,7 @@
 use http::{HeaderValue, StatusCode};
 use rand::Rng;
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error};
 use super::sessions::object_body;
 use super::{AppState, Req, Response, error_response, json_response};
 use crate::checkout::i18n::Lang;
@@ -22,10 +22,11 @@ pub async fn route(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Resp
         ("GET", ["qr.svg"]) => qr(state, req, id),
         ("GET", ["events"]) => load(state, id).and_then(|s| {
             page::status_stream(state.store.clone(), s.id, state.streams.clone()).ok_or_else(|| {
-                ApiError::unavailable(
-                    "too_many_streams",
+                ApiError::new(
+                    Code::TooManyStreams,
                     "too many live status streams; the page falls back to polling",
                 )
+                .capacity()
             })
         }),
         ("POST", ["claim"]) => claim(state, req, id).await,
@@ -103,7 +104,7 @@ fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     }
     .ok_or_else(|| {
         ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "method",
             format!(
                 "this session offers no method {:?}",
@@ -177,8 +178,8 @@ pub fn parse_claim(body: &[u8], is_form: bool) -> Result<String, ApiError> {
         {
             Ok(format!("tx:{}", t.to_ascii_lowercase()))
         }
-        _ => Err(ApiError::bad_request(
-            "parameter_invalid",
+        _ => Err(ApiError::new(
+            Code::ParameterInvalid,
             "give either utr (the 12-digit UPI reference) or tx_hash (0x and 64 hex digits)",
         )),
     }
@@ -239,7 +240,7 @@ async fn sender(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiEr
         .and_then(crate::store::sender_key)
         .ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "address",
                 "address must be the 0x address (40 hex digits) or TRON address you pay from",
             )
@@ -280,8 +281,8 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
     // Unauthenticated: bounded per session, so nobody can grow a session (and its callbacks)
     // without limit.
     if s.payments.len() >= MAX_SIMULATED_PAYMENTS {
-        return Err(ApiError::conflict(
-            "simulate_limit",
+        return Err(ApiError::new(
+            Code::SimulateLimit,
             format!("a test session takes at most {MAX_SIMULATED_PAYMENTS} simulated payments"),
         ));
     }
@@ -306,7 +307,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(v)) => Ok(Some(v.clone())),
                 Some(_) => Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     k,
                     format!("{k} must be a string"),
                 )),
@@ -322,7 +323,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             .find(|o| &o.method == m)
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "method",
                     format!("this session offers no method {m:?}"),
                 )
@@ -330,7 +331,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         None => s
             .payment_options
             .first()
-            .ok_or_else(|| ApiError::bad_request("parameter_invalid", "no payment option"))?,
+            .ok_or_else(|| ApiError::new(Code::ParameterInvalid, "no payment option"))?,
     };
     let amount_base = match &amount {
         Some(a) => parse_units(a, option.decimals)
@@ -338,7 +339,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             .filter(|v| *v > 0)
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "amount",
                     format!(
                         "amount must be a positive decimal with at most {} places",
@@ -355,7 +356,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             || !f[2..].bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "from",
             "from must be a 0x address (40 hex digits), for a token payment",
         ));

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error};
 use super::idempotency;
 use super::webhooks;
 use super::{AppState, Req, Response, json_response, query_pairs};
@@ -263,20 +263,20 @@ pub fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, 
         return Ok(Map::new());
     }
     let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "body_invalid_json",
+        ApiError::new(
+            Code::BodyInvalidJson,
             format!("the body is not valid JSON: {e}"),
         )
     })?;
     let Value::Object(map) = v else {
-        return Err(ApiError::bad_request(
-            "body_invalid_json",
+        return Err(ApiError::new(
+            Code::BodyInvalidJson,
             "the body must be a JSON object",
         ));
     };
     if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
         return Err(ApiError::invalid(
-            "parameter_unknown",
+            Code::ParameterUnknown,
             k,
             format!("unknown parameter: {k}"),
         ));
@@ -296,7 +296,7 @@ pub(super) fn opt_string(
             Ok(Some(s.clone()))
         }
         Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             field,
             format!("{field} must be a string"),
         )),
@@ -343,14 +343,14 @@ pub fn parse_create(
     let amount = match map.get("amount") {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 "amount",
                 "amount is required: a positive integer in minor units (paise, cents)",
             ));
         }
         Some(v) => v.as_u64().filter(|a| *a > 0).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "amount",
                 "amount must be a positive integer (minor units)",
             )
@@ -358,7 +358,7 @@ pub fn parse_create(
     };
     if amount > MAX_AMOUNT {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "amount",
             format!("amount must be at most {MAX_AMOUNT} (minor units)"),
         ));
@@ -366,7 +366,7 @@ pub fn parse_create(
     let currency = match opt_string(&map, "currency", 10)? {
         Some(c) => Some(Currency::parse(&c.to_ascii_lowercase()).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "currency",
                 format!("currency must be inr or usd, not {c:?}"),
             )
@@ -384,14 +384,14 @@ pub fn parse_create(
                     match cs.as_slice() {
                         [one] => *one,
                         [] => {
-                            return Err(ApiError::bad_request(
-                                "payment_method_unavailable",
+                            return Err(ApiError::new(
+                                Code::PaymentMethodUnavailable,
                                 "this merchant has no payment method enabled in this mode",
                             ));
                         }
                         _ => {
                             return Err(ApiError::invalid(
-                                "parameter_missing",
+                                Code::ParameterMissing,
                                 "currency",
                                 "currency is required (inr or usd): this merchant accepts both",
                             ));
@@ -408,7 +408,7 @@ pub fn parse_create(
         Some(Value::Array(items)) => {
             if items.is_empty() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "payment_methods",
                     "payment_methods must not be empty",
                 ));
@@ -417,7 +417,7 @@ pub fn parse_create(
             for item in items {
                 let name = item.as_str().ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "payment_methods",
                         "payment_methods must be an array of method names",
                     )
@@ -425,7 +425,7 @@ pub fn parse_create(
                 let m = offered.iter().find(|m| m.name == name).ok_or_else(|| {
                     let names: Vec<&str> = offered.iter().map(|m| m.name.as_str()).collect();
                     ApiError::invalid(
-                        "payment_method_unavailable",
+                        Code::PaymentMethodUnavailable,
                         "payment_methods",
                         format!(
                             "{name:?} is not enabled for this merchant in {} mode (available: {})",
@@ -442,15 +442,15 @@ pub fn parse_create(
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "payment_methods",
                 "payment_methods must be an array of method names",
             ));
         }
     };
     let Some(first) = chosen.first() else {
-        return Err(ApiError::bad_request(
-            "payment_method_unavailable",
+        return Err(ApiError::new(
+            Code::PaymentMethodUnavailable,
             format!(
                 "no payment method is enabled for {} in this mode",
                 currency.map_or("this currency", |c| c.as_str())
@@ -460,7 +460,7 @@ pub fn parse_create(
     let currency = currency.unwrap_or(first.currency);
     if let Some(m) = chosen.iter().find(|m| m.currency != currency) {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "payment_methods",
             format!(
                 "method {} settles in {}, but the session's currency is {}",
@@ -482,7 +482,7 @@ pub fn parse_create(
             match &reference {
                 Some((f, existing)) if existing != &v => {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         field,
                         format!(
                             "{field} and {f} are both given with different values; they are aliases of client_reference_id: give one"
@@ -504,7 +504,7 @@ pub fn parse_create(
                 .filter(|s| (min..=86_400).contains(s))
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "expires_in",
                         format!(
                             "expires_in must be an integer number of seconds from {min} to 86400"
@@ -645,7 +645,7 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 param,
                 format!("{param} must be unix seconds or an RFC 3339 time"),
             )
@@ -656,7 +656,7 @@ pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
     v.parse::<usize>()
         .ok()
         .filter(|l| (1..=100).contains(l))
-        .ok_or_else(|| ApiError::invalid("parameter_invalid", "limit", "limit must be 1 to 100"))
+        .ok_or_else(|| ApiError::invalid(Code::ParameterInvalid, "limit", "limit must be 1 to 100"))
 }
 
 fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
@@ -684,7 +684,7 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
             "starting_after" => {
                 owned_session(state, key, &v).map_err(|_| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "starting_after",
                         format!("no such checkout session: {v}"),
                     )
@@ -694,7 +694,7 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
             "status" => {
                 q.status = Some(Status::parse(&v).ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "status",
                         "status must be open, processing, complete, expired or canceled",
                     )
@@ -757,7 +757,7 @@ pub(super) fn metadata_field(
             Ok(out)
         }
         Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "metadata",
             "metadata must be an object of string values",
         )),

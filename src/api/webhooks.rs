@@ -3,7 +3,7 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error};
 use super::sessions::{object_body, parse_limit};
 use super::{AppState, Req, Response, json_response, query_pairs};
 use crate::domain::apikey::ApiKey;
@@ -79,7 +79,7 @@ pub async fn list_events(state: &AppState, key: &ApiKey, req: &Req) -> Result<Re
             "type" => {
                 q.kind = Some(EventType::parse(&v).ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "type",
                         format!("unknown event type {v:?}"),
                     )
@@ -153,7 +153,7 @@ pub async fn check_destination(state: &AppState, param: &str, url: &str) -> Resu
     }
     ssrf::check_url(url).await.map_err(|why| {
         ApiError::invalid(
-            "url_not_allowed",
+            Code::UrlNotAllowed,
             param,
             format!("{param} {why}; callbacks never go to loopback, private, link-local or metadata addresses (an operator can allow them with webhooks.allow_private_targets = true)"),
         )
@@ -174,7 +174,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
     let url = map
         .get("url")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("parameter_missing", "url", "url is required"))?
+        .ok_or_else(|| ApiError::invalid(Code::ParameterMissing, "url", "url is required"))?
         .to_owned();
     validate::url("url", &url, allowed_domains)?;
     let events: Vec<String> = match map.get("events") {
@@ -185,7 +185,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
                 let name = it.as_str().unwrap_or_default();
                 if name != "*" && EventType::parse(name).is_none() {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "events",
                         format!("unknown event type {name:?}; use event type names or \"*\""),
                     ));
@@ -196,7 +196,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "events",
                 "events must be a non-empty array of event types, or [\"*\"]",
             ));
@@ -210,7 +210,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "description",
                 "description must be a string",
             ));
@@ -289,7 +289,7 @@ fn old_valid_until(req: &Req) -> Result<i64, ApiError> {
         None | Some(Value::Null) => 86_400,
         Some(v) => v.as_u64().filter(|s| *s <= 7 * 86_400).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "expires_in",
                 "expires_in must be 0 to 604800 seconds",
             )
