@@ -209,7 +209,12 @@ fn too_many(code: Code, message: String, retry_after: u64) -> Response {
 /// `/c/{id}/…` behind the per-client caps: a claim past its cap is answered before anything is
 /// looked up, written or sent to a chain; a status stream past its cap is refused, and an
 /// accepted one holds its slot (via the response) until the stream ends.
-pub async fn page(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Response {
+pub async fn page(
+    state: &AppState,
+    req: &Req,
+    rest: &[&str],
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
     let server = &state.config.server;
     let mut slot = None;
     if let Some(ip) = client_of(&state.config, req) {
@@ -240,7 +245,7 @@ pub async fn page(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Respo
             _ => {}
         }
     }
-    let mut r = super::pages::route(state, req, id, rest).await;
+    let mut r = handler.await;
     if let Some(s) = slot
         && r.status().is_success()
     {

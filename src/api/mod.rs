@@ -13,6 +13,7 @@ pub mod limits;
 mod listener;
 mod pages;
 mod refunds;
+pub mod routes;
 mod sessions;
 pub mod upi;
 pub mod webhooks;
@@ -197,7 +198,8 @@ fn catch_all(
                             )));
                         }
                     };
-                    let route = crate::metrics::Metrics::route_of(path.as_str(), admin);
+                    // The table names the request for its span and its metrics label.
+                    let (route, name) = routes::label(method.as_str(), path.as_str(), admin);
                     let req = Req {
                         method,
                         path: path.as_str().to_owned(),
@@ -219,6 +221,7 @@ fn catch_all(
                         "request",
                         method = %req.method,
                         route = crate::metrics::ROUTES[route],
+                        name = name,
                         session = %session,
                     );
                     let response = tracing::Instrument::instrument(handler(state, req), span).await;
@@ -240,7 +243,7 @@ fn catch_all(
 pub fn public_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    catch_all(state, false, |s, r| Box::pin(route_public(s, r)))
+    catch_all(state, false, |s, r| Box::pin(routes::dispatch(s, r)))
 }
 
 /// The operator listener's routes.
@@ -255,41 +258,6 @@ pub fn admin_routes(
             }
         })
     })
-}
-
-async fn route_public(state: Arc<AppState>, req: Req) -> Response {
-    let path = req.path.clone();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method.as_str(), segs.as_slice()) {
-        ("GET", ["healthz"]) => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
-        ("GET", ["readyz"]) => health::readyz(&state),
-        ("POST", ["v1", "upi", "credits"]) if upi::presented_token(&req).is_some() => {
-            let token = upi::presented_token(&req).unwrap_or_default();
-            upi::ingest_with_token(&state, &req, &token)
-                .await
-                .unwrap_or_else(|e| error_response(&e))
-        }
-        (_, ["v1", ..]) => {
-            auth::authenticated(&state, &req, |key| {
-                sessions::route(state.clone(), key, &req, &segs)
-            })
-            .await
-        }
-        (_, ["c", id, rest @ ..]) => limits::page(&state, &req, id, rest).await,
-        ("GET", ["assets", name]) => match crate::checkout::page::asset(name) {
-            Some((body, ct)) => {
-                let mut r =
-                    crate::checkout::page::ok_body(bytes::Bytes::from_static(body.as_bytes()), ct);
-                r.headers_mut().insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                );
-                r
-            }
-            None => error_response(&ApiError::route_missing(&req.method, &req.path)),
-        },
-        _ => error_response(&ApiError::route_missing(&req.method, &req.path)),
-    }
 }
 
 /// A client must finish sending a request's headers within this time, or its connection is

@@ -1,7 +1,6 @@
 //! `/v1`: checkout sessions, methods, events and credits for an authenticated merchant key.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::{Map, Value};
@@ -11,7 +10,7 @@ use super::idempotency;
 use super::webhooks;
 use super::{AppState, Req, Response, json_response, query_pairs};
 use crate::config::Merchant;
-use crate::domain::apikey::{ApiKey, Permission};
+use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::method::{Currency, Method, Rail};
 use crate::domain::money::format_units;
@@ -23,140 +22,10 @@ use crate::store::{OpError, Outcome, SessionQuery, WriteOp};
 /// Largest accepted amount in minor units (₹1,000 crore / $100 million): catches unit mistakes.
 pub const MAX_AMOUNT: u64 = 10_000_000_000;
 
-fn require(key: &ApiKey, p: Permission) -> Result<(), ApiError> {
-    if key.allows(p) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "this API key lacks the {} permission",
-            p.as_str()
-        )))
-    }
-}
-
-pub async fn route(
-    state: Arc<AppState>,
-    key: ApiKey,
-    req: &Req,
-    segs: &[&str],
-) -> Result<Response, ApiError> {
-    let merchant = state
-        .config
-        .merchant(&key.merchant_id)
-        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
-    match (req.method.as_str(), segs) {
-        ("GET", ["v1", "methods"]) => {
-            require(&key, Permission::SessionsRead)?;
-            Ok(methods(merchant, key.livemode))
-        }
-        ("POST", ["v1", "checkout", "sessions"]) => {
-            require(&key, Permission::SessionsWrite)?;
-            create(&state, merchant, &key, req).await
-        }
-        ("GET", ["v1", "checkout", "sessions"]) => {
-            require(&key, Permission::SessionsRead)?;
-            list(&state, &key, req)
-        }
-        ("GET", ["v1", "checkout", "sessions", id]) => {
-            require(&key, Permission::SessionsRead)?;
-            let s = owned_session(&state, &key, id)?;
-            Ok(json_response(StatusCode::OK, session_bytes(&s)))
-        }
-        (
-            "POST",
-            [
-                "v1",
-                "checkout",
-                "sessions",
-                id,
-                action @ ("cancel" | "expire"),
-            ],
-        ) => {
-            require(&key, Permission::SessionsWrite)?;
-            end(&state, &key, req, id, *action == "expire").await
-        }
-        ("GET", ["v1", "events"]) => {
-            require(&key, Permission::EventsRead)?;
-            webhooks::list_events(&state, &key, req).await
-        }
-        ("GET", ["v1", "events", id]) => {
-            require(&key, Permission::EventsRead)?;
-            webhooks::get_event(&state, &key, id)
-        }
-        ("POST", ["v1", "events", id, "redeliver"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::redeliver(&state, &key, req, id).await
-        }
-        ("POST", ["v1", "webhook_endpoints"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::create_endpoint(&state, &key, req, &merchant.allowed_domains).await
-        }
-        ("GET", ["v1", "webhook_endpoints"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::list_endpoints(&state, &key)
-        }
-        ("GET", ["v1", "webhook_endpoints", id]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::get_endpoint(&state, &key, id)
-        }
-        ("DELETE", ["v1", "webhook_endpoints", id]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::endpoint_action(&state, &key, req, id, false).await
-        }
-        ("POST", ["v1", "webhook_endpoints", id, "rotate_secret"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::endpoint_action(&state, &key, req, id, true).await
-        }
-        ("POST", ["v1", "upi", "credits"]) => {
-            require(&key, Permission::CreditsWrite)?;
-            super::upi::ingest(&state, &key, req).await
-        }
-        ("GET", ["v1", "credits"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::upi::list(&state, &key, req)
-        }
-        ("POST", ["v1", "refunds"]) => {
-            require(&key, Permission::RefundsWrite)?;
-            super::refunds::create(&state, &key, req).await
-        }
-        ("GET", ["v1", "refunds"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::list(&state, &key, req)
-        }
-        ("GET", ["v1", "refunds", id]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::get(&state, &key, id)
-        }
-        ("GET", ["v1", "balance"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::balance(&state, &key, req)
-        }
-        ("GET", ["v1", "exports", name @ ("sessions.csv" | "payments.csv")]) => {
-            require(&key, Permission::SessionsRead)?;
-            let (w, _) = super::exports::window(&req.query, &[])?;
-            let kind = if *name == "sessions.csv" {
-                super::exports::Kind::Sessions
-            } else {
-                super::exports::Kind::Payments
-            };
-            Ok(super::exports::stream(
-                state.store.clone(),
-                key.merchant_id.clone(),
-                key.livemode,
-                kind,
-                w,
-            ))
-        }
-        ("GET", ["v1", "webhook_secret"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::get_secret(&state, &key)
-        }
-        ("POST", ["v1", "webhook_secret", "rotate"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::rotate_secret(&state, &key, req).await
-        }
-        _ => Err(ApiError::route_missing(&req.method, &req.path)),
-    }
+/// `GET /v1/checkout/sessions/{id}`.
+pub(super) fn get(state: &AppState, key: &ApiKey, id: &str) -> Result<Response, ApiError> {
+    let s = owned_session(state, key, id)?;
+    Ok(json_response(StatusCode::OK, session_bytes(&s)))
 }
 
 /// A session this key may see: its merchant's and its mode's; anything else is a 404.
@@ -181,7 +50,7 @@ fn available(merchant: &Merchant, livemode: bool) -> impl Iterator<Item = &Metho
         .filter(move |m| matches!(m.rail, Rail::Upi { .. }) || m.test != livemode)
 }
 
-fn methods(merchant: &Merchant, livemode: bool) -> Response {
+pub(super) fn methods(merchant: &Merchant, livemode: bool) -> Response {
     let data: Vec<Value> = available(merchant, livemode)
         .map(|m| {
             let mut o = Map::new();
@@ -530,7 +399,7 @@ pub fn parse_create(
     })
 }
 
-async fn create(
+pub(super) async fn create(
     state: &AppState,
     merchant: &Merchant,
     key: &ApiKey,
@@ -614,7 +483,7 @@ fn render_session(r: &Result<Outcome, OpError>, ok: StatusCode) -> (StatusCode, 
     }
 }
 
-async fn end(
+pub(super) async fn end(
     state: &AppState,
     key: &ApiKey,
     req: &Req,
@@ -659,7 +528,7 @@ pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
         .ok_or_else(|| ApiError::invalid(Code::ParameterInvalid, "limit", "limit must be 1 to 100"))
 }
 
-fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+pub(super) fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
     let pairs = query_pairs(
         &req.query,
         &[
