@@ -14,9 +14,6 @@ use crate::domain::apikey::{Permission, key_json, new_key};
 use crate::domain::view::{rfc3339, session_bytes};
 use crate::store::{Outcome, WriteOp, write};
 
-/// The token the operator listener requires, resolved at start.
-pub struct AdminToken(pub String);
-
 fn authorized(state: &AppState, req: &Req) -> bool {
     let presented = req
         .headers
@@ -29,20 +26,12 @@ fn authorized(state: &AppState, req: &Req) -> bool {
 
 /// Whether `presented` is the admin token (also the console's login check).
 pub fn token_matches(state: &AppState, presented: &str) -> bool {
-    let Some(expected) = state
-        .config
-        .admin_token
-        .as_deref()
-        .or(ADMIN.get().map(|t| t.0.as_str()))
-    else {
+    let Some(expected) = state.admin_token.as_deref() else {
         return false;
     };
     // Comparing digests keeps the comparison's timing independent of the token.
     Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
 }
-
-/// Set once at start when the token comes from a file.
-pub static ADMIN: std::sync::OnceLock<AdminToken> = std::sync::OnceLock::new();
 
 pub async fn route(state: Arc<AppState>, req: Req) -> Response {
     let path = req.path.clone();

@@ -13,6 +13,8 @@ pub mod limits;
 mod listener;
 mod pages;
 mod refunds;
+#[cfg(test)]
+mod router_tests;
 pub mod routes;
 mod sessions;
 pub mod upi;
@@ -56,13 +58,20 @@ pub struct AppState {
     pub console: console::Logins,
     /// Per-client caps on streams, claims and console logins.
     pub limits: Arc<limits::ClientLimits>,
+    /// The operator listener's token, resolved once at start (from the config or its file).
+    pub admin_token: Option<String>,
+    /// Set when a listener begins shutting down: long-lived responses (status streams) end.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
+    /// `admin_token` is the one the operator listener requires when the config names none
+    /// inline (the daemon reads or creates its file).
     pub fn new(
         config: Arc<Config>,
         store: SharedStore,
         database: Option<crate::store::DbHandle>,
+        admin_token: Option<String>,
     ) -> Arc<AppState> {
         let limiter = auth::Limiter::new(
             config.api.rate_limit_per_second,
@@ -76,7 +85,6 @@ impl AppState {
             }
         };
         Arc::new(AppState {
-            config,
             store,
             keys: KeyCache::default(),
             limiter,
@@ -87,6 +95,9 @@ impl AppState {
             chains: Default::default(),
             console: console::Logins::default(),
             limits: Arc::default(),
+            admin_token: config.admin_token.clone().or(admin_token),
+            closing: Arc::default(),
+            config,
         })
     }
 }
@@ -271,12 +282,6 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// park a handler.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
 
-/// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
-/// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
-/// header read timeout; otherwise it does what warp's graceful server does.
-/// Set when a listener begins shutting down: long-lived responses (status streams) end.
-pub static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// How long graceful shutdown waits for open connections.
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -288,11 +293,16 @@ const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// How long an idle connection being closed may take to say goodbye before it is dropped.
 const ENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
+/// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
+/// header read timeout; otherwise it does what warp's graceful server does. `closing` is set
+/// when shutdown begins (the state's flag: status streams watch it).
 pub async fn serve<F>(
     addr: SocketAddr,
     idle_timeout: std::time::Duration,
     filter: F,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
 where
     F: Filter<Extract = (Response,), Error = std::convert::Infallible>
@@ -398,8 +408,8 @@ where
         }
         drop(listener);
         let _ = closing_tx.send(true);
-        CLOSING.store(true, std::sync::atomic::Ordering::SeqCst);
-        // In-flight requests finish in milliseconds; live status streams see CLOSING and end
+        closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        // In-flight requests finish in milliseconds; live status streams see `closing` and end
         // within a quarter second. The deadline is a backstop, well inside systemd's stop timeout.
         if tokio::time::timeout(SHUTDOWN_DEADLINE, graceful.shutdown())
             .await

@@ -18,7 +18,13 @@ use crate::store::{MatchResult, Observed, Outcome, WriteOp, write};
 /// `GET /c/{id}/events`: the live status stream.
 pub(super) fn events(state: &AppState, id: &str) -> Result<Response, ApiError> {
     load(state, id).and_then(|s| {
-        page::status_stream(state.store.clone(), s.id, state.streams.clone()).ok_or_else(|| {
+        page::status_stream(
+            state.store.clone(),
+            s.id,
+            state.streams.clone(),
+            state.closing.clone(),
+        )
+        .ok_or_else(|| {
             ApiError::new(
                 Code::TooManyStreams,
                 "too many live status streams; the page falls back to polling",

@@ -159,6 +159,7 @@ pub fn status_stream(
     store: SharedStore,
     id: String,
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
 ) -> Option<crate::api::Response> {
     use std::sync::atomic::Ordering;
     use warp::Reply as _;
@@ -172,27 +173,30 @@ pub fn status_stream(
     let guard = StreamSlot(open);
     let stream = futures_util::stream::unfold(
         (store, id, String::new(), false, 0u32, guard),
-        |(store, id, last, done, n, guard)| async move {
-            if done {
-                return None;
-            }
-            let mut n = n;
-            loop {
-                if n > 0 {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                n += 1;
-                if n > 14_400 || crate::api::CLOSING.load(Ordering::Relaxed) {
+        move |(store, id, last, done, n, guard)| {
+            let closing = closing.clone();
+            async move {
+                if done {
                     return None;
                 }
-                let s = store.session(&id).ok().flatten()?;
-                let json = serde_json::to_string(&public_status(&s)).ok()?;
-                if json != last {
-                    let ended = !s.status.is_awaiting();
-                    let ev = warp::sse::Event::default()
-                        .event("status")
-                        .data(json.clone());
-                    return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
+                let mut n = n;
+                loop {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    n += 1;
+                    if n > 14_400 || closing.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let s = store.session(&id).ok().flatten()?;
+                    let json = serde_json::to_string(&public_status(&s)).ok()?;
+                    if json != last {
+                        let ended = !s.status.is_awaiting();
+                        let ev = warp::sse::Event::default()
+                            .event("status")
+                            .data(json.clone());
+                        return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
+                    }
                 }
             }
         },
