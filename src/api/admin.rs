@@ -8,8 +8,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Code, op_error};
-use super::sessions::object_body;
-use super::{AppState, Req, Response, error_response, json_response, query_pairs};
+use super::extract::{object_body, query_pairs};
+use super::{AppState, Req, Response, error_response, json_response};
 use crate::domain::apikey::{Permission, key_json, new_key};
 use crate::domain::view::{rfc3339, session_bytes};
 use crate::store::{Outcome, WriteOp, write};
@@ -202,7 +202,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         }
         ("POST", ["admin", "v1", "credits", id, "return"]) => {
             let map = object_body(&req.body, &["reference"])?;
-            let reference = super::refunds::body_str(&map, "reference")?;
+            let reference = super::extract::body_str(&map, "reference")?;
             let c = super::refunds::return_credit(state, id, reference).await?;
             ok(crate::store::credit_json(&c))
         }
@@ -225,7 +225,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                             },
                         )?)
                     }
-                    "limit" => q.limit = super::sessions::parse_limit(&v)?,
+                    "limit" => q.limit = super::extract::parse_limit(&v)?,
                     _ => {}
                 }
             }
@@ -242,8 +242,8 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             let r = super::refunds::succeed(
                 state,
                 id,
-                super::refunds::body_str(&map, "tx_hash")?,
-                super::refunds::body_str(&map, "utr")?,
+                super::extract::body_str(&map, "tx_hash")?,
+                super::extract::body_str(&map, "utr")?,
             )
             .await?;
             ok(crate::domain::refund::refund_json(&r))
@@ -251,7 +251,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         ("POST", ["admin", "v1", "refunds", id, "fail"]) => {
             let map = object_body(&req.body, &["reason"])?;
             let r =
-                super::refunds::fail(state, id, super::refunds::body_str(&map, "reason")?).await?;
+                super::refunds::fail(state, id, super::extract::body_str(&map, "reason")?).await?;
             ok(crate::domain::refund::refund_json(&r))
         }
         ("GET", ["admin", "v1", "credits"]) => {

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
 use super::error::{ApiError, Code};
-use super::{AppState, Req, Response, query_pairs};
+use super::extract::query_pairs;
+use super::{AppState, Req, Response};
 use crate::domain::apikey::ApiKey;
 use crate::domain::csv::push_row;
 use crate::domain::money::format_units;

@@ -7,6 +7,7 @@ mod auth;
 pub mod console;
 pub mod error;
 mod exports;
+pub mod extract;
 mod health;
 mod idempotency;
 pub mod limits;
@@ -32,6 +33,7 @@ use crate::config::Config;
 use crate::store::SharedStore;
 pub use auth::KeyCache;
 use error::{ApiError, Code};
+pub use extract::query_pairs;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
 pub use pages::parse_claim;
 pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
@@ -421,20 +423,4 @@ where
         }
     };
     Ok((bound, tokio::spawn(server)))
-}
-
-/// Parses `a=1&b=2` into pairs, rejecting parameters not in `allowed`.
-pub fn query_pairs(query: &str, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
-    let mut out = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !allowed.contains(&k.as_ref()) {
-            return Err(ApiError::invalid(
-                Code::ParameterUnknown,
-                &k,
-                format!("unknown query parameter: {k}"),
-            ));
-        }
-        out.push((k.into_owned(), v.into_owned()));
-    }
-    Ok(out)
 }

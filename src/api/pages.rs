@@ -5,7 +5,7 @@ use http::{HeaderValue, StatusCode};
 use rand::Rng;
 
 use super::error::{ApiError, Code, op_error};
-use super::sessions::object_body;
+use super::extract::object_body;
 use super::{AppState, Req, Response, json_response};
 use crate::checkout::i18n::Lang;
 use crate::checkout::page;

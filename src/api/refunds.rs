@@ -2,12 +2,13 @@
 //! actions (shared by the operator API and the console).
 
 use http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use super::error::{ApiError, Code, op_error, wire_code};
+use super::extract::{object_body, opt_string, parse_limit, query_pairs};
 use super::idempotency;
-use super::sessions::{metadata_field, object_body, opt_string, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::sessions::metadata_field;
+use super::{AppState, Req, Response, json_response};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::money::{minor_to_base, parse_units};
@@ -376,19 +377,6 @@ pub async fn return_credit(
         Ok(Outcome::Credit(c)) => Ok(*c),
         Ok(_) => Err(ApiError::internal("unexpected outcome")),
         Err(e) => Err(op_error(&e).with_id(id)),
-    }
-}
-
-/// Reads a string field of an operator's JSON body.
-pub fn body_str<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(ApiError::invalid(
-            Code::ParameterInvalid,
-            field,
-            format!("{field} must be a string"),
-        )),
     }
 }
 

@@ -6,9 +6,10 @@ use http::StatusCode;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, Code, op_error};
+use super::extract::{object_body, opt_string, parse_limit, query_pairs};
 use super::idempotency;
 use super::webhooks;
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::config::Merchant;
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
@@ -125,52 +126,6 @@ const CREATE_FIELDS: &[&str] = &[
     "expires_in",
     "metadata",
 ];
-
-/// Parses a JSON object body, rejecting unknown fields.
-pub fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::new(
-            Code::BodyInvalidJson,
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(map) = v else {
-        return Err(ApiError::new(
-            Code::BodyInvalidJson,
-            "the body must be a JSON object",
-        ));
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            Code::ParameterUnknown,
-            k,
-            format!("unknown parameter: {k}"),
-        ));
-    }
-    Ok(map)
-}
-
-pub(super) fn opt_string(
-    map: &Map<String, Value>,
-    field: &str,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            validate::text(field, s, max)?;
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(ApiError::invalid(
-            Code::ParameterInvalid,
-            field,
-            format!("{field} must be a string"),
-        )),
-    }
-}
 
 fn opt_url(
     map: &Map<String, Value>,
@@ -519,13 +474,6 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
                 format!("{param} must be unix seconds or an RFC 3339 time"),
             )
         })
-}
-
-pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
-    v.parse::<usize>()
-        .ok()
-        .filter(|l| (1..=100).contains(l))
-        .ok_or_else(|| ApiError::invalid(Code::ParameterInvalid, "limit", "limit must be 1 to 100"))
 }
 
 pub(super) fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {

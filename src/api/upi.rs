@@ -7,8 +7,8 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, Code, op_error};
-use super::sessions::{object_body, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::extract::{object_body, parse_limit, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::config::{IngestFormat, Merchant};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::new_id;

@@ -4,8 +4,8 @@ use http::StatusCode;
 use serde_json::{Value, json};
 
 use super::error::{ApiError, Code, op_error};
-use super::sessions::{object_body, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::extract::{object_body, parse_limit, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::{Event, EventType};
 use crate::domain::ids::{looks_like, new_id};
