@@ -30,13 +30,14 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Filter;
 
 use crate::config::Config;
+pub use crate::domain::view::display_amount;
 use crate::store::SharedStore;
 pub use auth::KeyCache;
 use error::{ApiError, Code};
 pub use extract::query_pairs;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
 pub use pages::parse_claim;
-pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
+pub use sessions::{CreateParams, MAX_AMOUNT, parse_create};
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;

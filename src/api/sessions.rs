@@ -14,7 +14,6 @@ use crate::config::Merchant;
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::method::{Currency, Method, Rail};
-use crate::domain::money::format_units;
 use crate::domain::session::{PaymentStatus, Session, Status};
 use crate::domain::validate::{self, FieldError, substitute_id};
 use crate::domain::view::session_bytes;
@@ -541,15 +540,6 @@ pub(super) fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response
         .as_bytes(),
     );
     Ok(json_response(StatusCode::OK, body))
-}
-
-/// Formats an amount for humans on pages and messages.
-pub fn display_amount(amount_minor: u64, currency: Currency) -> String {
-    let n = format_units(u128::from(amount_minor), 2);
-    match currency {
-        Currency::Inr => format!("₹{n}"),
-        Currency::Usd => format!("${n}"),
-    }
 }
 
 /// `metadata`: an object of string values (absent or null: empty), validated.

@@ -10,7 +10,7 @@ use crate::domain::apikey::ApiKey;
 use crate::domain::event::{Event, EventType};
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::validate;
-use crate::domain::view::rfc3339;
+use crate::domain::view::{event_json, rfc3339};
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint, new_secret};
 use crate::notify::ssrf;
 use crate::store::{EventQuery, Outcome, WriteOp, write};
@@ -20,14 +20,6 @@ fn ok(status: StatusCode, v: Value) -> Result<Response, ApiError> {
         status,
         serde_json::to_vec(&v).unwrap_or_default(),
     ))
-}
-
-/// The event object of the API (and of webhook bodies).
-pub fn event_json(e: &Event) -> Value {
-    json!({
-        "id": e.id, "object": "event", "type": e.kind.as_str(), "livemode": e.livemode,
-        "created_at": rfc3339(e.created_at_ms), "data": {"object": e.data},
-    })
 }
 
 fn delivery_json(d: &Delivery) -> Value {

@@ -101,7 +101,7 @@ pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama:
         lang: lang.code(),
         merchant,
         description: s.description.as_deref(),
-        amount: crate::api::display_amount(s.amount, s.currency),
+        amount: crate::domain::view::display_amount(s.amount, s.currency),
         id: &s.id,
         status: s.status.as_str(),
         status_text: status_text(t, s.status),
@@ -123,7 +123,7 @@ pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama:
 }
 
 /// Headers every page response carries.
-pub fn secure_headers(r: &mut crate::api::Response, content_type: &'static str) {
+pub fn secure_headers(r: &mut warp::reply::Response, content_type: &'static str) {
     let h = r.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -160,7 +160,7 @@ pub fn status_stream(
     id: String,
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Option<crate::api::Response> {
+) -> Option<warp::reply::Response> {
     use std::sync::atomic::Ordering;
     use warp::Reply as _;
     // At most this many streams at once (each polls the store 4 times a second); past it the
@@ -217,8 +217,8 @@ impl Drop for StreamSlot {
 }
 
 /// 200 with a body and content type.
-pub fn ok_body(body: bytes::Bytes, content_type: &'static str) -> crate::api::Response {
-    let mut r = crate::api::Response::new(body.into());
+pub fn ok_body(body: bytes::Bytes, content_type: &'static str) -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(body.into());
     *r.status_mut() = StatusCode::OK;
     secure_headers(&mut r, content_type);
     r
