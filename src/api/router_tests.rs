@@ -54,7 +54,7 @@ async fn public(
         .path(path)
         .header("host", "pay.test")
         .header("content-type", "application/json")
-        .body(body.to_owned());
+        .body(body);
     if let Some(k) = key {
         r = r.header("authorization", format!("Bearer {k}"));
     }
@@ -76,7 +76,7 @@ async fn operator(
         .header("host", "localhost")
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
-        .body(body.to_owned())
+        .body(body)
         .reply(&admin_routes(state.clone()))
         .await;
     let v = serde_json::from_slice(res.body()).unwrap_or(Value::Null);
