@@ -163,7 +163,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Keys(k) => keys(&config, k).await,
         Command::Backup { path } => backup(&config, &path).await,
-        Command::Doctor => crate::doctor::run(&config).await,
+        Command::Doctor => crate::doctor::run(&config)
+            .await
+            .map_err(|failed| Failure::runtime(format!("{failed} check(s) failed"))),
         Command::Alerts(AlertsCommand::Parse {
             sender,
             file,

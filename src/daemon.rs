@@ -175,13 +175,18 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         config.retention.store(),
         config.writer_queue,
     )?);
-    if config.admin_token.is_none() {
-        let token = admin_token(&config)?;
-        let _ = api::admin::ADMIN.set(api::admin::AdminToken(token));
-    }
+    let file_token = match config.admin_token {
+        Some(_) => None,
+        None => Some(admin_token(&config)?),
+    };
     let config = Arc::new(config);
     let shared: SharedStore = store.clone();
-    let state = AppState::new(config.clone(), shared.clone(), Some(store.database()));
+    let state = AppState::new(
+        config.clone(),
+        shared.clone(),
+        Some(store.database()),
+        file_token,
+    );
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let idle = Duration::from_secs(config.server.idle_timeout_secs);
@@ -190,6 +195,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         idle,
         api::public_routes(state.clone()),
         wait_for(stop_rx.clone()),
+        state.closing.clone(),
     )
     .await
     .map_err(|source| DaemonError::Bind {
@@ -201,6 +207,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         idle,
         api::admin_routes(state.clone()),
         wait_for(stop_rx.clone()),
+        state.closing.clone(),
     )
     .await
     .map_err(|source| DaemonError::Bind {

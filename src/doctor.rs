@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use crate::cli::Failure;
 use crate::config::{Chain, Config};
 use crate::redact::redact_url as redact;
 use crate::store::{RedbStore, StoreError};
@@ -34,7 +33,9 @@ impl Report {
     }
 }
 
-pub async fn run(config: &Config) -> Result<(), Failure> {
+/// Runs every check and prints a line for each; `Err` holds how many failed (the CLI turns it
+/// into its exit status), so the doctor needs nothing from the CLI.
+pub async fn run(config: &Config) -> Result<(), usize> {
     let mut r = Report { failed: 0 };
     r.line(
         "config",
@@ -65,10 +66,7 @@ pub async fn run(config: &Config) -> Result<(), Failure> {
     }
     listeners(&mut r, config, daemon_running).await;
     if r.failed > 0 {
-        return Err(Failure {
-            code: 1,
-            message: format!("{} check(s) failed", r.failed),
-        });
+        return Err(r.failed);
     }
     Ok(())
 }

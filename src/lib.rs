@@ -1,7 +1,30 @@
 //! paywatch: a self-hosted payment daemon for USDT and UPI.
 //!
-//! The domain is pure (`domain`, `matching`); `store` makes it durable; `api` and `checkout`
-//! serve merchants and customers; `daemon` wires it together.
+//! # Layout
+//!
+//! Each top-level module, what it is for, and the modules it may use. Imports point down this
+//! list's dependencies only; no two top-level modules import each other.
+//!
+//! | module | job | may use |
+//! |---|---|---|
+//! | `domain` | the pure types and rules: sessions, methods, money, refunds, views (JSON renderings) | nothing of paywatch |
+//! | `redact` | secret scrubbing for logs and errors | nothing |
+//! | `metrics` | the counters and their Prometheus text | nothing |
+//! | `matching` | pure payment matching | `domain` |
+//! | `checkout` | the customer pages, payment URIs and QR codes | `domain`, `store` |
+//! | `store` | durability: the redb writer, indexes, group commit | `domain`, `matching`, `metrics`, `checkout` (payment URIs; moving to `engine`) |
+//! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `redact`, `store`, `watch` (UPI templates, see below) |
+//! | `notify` | webhook delivery | `domain`, `metrics`, `redact`, `store` |
+//! | `watch` | chain and mailbox watchers | `config`, `domain`, `redact`, `store`, `api` (see below) |
+//! | `api` | the HTTP surface: route table (`api::routes`), error registry (`api::error`), handlers | everything above except `daemon`, `cli`, `doctor` |
+//! | `daemon` | wires store, listeners, watchers and workers | all of the above |
+//! | `doctor` | `paywatch doctor`'s checks | `config`, `daemon`, `redact`, `store`, `watch` |
+//! | `cli` | the command line | all of the above |
+//!
+//! Two ties still break that promise and are the next steps: `watch` ↔ `api` (the IMAP watcher
+//! takes `AppState` and calls `api::upi::process_email`; the UPI pipeline belongs in
+//! `watch::upi`), and `config` ↔ `watch` (config validation compiles `watch::upi::templates`).
+//! `store` → `checkout` goes with the engine seam.
 
 pub mod api;
 pub mod checkout;

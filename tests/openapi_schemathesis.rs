@@ -6,7 +6,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,65 +33,22 @@ fn documented(spec: &Value) -> BTreeSet<(String, String)> {
     out
 }
 
-/// A route template from a `match` arm's slice pattern: literals stay, bindings become `{…}`.
-fn templates(prefix: &str, pattern: &str) -> Vec<String> {
-    let mut paths = vec![prefix.to_owned()];
-    for seg in pattern.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        let choices: Vec<String> = if let Some((_, alts)) = seg.split_once('@') {
-            alts.trim()
-                .trim_matches(|c| c == '(' || c == ')')
-                .split('|')
-                .map(|a| a.trim().trim_matches('"').to_owned())
-                .collect()
-        } else if seg.starts_with('"') {
-            vec![seg.trim_matches('"').to_owned()]
-        } else {
-            let name = if seg == "name" { "name" } else { "id" };
-            vec![format!("{{{name}}}")]
-        };
-        paths = paths
-            .iter()
-            .flat_map(|p| choices.iter().map(move |c| format!("{p}/{c}")))
-            .collect();
-    }
-    paths
-}
-
-/// Every `("METHOD", [segments])` arm of the public listener's routers, read from the source.
-/// Arms whose method is `_` are dispatchers to another router and are not routes themselves.
+/// Every route of the public listener, from its route table (`src/api/routes.rs`), the one
+/// place the dispatcher reads.
 fn routed() -> BTreeSet<(String, String)> {
-    let re = regex::Regex::new(r#"\(\s*"([A-Z]+)"\s*,\s*\[([^\]]*)\]\s*,?\s*\)"#).expect("regex");
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/api");
     let mut out = BTreeSet::new();
-    for entry in std::fs::read_dir(&dir).expect("src/api") {
-        let path = entry.expect("entry").path();
-        let file = path.file_name().and_then(|f| f.to_str()).unwrap_or("");
-        // The operator API and its console (under /console) have their own listener and
-        // their own document (none yet).
-        if file == "admin.rs" || file == "console.rs" || !file.ends_with(".rs") {
-            continue;
-        }
-        let text = std::fs::read_to_string(&path).expect("read");
-        for cap in re.captures_iter(&text) {
-            let (method, pattern) = (&cap[1], &cap[2]);
-            // pages.rs matches what follows /c/{id}.
-            let prefix = if file == "pages.rs" || file == "limits.rs" {
-                "/c/{id}"
-            } else {
-                ""
-            };
-            for t in templates(prefix, pattern) {
-                assert!(
-                    t.starts_with("/v1/")
-                        || t.starts_with("/c/")
-                        || t == "/healthz"
-                        || t == "/readyz"
-                        || t.starts_with("/assets/"),
-                    "{file}: cannot place the route {method} {t}; teach this test where it lives"
-                );
-                out.insert((method.to_owned(), t));
-            }
-        }
+    for r in paywatch::api::routes::PUBLIC {
+        let t = r.path.to_owned();
+        assert!(
+            t.starts_with("/v1/")
+                || t.starts_with("/c/")
+                || t == "/healthz"
+                || t == "/readyz"
+                || t.starts_with("/assets/"),
+            "cannot place the route {} {t}; teach this test where it lives",
+            r.method
+        );
+        out.insert((r.method.to_owned(), t));
     }
     out
 }

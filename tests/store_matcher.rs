@@ -77,6 +77,7 @@ fn new_session(amount: u64, livemode: bool, expires_in_ms: i64) -> Session {
         ended_at_ms: None,
         paid_late: false,
         seq: 0,
+        locale: None,
     }
 }
 

@@ -7,15 +7,12 @@ use http::StatusCode;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, op_error};
-use super::sessions::object_body;
-use super::{AppState, Req, Response, error_response, json_response, query_pairs};
+use super::error::{ApiError, Code, op_error};
+use super::extract::{object_body, query_pairs};
+use super::{AppState, Req, Response, error_response, json_response};
 use crate::domain::apikey::{Permission, key_json, new_key};
 use crate::domain::view::{rfc3339, session_bytes};
 use crate::store::{Outcome, WriteOp, write};
-
-/// The token the operator listener requires, resolved at start.
-pub struct AdminToken(pub String);
 
 fn authorized(state: &AppState, req: &Req) -> bool {
     let presented = req
@@ -29,20 +26,12 @@ fn authorized(state: &AppState, req: &Req) -> bool {
 
 /// Whether `presented` is the admin token (also the console's login check).
 pub fn token_matches(state: &AppState, presented: &str) -> bool {
-    let Some(expected) = state
-        .config
-        .admin_token
-        .as_deref()
-        .or(ADMIN.get().map(|t| t.0.as_str()))
-    else {
+    let Some(expected) = state.admin_token.as_deref() else {
         return false;
     };
     // Comparing digests keeps the comparison's timing independent of the token.
     Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
 }
-
-/// Set once at start when the token comes from a file.
-pub static ADMIN: std::sync::OnceLock<AdminToken> = std::sync::OnceLock::new();
 
 pub async fn route(state: Arc<AppState>, req: Req) -> Response {
     let path = req.path.clone();
@@ -61,10 +50,10 @@ pub async fn route(state: Arc<AppState>, req: Req) -> Response {
         return super::console::route(&state, &req, &segs[1..]).await;
     }
     if !authorized(&state, &req) {
-        let mut e =
-            ApiError::unauthenticated("the operator API needs Authorization: Bearer <admin token>");
-        e.code = "admin_token_invalid";
-        return error_response(&e);
+        return error_response(&ApiError::new(
+            Code::AdminTokenInvalid,
+            "the operator API needs Authorization: Bearer <admin token>",
+        ));
     }
     handle(&state, &req, &segs)
         .await
@@ -128,7 +117,11 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         ("POST", ["admin", "v1", "credits", id, "assign"]) => {
             let map = object_body(&req.body, &["session"])?;
             let session = map.get("session").and_then(Value::as_str).ok_or_else(|| {
-                ApiError::invalid("parameter_missing", "session", "session (cs_…) is required")
+                ApiError::invalid(
+                    Code::ParameterMissing,
+                    "session",
+                    "session (cs_…) is required",
+                )
             })?;
             let op = WriteOp::AssignCredit {
                 credit_id: (*id).to_owned(),
@@ -153,15 +146,15 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 .filter(|p| std::path::Path::new(p).is_absolute())
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "path",
                         "path must be an absolute file path on the server",
                     )
                 })?
                 .to_owned();
             let Some(db) = state.database.as_ref().and_then(|h| h.get()) else {
-                return Err(ApiError::unavailable(
-                    "backup_unavailable",
+                return Err(ApiError::new(
+                    Code::BackupUnavailable,
                     "this store cannot be backed up online",
                 ));
             };
@@ -170,7 +163,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             })
             .await
             .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(|e| ApiError::bad_request("backup_failed", e))?;
+            .map_err(|e| ApiError::new(Code::BackupFailed, e))?;
             ok(serde_json::json!({"object": "backup", "rows": rows}))
         }
         ("GET", ["admin", "v1", "claims"]) => {
@@ -191,7 +184,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                 Some(Value::String(s)) => Some(s.clone()),
                 Some(_) => {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "session",
                         "session must be the id (cs_…) of the claiming session",
                     ));
@@ -209,7 +202,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         }
         ("POST", ["admin", "v1", "credits", id, "return"]) => {
             let map = object_body(&req.body, &["reference"])?;
-            let reference = super::refunds::body_str(&map, "reference")?;
+            let reference = super::extract::body_str(&map, "reference")?;
             let c = super::refunds::return_credit(state, id, reference).await?;
             ok(crate::store::credit_json(&c))
         }
@@ -225,14 +218,14 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
                         q.status = Some(crate::domain::refund::RefundStatus::parse(&v).ok_or_else(
                             || {
                                 ApiError::invalid(
-                                    "parameter_invalid",
+                                    Code::ParameterInvalid,
                                     "status",
                                     "status must be pending, succeeded or failed",
                                 )
                             },
                         )?)
                     }
-                    "limit" => q.limit = super::sessions::parse_limit(&v)?,
+                    "limit" => q.limit = super::extract::parse_limit(&v)?,
                     _ => {}
                 }
             }
@@ -249,8 +242,8 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             let r = super::refunds::succeed(
                 state,
                 id,
-                super::refunds::body_str(&map, "tx_hash")?,
-                super::refunds::body_str(&map, "utr")?,
+                super::extract::body_str(&map, "tx_hash")?,
+                super::extract::body_str(&map, "utr")?,
             )
             .await?;
             ok(crate::domain::refund::refund_json(&r))
@@ -258,7 +251,7 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
         ("POST", ["admin", "v1", "refunds", id, "fail"]) => {
             let map = object_body(&req.body, &["reason"])?;
             let r =
-                super::refunds::fail(state, id, super::refunds::body_str(&map, "reason")?).await?;
+                super::refunds::fail(state, id, super::extract::body_str(&map, "reason")?).await?;
             ok(crate::domain::refund::refund_json(&r))
         }
         ("GET", ["admin", "v1", "credits"]) => {
@@ -289,11 +282,11 @@ fn ok(v: Value) -> Result<Response, ApiError> {
 async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
     let map = object_body(&req.body, &["merchant", "livemode", "permissions"])?;
     let merchant = map.get("merchant").and_then(Value::as_str).ok_or_else(|| {
-        ApiError::invalid("parameter_missing", "merchant", "merchant is required")
+        ApiError::invalid(Code::ParameterMissing, "merchant", "merchant is required")
     })?;
     if state.config.merchant(merchant).is_none() {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "merchant",
             format!("no merchant {merchant:?} in the configuration"),
         ));
@@ -303,7 +296,7 @@ async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "livemode",
                 "livemode must be a boolean",
             ));
@@ -312,22 +305,22 @@ async fn create_key(state: &AppState, req: &Req) -> Result<Response, ApiError> {
     let permissions = match map.get("permissions") {
         None | Some(Value::Null) => Permission::DEFAULT.to_vec(),
         Some(Value::String(s)) => Permission::parse_list(s)
-            .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
+            .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?,
         Some(Value::Array(a)) => {
             let joined: Vec<&str> = a.iter().filter_map(Value::as_str).collect();
             if joined.len() != a.len() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "permissions",
                     "permissions must be strings",
                 ));
             }
             Permission::parse_list(&joined.join(","))
-                .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?
+                .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "permissions",
                 "permissions must be a list",
             ));

@@ -11,7 +11,7 @@ use askama::Template;
 use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::{AppState, Req, Response};
 use crate::domain::apikey::{Permission, new_key};
 use crate::domain::event::Event;
@@ -660,7 +660,7 @@ async fn page(
             let merchant = field("merchant").unwrap_or("");
             if state.config.merchant(merchant).is_none() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "merchant",
                     format!("no merchant {merchant:?} in the configuration"),
                 ));
@@ -670,7 +670,7 @@ async fn page(
                 Some("test") | None => false,
                 Some(other) => {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "mode",
                         format!("mode must be test or live, not {other:?}"),
                     ));
@@ -682,7 +682,7 @@ async fn page(
             {
                 None => Permission::DEFAULT.to_vec(),
                 Some(p) => Permission::parse_list(p)
-                    .map_err(|m| ApiError::invalid("parameter_invalid", "permissions", m))?,
+                    .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?,
             };
             let (key, secret, hash) = new_key(merchant, livemode, permissions, now_ms());
             match write(
@@ -719,7 +719,7 @@ async fn page(
             let session = field("session").map(str::trim).unwrap_or("");
             if session.is_empty() {
                 return Err(ApiError::invalid(
-                    "parameter_missing",
+                    Code::ParameterMissing,
                     "session",
                     "Enter the id (cs_…) of the session to assign the credit to.",
                 ));
@@ -814,7 +814,7 @@ async fn page(
             let merchant = q.get("merchant").map(String::as_str).unwrap_or("");
             if state.config.merchant(merchant).is_none() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "merchant",
                     "choose a merchant",
                 ));
@@ -826,7 +826,7 @@ async fn page(
                     Some(v) => {
                         let d = chrono::NaiveDate::parse_from_str(v, "%Y-%m-%d").map_err(|_| {
                             ApiError::invalid(
-                                "parameter_invalid",
+                                Code::ParameterInvalid,
                                 k,
                                 format!("{k} must be a date (YYYY-MM-DD)"),
                             )
@@ -872,13 +872,12 @@ fn sessions(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiErro
         reference: get("client_reference_id"),
         late: q.get("late").is_some_and(|v| v == "1"),
     };
-    let status =
-        match f.status.as_str() {
-            "" => None,
-            s => Some(Status::parse(s).ok_or_else(|| {
-                ApiError::invalid("parameter_invalid", "status", "unknown status")
-            })?),
-        };
+    let status = match f.status.as_str() {
+        "" => None,
+        s => Some(Status::parse(s).ok_or_else(|| {
+            ApiError::invalid(Code::ParameterInvalid, "status", "unknown status")
+        })?),
+    };
     let modes: Vec<bool> = match f.mode.as_str() {
         "test" => vec![false],
         "live" => vec![true],

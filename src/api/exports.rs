@@ -7,8 +7,10 @@
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 
-use super::error::ApiError;
-use super::{Response, query_pairs};
+use super::error::{ApiError, Code};
+use super::extract::query_pairs;
+use super::{AppState, Req, Response};
+use crate::domain::apikey::ApiKey;
 use crate::domain::csv::push_row;
 use crate::domain::money::format_units;
 use crate::domain::session::Session;
@@ -50,7 +52,7 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 param,
                 format!("{param} must be unix seconds or an RFC 3339 time"),
             )
@@ -168,6 +170,23 @@ fn payment_rows(out: &mut String, s: &Session, w: &Window) {
 }
 
 /// Streams the export of one merchant and mode, newest first.
+/// `GET /v1/exports/{sessions,payments}.csv` for a key's merchant and mode.
+pub(super) fn get(
+    state: &AppState,
+    key: &ApiKey,
+    req: &Req,
+    kind: Kind,
+) -> Result<Response, ApiError> {
+    let (w, _) = window(&req.query, &[])?;
+    Ok(stream(
+        state.store.clone(),
+        key.merchant_id.clone(),
+        key.livemode,
+        kind,
+        w,
+    ))
+}
+
 pub fn stream(
     store: SharedStore,
     merchant_id: String,

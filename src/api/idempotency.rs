@@ -4,7 +4,7 @@
 use http::{HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::{AppState, Req, Response, json_response};
 use crate::domain::apikey::ApiKey;
 use crate::store::{
@@ -33,7 +33,7 @@ pub fn from_request(key: &ApiKey, req: &Req) -> Result<Option<Idem>, ApiError> {
         .filter(|k| (1..=255).contains(&k.len()) && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::invalid(
-                "idempotency_key_invalid",
+                Code::IdempotencyKeyInvalid,
                 "Idempotency-Key",
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )
@@ -52,8 +52,8 @@ pub fn from_request(key: &ApiKey, req: &Req) -> Result<Option<Idem>, ApiError> {
 
 fn replay(rec: IdempotencyRecord, fingerprint: &str) -> Result<Response, ApiError> {
     if rec.fingerprint != fingerprint {
-        return Err(ApiError::conflict(
-            "idempotency_key_reused",
+        return Err(ApiError::new(
+            Code::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request; use a new key",
         ));
     }

@@ -9,9 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::config::Config;
 
-use http::StatusCode;
-
-use super::error::ApiError;
+use super::error::{ApiError, Code};
 use super::{AppState, Req, Response, error_response};
 
 /// The connection's peer, set by the accept loop as a request extension.
@@ -204,28 +202,26 @@ fn rest_of_minute() -> u64 {
     u64::try_from((60_000 - ms) / 1000).unwrap_or(60).max(1)
 }
 
-fn too_many(code: &'static str, message: String, retry_after: u64) -> Response {
-    let mut e = ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limit_error",
-        code,
-        message,
-    );
-    e.retry_after = Some(retry_after);
-    error_response(&e)
+fn too_many(code: Code, message: String, retry_after: u64) -> Response {
+    error_response(&ApiError::new(code, message).retry_after(retry_after))
 }
 
 /// `/c/{id}/…` behind the per-client caps: a claim past its cap is answered before anything is
 /// looked up, written or sent to a chain; a status stream past its cap is refused, and an
 /// accepted one holds its slot (via the response) until the stream ends.
-pub async fn page(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Response {
+pub async fn page(
+    state: &AppState,
+    req: &Req,
+    rest: &[&str],
+    handler: impl std::future::Future<Output = Response>,
+) -> Response {
     let server = &state.config.server;
     let mut slot = None;
     if let Some(ip) = client_of(&state.config, req) {
         match (req.method.as_str(), rest) {
             ("POST", ["claim"]) if !state.limits.claim(ip, server.claims_per_minute) => {
                 return too_many(
-                    "too_many_claims",
+                    Code::TooManyClaims,
                     format!(
                         "at most {} claims a minute from one client; retry later",
                         server.claims_per_minute
@@ -237,7 +233,7 @@ pub async fn page(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Respo
                 Some(s) => slot = Some(s),
                 None => {
                     return too_many(
-                        "too_many_streams",
+                        Code::TooManyStreams,
                         format!(
                             "at most {} live status streams from one client; the page falls back to polling",
                             server.streams_per_client
@@ -249,7 +245,7 @@ pub async fn page(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Respo
             _ => {}
         }
     }
-    let mut r = super::pages::route(state, req, id, rest).await;
+    let mut r = handler.await;
     if let Some(s) = slot
         && r.status().is_success()
     {
@@ -280,8 +276,8 @@ fn host_part(authority: &str) -> String {
 /// address and the loopback names. `None` when the request may go on.
 pub fn admin_host_refused(config: &Config, req: &Req) -> Option<Response> {
     let Some(authority) = req.authority.as_deref() else {
-        return Some(error_response(&ApiError::bad_request(
-            "host_missing",
+        return Some(error_response(&ApiError::new(
+            Code::HostMissing,
             "the request names no Host",
         )));
     };
@@ -302,9 +298,7 @@ pub fn admin_host_refused(config: &Config, req: &Req) -> Option<Response> {
         return None;
     }
     Some(error_response(&ApiError::new(
-        StatusCode::MISDIRECTED_REQUEST,
-        "invalid_request_error",
-        "host_not_allowed",
+        Code::HostNotAllowed,
         format!(
             "the operator listener does not answer to host {host:?}; add it to server.admin_allowed_hosts"
         ),

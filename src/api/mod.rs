@@ -7,12 +7,16 @@ mod auth;
 pub mod console;
 pub mod error;
 mod exports;
+pub mod extract;
 mod health;
 mod idempotency;
 pub mod limits;
 mod listener;
 mod pages;
 mod refunds;
+#[cfg(test)]
+mod router_tests;
+pub mod routes;
 mod sessions;
 pub mod upi;
 pub mod webhooks;
@@ -26,12 +30,14 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use warp::Filter;
 
 use crate::config::Config;
+pub use crate::domain::view::display_amount;
 use crate::store::SharedStore;
 pub use auth::KeyCache;
-use error::ApiError;
+use error::{ApiError, Code};
+pub use extract::query_pairs;
 pub use idempotency::TTL_MS as IDEMPOTENCY_TTL_MS;
 pub use pages::parse_claim;
-pub use sessions::{CreateParams, MAX_AMOUNT, display_amount, parse_create};
+pub use sessions::{CreateParams, MAX_AMOUNT, parse_create};
 
 /// Request bodies larger than this are refused (413) before they are parsed.
 pub const BODY_LIMIT: usize = 64 * 1024;
@@ -55,13 +61,20 @@ pub struct AppState {
     pub console: console::Logins,
     /// Per-client caps on streams, claims and console logins.
     pub limits: Arc<limits::ClientLimits>,
+    /// The operator listener's token, resolved once at start (from the config or its file).
+    pub admin_token: Option<String>,
+    /// Set when a listener begins shutting down: long-lived responses (status streams) end.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl AppState {
+    /// `admin_token` is the one the operator listener requires when the config names none
+    /// inline (the daemon reads or creates its file).
     pub fn new(
         config: Arc<Config>,
         store: SharedStore,
         database: Option<crate::store::DbHandle>,
+        admin_token: Option<String>,
     ) -> Arc<AppState> {
         let limiter = auth::Limiter::new(
             config.api.rate_limit_per_second,
@@ -75,7 +88,6 @@ impl AppState {
             }
         };
         Arc::new(AppState {
-            config,
             store,
             keys: KeyCache::default(),
             limiter,
@@ -86,6 +98,9 @@ impl AppState {
             chains: Default::default(),
             console: console::Logins::default(),
             limits: Arc::default(),
+            admin_token: config.admin_token.clone().or(admin_token),
+            closing: Arc::default(),
+            config,
         })
     }
 }
@@ -177,9 +192,7 @@ fn catch_all(
                     let body = match read.await {
                         Err(_) => {
                             return Ok(error_response(&ApiError::new(
-                                StatusCode::REQUEST_TIMEOUT,
-                                "invalid_request_error",
-                                "request_timeout",
+                                Code::RequestTimeout,
                                 format!(
                                     "the request body did not arrive within {} s",
                                     BODY_READ_TIMEOUT.as_secs()
@@ -193,13 +206,14 @@ fn catch_all(
                             )));
                         }
                         Ok(Err(_)) => {
-                            return Ok(error_response(&ApiError::bad_request(
-                                "body_unreadable",
+                            return Ok(error_response(&ApiError::new(
+                                Code::BodyUnreadable,
                                 "the request body could not be read",
                             )));
                         }
                     };
-                    let route = crate::metrics::Metrics::route_of(path.as_str(), admin);
+                    // The table names the request for its span and its metrics label.
+                    let (route, name) = routes::label(method.as_str(), path.as_str(), admin);
                     let req = Req {
                         method,
                         path: path.as_str().to_owned(),
@@ -221,6 +235,7 @@ fn catch_all(
                         "request",
                         method = %req.method,
                         route = crate::metrics::ROUTES[route],
+                        name = name,
                         session = %session,
                     );
                     let response = tracing::Instrument::instrument(handler(state, req), span).await;
@@ -230,8 +245,8 @@ fn catch_all(
             },
         )
         .recover(|_r: warp::Rejection| async {
-            Ok::<_, std::convert::Infallible>(error_response(&ApiError::bad_request(
-                "request_malformed",
+            Ok::<_, std::convert::Infallible>(error_response(&ApiError::new(
+                Code::RequestMalformed,
                 "the request could not be read",
             )))
         })
@@ -242,7 +257,7 @@ fn catch_all(
 pub fn public_routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (Response,), Error = std::convert::Infallible> + Clone {
-    catch_all(state, false, |s, r| Box::pin(route_public(s, r)))
+    catch_all(state, false, |s, r| Box::pin(routes::dispatch(s, r)))
 }
 
 /// The operator listener's routes.
@@ -259,41 +274,6 @@ pub fn admin_routes(
     })
 }
 
-async fn route_public(state: Arc<AppState>, req: Req) -> Response {
-    let path = req.path.clone();
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    match (req.method.as_str(), segs.as_slice()) {
-        ("GET", ["healthz"]) => json_response(StatusCode::OK, br#"{"status":"ok"}"#.to_vec()),
-        ("GET", ["readyz"]) => health::readyz(&state),
-        ("POST", ["v1", "upi", "credits"]) if upi::presented_token(&req).is_some() => {
-            let token = upi::presented_token(&req).unwrap_or_default();
-            upi::ingest_with_token(&state, &req, &token)
-                .await
-                .unwrap_or_else(|e| error_response(&e))
-        }
-        (_, ["v1", ..]) => {
-            auth::authenticated(&state, &req, |key| {
-                sessions::route(state.clone(), key, &req, &segs)
-            })
-            .await
-        }
-        (_, ["c", id, rest @ ..]) => limits::page(&state, &req, id, rest).await,
-        ("GET", ["assets", name]) => match crate::checkout::page::asset(name) {
-            Some((body, ct)) => {
-                let mut r =
-                    crate::checkout::page::ok_body(bytes::Bytes::from_static(body.as_bytes()), ct);
-                r.headers_mut().insert(
-                    http::header::CACHE_CONTROL,
-                    HeaderValue::from_static("public, max-age=300"),
-                );
-                r
-            }
-            None => error_response(&ApiError::route_missing(&req.method, &req.path)),
-        },
-        _ => error_response(&ApiError::route_missing(&req.method, &req.path)),
-    }
-}
-
 /// A client must finish sending a request's headers within this time, or its connection is
 /// closed: a slowloris client trickling header bytes cannot hold a connection (and its task)
 /// forever. hyper's own default is 30 s, but it only applies when a timer is set, which warp's
@@ -304,12 +284,6 @@ pub const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_s
 /// the request is answered 408 and the connection closed: a client that stops mid-body cannot
 /// park a handler.
 pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
-
-/// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
-/// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
-/// header read timeout; otherwise it does what warp's graceful server does.
-/// Set when a listener begins shutting down: long-lived responses (status streams) end.
-pub static CLOSING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// How long graceful shutdown waits for open connections.
 const SHUTDOWN_DEADLINE: std::time::Duration = std::time::Duration::from_secs(10);
@@ -322,11 +296,16 @@ const H2_KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs
 /// How long an idle connection being closed may take to say goodbye before it is dropped.
 const ENDING_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// Serves `filter` on `addr` until `shutdown` resolves; returns the bound address and the task.
+/// The accept loop is ours rather than `warp::serve` so the connection gets a timer and a
+/// header read timeout; otherwise it does what warp's graceful server does. `closing` is set
+/// when shutdown begins (the state's flag: status streams watch it).
 pub async fn serve<F>(
     addr: SocketAddr,
     idle_timeout: std::time::Duration,
     filter: F,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    closing: Arc<std::sync::atomic::AtomicBool>,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)>
 where
     F: Filter<Extract = (Response,), Error = std::convert::Infallible>
@@ -432,8 +411,8 @@ where
         }
         drop(listener);
         let _ = closing_tx.send(true);
-        CLOSING.store(true, std::sync::atomic::Ordering::SeqCst);
-        // In-flight requests finish in milliseconds; live status streams see CLOSING and end
+        closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        // In-flight requests finish in milliseconds; live status streams see `closing` and end
         // within a quarter second. The deadline is a backstop, well inside systemd's stop timeout.
         if tokio::time::timeout(SHUTDOWN_DEADLINE, graceful.shutdown())
             .await
@@ -445,20 +424,4 @@ where
         }
     };
     Ok((bound, tokio::spawn(server)))
-}
-
-/// Parses `a=1&b=2` into pairs, rejecting parameters not in `allowed`.
-pub fn query_pairs(query: &str, allowed: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
-    let mut out = Vec::new();
-    for (k, v) in url::form_urlencoded::parse(query.as_bytes()) {
-        if !allowed.contains(&k.as_ref()) {
-            return Err(ApiError::invalid(
-                "parameter_unknown",
-                &k,
-                format!("unknown query parameter: {k}"),
-            ));
-        }
-        out.push((k.into_owned(), v.into_owned()));
-    }
-    Ok(out)
 }

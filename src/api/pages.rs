@@ -4,9 +4,9 @@
 use http::{HeaderValue, StatusCode};
 use rand::Rng;
 
-use super::error::{ApiError, op_error};
-use super::sessions::object_body;
-use super::{AppState, Req, Response, error_response, json_response};
+use super::error::{ApiError, Code, op_error};
+use super::extract::object_body;
+use super::{AppState, Req, Response, json_response};
 use crate::checkout::i18n::Lang;
 use crate::checkout::page;
 use crate::domain::ids::looks_like;
@@ -15,25 +15,38 @@ use crate::domain::session::Session;
 use crate::domain::view::public_status;
 use crate::store::{MatchResult, Observed, Outcome, WriteOp, write};
 
-pub async fn route(state: &AppState, req: &Req, id: &str, rest: &[&str]) -> Response {
-    let result = match (req.method.as_str(), rest) {
-        ("GET", []) => page(state, req, id),
-        ("GET", ["status"]) => status(state, id),
-        ("GET", ["qr.svg"]) => qr(state, req, id),
-        ("GET", ["events"]) => load(state, id).and_then(|s| {
-            page::status_stream(state.store.clone(), s.id, state.streams.clone()).ok_or_else(|| {
-                ApiError::unavailable(
-                    "too_many_streams",
-                    "too many live status streams; the page falls back to polling",
-                )
-            })
-        }),
-        ("POST", ["claim"]) => claim(state, req, id).await,
-        ("POST", ["sender"]) => sender(state, req, id).await,
-        ("POST", ["simulate"]) => simulate(state, req, id).await,
-        _ => Err(ApiError::route_missing(&req.method, &req.path)),
-    };
-    result.unwrap_or_else(|e| error_response(&e))
+/// `GET /c/{id}/events`: the live status stream.
+pub(super) fn events(state: &AppState, id: &str) -> Result<Response, ApiError> {
+    load(state, id).and_then(|s| {
+        page::status_stream(
+            state.store.clone(),
+            s.id,
+            state.streams.clone(),
+            state.closing.clone(),
+        )
+        .ok_or_else(|| {
+            ApiError::new(
+                Code::TooManyStreams,
+                "too many live status streams; the page falls back to polling",
+            )
+            .capacity()
+        })
+    })
+}
+
+/// `GET /assets/{name}`: the pages' stylesheet and script.
+pub(super) fn asset(req: &Req, name: &str) -> Result<Response, ApiError> {
+    match page::asset(name) {
+        Some((body, ct)) => {
+            let mut r = page::ok_body(bytes::Bytes::from_static(body.as_bytes()), ct);
+            r.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            );
+            Ok(r)
+        }
+        None => Err(ApiError::route_missing(&req.method, &req.path)),
+    }
 }
 
 fn load(state: &AppState, id: &str) -> Result<Session, ApiError> {
@@ -46,7 +59,7 @@ fn load(state: &AppState, id: &str) -> Result<Session, ApiError> {
         .ok_or_else(|| ApiError::not_found("checkout session", id))
 }
 
-fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
+pub(super) fn status(state: &AppState, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let mut r = json_response(
         StatusCode::OK,
@@ -71,7 +84,7 @@ fn query_param(req: &Req, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-fn page(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+pub(super) fn page(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let merchant = state
         .config
@@ -95,7 +108,7 @@ fn page(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
 }
 
 /// `GET /c/{id}/qr.svg?method=…`: the option's payment URI as a QR code (rendered once, cached).
-fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+pub(super) fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let method = query_param(req, "method");
     let option = match &method {
@@ -104,7 +117,7 @@ fn qr(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     }
     .ok_or_else(|| {
         ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "method",
             format!(
                 "this session offers no method {:?}",
@@ -178,8 +191,8 @@ pub fn parse_claim(body: &[u8], is_form: bool) -> Result<String, ApiError> {
         {
             Ok(format!("tx:{}", t.to_ascii_lowercase()))
         }
-        _ => Err(ApiError::bad_request(
-            "parameter_invalid",
+        _ => Err(ApiError::new(
+            Code::ParameterInvalid,
             "give either utr (the 12-digit UPI reference) or tx_hash (0x and 64 hex digits)",
         )),
     }
@@ -188,7 +201,7 @@ pub fn parse_claim(body: &[u8], is_form: bool) -> Result<String, ApiError> {
 /// `POST /c/{id}/claim`: the customer hands over a UTR or transaction hash. It is validated and
 /// recorded for the matcher, which checks it against the bank credit or the chain; a claim alone
 /// never moves money.
-async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let is_form = is_form(req);
     let reference = parse_claim(&req.body, is_form)?;
@@ -222,7 +235,7 @@ async fn claim(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiErr
 /// payment will come from. Stored on the session with its time; a later claim of a transfer that
 /// matched nothing (a short exchange withdrawal) is applied only if it came from this address in
 /// a later block, since a transaction hash alone is public.
-async fn sender(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn sender(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     let is_form = is_form(req);
     let address = if is_form {
@@ -240,7 +253,7 @@ async fn sender(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiEr
         .and_then(crate::store::sender_key)
         .ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "address",
                 "address must be the 0x address (40 hex digits) or TRON address you pay from",
             )
@@ -271,7 +284,7 @@ const MAX_SIMULATED_PAYMENTS: usize = 10;
 
 /// Pays a test session through the matcher, exactly as a watcher would report the money: the
 /// payable amount (or `amount`, to rehearse partial and over payments) to the option's pay_to.
-async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
+pub(super) async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, ApiError> {
     let s = load(state, id)?;
     if s.livemode {
         return Err(ApiError::forbidden(
@@ -281,8 +294,8 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
     // Unauthenticated: bounded per session, so nobody can grow a session (and its callbacks)
     // without limit.
     if s.payments.len() >= MAX_SIMULATED_PAYMENTS {
-        return Err(ApiError::conflict(
-            "simulate_limit",
+        return Err(ApiError::new(
+            Code::SimulateLimit,
             format!("a test session takes at most {MAX_SIMULATED_PAYMENTS} simulated payments"),
         ));
     }
@@ -307,7 +320,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
                 None | Some(serde_json::Value::Null) => Ok(None),
                 Some(serde_json::Value::String(v)) => Ok(Some(v.clone())),
                 Some(_) => Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     k,
                     format!("{k} must be a string"),
                 )),
@@ -323,7 +336,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             .find(|o| &o.method == m)
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "method",
                     format!("this session offers no method {m:?}"),
                 )
@@ -331,7 +344,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
         None => s
             .payment_options
             .first()
-            .ok_or_else(|| ApiError::bad_request("parameter_invalid", "no payment option"))?,
+            .ok_or_else(|| ApiError::new(Code::ParameterInvalid, "no payment option"))?,
     };
     let amount_base = match &amount {
         Some(a) => parse_units(a, option.decimals)
@@ -339,7 +352,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             .filter(|v| *v > 0)
             .ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "amount",
                     format!(
                         "amount must be a positive decimal with at most {} places",
@@ -356,7 +369,7 @@ async fn simulate(state: &AppState, req: &Req, id: &str) -> Result<Response, Api
             || !f[2..].bytes().all(|b| b.is_ascii_hexdigit()))
     {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "from",
             "from must be a 0x address (40 hex digits), for a token payment",
         ));

@@ -2,12 +2,13 @@
 //! actions (shared by the operator API and the console).
 
 use http::StatusCode;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error, wire_code};
+use super::extract::{object_body, opt_string, parse_limit, query_pairs};
 use super::idempotency;
-use super::sessions::{metadata_field, object_body, opt_string, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::sessions::metadata_field;
+use super::{AppState, Req, Response, json_response};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::money::{minor_to_base, parse_units};
@@ -40,10 +41,11 @@ fn owned_session(state: &AppState, key: &ApiKey, id: &str) -> Result<Session, Ap
 /// A refund error found before the write (from a read of the session), with its parameter.
 fn early(e: RefundError) -> ApiError {
     match e {
-        RefundError::NotPaid => ApiError::conflict(e.code(), e.to_string()),
-        RefundError::MethodAmbiguous(_) => ApiError::invalid(e.code(), "method", e.to_string()),
-        RefundError::MethodNotPaid(_) => ApiError::invalid(e.code(), "method", e.to_string()),
-        _ => ApiError::invalid(e.code(), "amount", e.to_string()),
+        RefundError::NotPaid => ApiError::new(wire_code(e.code()), e.to_string()),
+        RefundError::MethodAmbiguous(_) | RefundError::MethodNotPaid(_) => {
+            ApiError::invalid(wire_code(e.code()), "method", e.to_string())
+        }
+        _ => ApiError::invalid(wire_code(e.code()), "amount", e.to_string()),
     }
 }
 
@@ -58,14 +60,14 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
         Some(Value::String(s)) => s.clone(),
         None | Some(Value::Null) => {
             return Err(ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 "session",
                 "session (the cs_… id of a paid checkout session) is required",
             ));
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "session",
                 "session must be a string (cs_…)",
             ));
@@ -84,7 +86,7 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                 .filter(|v| *v > 0)
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "amount",
                         format!(
                             "amount must be a positive decimal string with at most {decimals} places (the unit of {method_name})"
@@ -98,7 +100,7 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
                 .and_then(|v| minor_to_base(v, decimals))
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "amount",
                         "amount as a number must be a positive integer in minor units (paise, cents)",
                     )
@@ -106,7 +108,7 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
         ),
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "amount",
                 "amount must be a decimal string (\"12.50\") or an integer in minor units",
             ));
@@ -197,7 +199,7 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
             "status" => {
                 q.status = Some(RefundStatus::parse(&v).ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "status",
                         "status must be pending, succeeded or failed",
                     )
@@ -211,7 +213,7 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
                     .filter(|r| r.merchant_id == key.merchant_id && r.livemode == key.livemode)
                     .ok_or_else(|| {
                         ApiError::invalid(
-                            "parameter_invalid",
+                            Code::ParameterInvalid,
                             "starting_after",
                             format!("no such refund: {v}"),
                         )
@@ -272,15 +274,15 @@ pub async fn succeed(
     let utr = utr.map(str::trim).filter(|s| !s.is_empty());
     let outcome = match (tx_hash, utr) {
         (Some(_), Some(_)) => {
-            return Err(ApiError::bad_request(
-                "parameter_invalid",
+            return Err(ApiError::new(
+                Code::ParameterInvalid,
                 "give either tx_hash or utr, not both",
             ));
         }
         (None, None) => {
             let p = if is_upi { "utr" } else { "tx_hash" };
             return Err(ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 p,
                 format!("{p} of the money sent back is required to mark a refund succeeded"),
             ));
@@ -288,7 +290,7 @@ pub async fn succeed(
         (Some(h), None) => {
             if !valid_tx_hash(h) {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "tx_hash",
                     "tx_hash must be 0x followed by 64 hex digits",
                 ));
@@ -301,7 +303,7 @@ pub async fn succeed(
         (None, Some(u)) => {
             if !valid_utr(u) {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "utr",
                     "utr must be 6 to 35 letters and digits (a UPI UTR has 12 digits)",
                 ));
@@ -322,7 +324,7 @@ pub async fn fail(state: &AppState, id: &str, reason: Option<&str>) -> Result<Re
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 "reason",
                 "reason (why the refund failed) is required",
             )
@@ -361,7 +363,7 @@ pub async fn return_credit(
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 "reference",
                 "reference (the UTR or transaction of the money sent back) is required",
             )
@@ -375,19 +377,6 @@ pub async fn return_credit(
         Ok(Outcome::Credit(c)) => Ok(*c),
         Ok(_) => Err(ApiError::internal("unexpected outcome")),
         Err(e) => Err(op_error(&e).with_id(id)),
-    }
-}
-
-/// Reads a string field of an operator's JSON body.
-pub fn body_str<'a>(map: &'a Map<String, Value>, field: &str) -> Result<Option<&'a str>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.as_str())),
-        Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
-            field,
-            format!("{field} must be a string"),
-        )),
     }
 }
 

@@ -1,20 +1,19 @@
 //! `/v1`: checkout sessions, methods, events and credits for an authenticated merchant key.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use http::StatusCode;
 use serde_json::{Map, Value};
 
-use super::error::{ApiError, op_error};
+use super::error::{ApiError, Code, op_error};
+use super::extract::{object_body, opt_string, parse_limit, query_pairs};
 use super::idempotency;
 use super::webhooks;
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::config::Merchant;
-use crate::domain::apikey::{ApiKey, Permission};
+use crate::domain::apikey::ApiKey;
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::method::{Currency, Method, Rail};
-use crate::domain::money::format_units;
 use crate::domain::session::{PaymentStatus, Session, Status};
 use crate::domain::validate::{self, FieldError, substitute_id};
 use crate::domain::view::session_bytes;
@@ -23,140 +22,10 @@ use crate::store::{OpError, Outcome, SessionQuery, WriteOp};
 /// Largest accepted amount in minor units (₹1,000 crore / $100 million): catches unit mistakes.
 pub const MAX_AMOUNT: u64 = 10_000_000_000;
 
-fn require(key: &ApiKey, p: Permission) -> Result<(), ApiError> {
-    if key.allows(p) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "this API key lacks the {} permission",
-            p.as_str()
-        )))
-    }
-}
-
-pub async fn route(
-    state: Arc<AppState>,
-    key: ApiKey,
-    req: &Req,
-    segs: &[&str],
-) -> Result<Response, ApiError> {
-    let merchant = state
-        .config
-        .merchant(&key.merchant_id)
-        .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
-    match (req.method.as_str(), segs) {
-        ("GET", ["v1", "methods"]) => {
-            require(&key, Permission::SessionsRead)?;
-            Ok(methods(merchant, key.livemode))
-        }
-        ("POST", ["v1", "checkout", "sessions"]) => {
-            require(&key, Permission::SessionsWrite)?;
-            create(&state, merchant, &key, req).await
-        }
-        ("GET", ["v1", "checkout", "sessions"]) => {
-            require(&key, Permission::SessionsRead)?;
-            list(&state, &key, req)
-        }
-        ("GET", ["v1", "checkout", "sessions", id]) => {
-            require(&key, Permission::SessionsRead)?;
-            let s = owned_session(&state, &key, id)?;
-            Ok(json_response(StatusCode::OK, session_bytes(&s)))
-        }
-        (
-            "POST",
-            [
-                "v1",
-                "checkout",
-                "sessions",
-                id,
-                action @ ("cancel" | "expire"),
-            ],
-        ) => {
-            require(&key, Permission::SessionsWrite)?;
-            end(&state, &key, req, id, *action == "expire").await
-        }
-        ("GET", ["v1", "events"]) => {
-            require(&key, Permission::EventsRead)?;
-            webhooks::list_events(&state, &key, req).await
-        }
-        ("GET", ["v1", "events", id]) => {
-            require(&key, Permission::EventsRead)?;
-            webhooks::get_event(&state, &key, id)
-        }
-        ("POST", ["v1", "events", id, "redeliver"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::redeliver(&state, &key, req, id).await
-        }
-        ("POST", ["v1", "webhook_endpoints"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::create_endpoint(&state, &key, req, &merchant.allowed_domains).await
-        }
-        ("GET", ["v1", "webhook_endpoints"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::list_endpoints(&state, &key)
-        }
-        ("GET", ["v1", "webhook_endpoints", id]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::get_endpoint(&state, &key, id)
-        }
-        ("DELETE", ["v1", "webhook_endpoints", id]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::endpoint_action(&state, &key, req, id, false).await
-        }
-        ("POST", ["v1", "webhook_endpoints", id, "rotate_secret"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::endpoint_action(&state, &key, req, id, true).await
-        }
-        ("POST", ["v1", "upi", "credits"]) => {
-            require(&key, Permission::CreditsWrite)?;
-            super::upi::ingest(&state, &key, req).await
-        }
-        ("GET", ["v1", "credits"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::upi::list(&state, &key, req)
-        }
-        ("POST", ["v1", "refunds"]) => {
-            require(&key, Permission::RefundsWrite)?;
-            super::refunds::create(&state, &key, req).await
-        }
-        ("GET", ["v1", "refunds"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::list(&state, &key, req)
-        }
-        ("GET", ["v1", "refunds", id]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::get(&state, &key, id)
-        }
-        ("GET", ["v1", "balance"]) => {
-            require(&key, Permission::SessionsRead)?;
-            super::refunds::balance(&state, &key, req)
-        }
-        ("GET", ["v1", "exports", name @ ("sessions.csv" | "payments.csv")]) => {
-            require(&key, Permission::SessionsRead)?;
-            let (w, _) = super::exports::window(&req.query, &[])?;
-            let kind = if *name == "sessions.csv" {
-                super::exports::Kind::Sessions
-            } else {
-                super::exports::Kind::Payments
-            };
-            Ok(super::exports::stream(
-                state.store.clone(),
-                key.merchant_id.clone(),
-                key.livemode,
-                kind,
-                w,
-            ))
-        }
-        ("GET", ["v1", "webhook_secret"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::get_secret(&state, &key)
-        }
-        ("POST", ["v1", "webhook_secret", "rotate"]) => {
-            require(&key, Permission::WebhooksWrite)?;
-            webhooks::rotate_secret(&state, &key, req).await
-        }
-        _ => Err(ApiError::route_missing(&req.method, &req.path)),
-    }
+/// `GET /v1/checkout/sessions/{id}`.
+pub(super) fn get(state: &AppState, key: &ApiKey, id: &str) -> Result<Response, ApiError> {
+    let s = owned_session(state, key, id)?;
+    Ok(json_response(StatusCode::OK, session_bytes(&s)))
 }
 
 /// A session this key may see: its merchant's and its mode's; anything else is a 404.
@@ -181,7 +50,7 @@ fn available(merchant: &Merchant, livemode: bool) -> impl Iterator<Item = &Metho
         .filter(move |m| matches!(m.rail, Rail::Upi { .. }) || m.test != livemode)
 }
 
-fn methods(merchant: &Merchant, livemode: bool) -> Response {
+pub(super) fn methods(merchant: &Merchant, livemode: bool) -> Response {
     let data: Vec<Value> = available(merchant, livemode)
         .map(|m| {
             let mut o = Map::new();
@@ -258,52 +127,6 @@ const CREATE_FIELDS: &[&str] = &[
     "metadata",
 ];
 
-/// Parses a JSON object body, rejecting unknown fields.
-pub fn object_body(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Map::new());
-    }
-    let v: Value = serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad_request(
-            "body_invalid_json",
-            format!("the body is not valid JSON: {e}"),
-        )
-    })?;
-    let Value::Object(map) = v else {
-        return Err(ApiError::bad_request(
-            "body_invalid_json",
-            "the body must be a JSON object",
-        ));
-    };
-    if let Some(k) = map.keys().find(|k| !allowed.contains(&k.as_str())) {
-        return Err(ApiError::invalid(
-            "parameter_unknown",
-            k,
-            format!("unknown parameter: {k}"),
-        ));
-    }
-    Ok(map)
-}
-
-pub(super) fn opt_string(
-    map: &Map<String, Value>,
-    field: &str,
-    max: usize,
-) -> Result<Option<String>, ApiError> {
-    match map.get(field) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => {
-            validate::text(field, s, max)?;
-            Ok(Some(s.clone()))
-        }
-        Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
-            field,
-            format!("{field} must be a string"),
-        )),
-    }
-}
-
 fn opt_url(
     map: &Map<String, Value>,
     field: &str,
@@ -346,14 +169,14 @@ pub fn parse_create(
     let amount = match map.get("amount") {
         None | Some(Value::Null) => {
             return Err(ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 "amount",
                 "amount is required: a positive integer in minor units (paise, cents)",
             ));
         }
         Some(v) => v.as_u64().filter(|a| *a > 0).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "amount",
                 "amount must be a positive integer (minor units)",
             )
@@ -361,7 +184,7 @@ pub fn parse_create(
     };
     if amount > MAX_AMOUNT {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "amount",
             format!("amount must be at most {MAX_AMOUNT} (minor units)"),
         ));
@@ -369,7 +192,7 @@ pub fn parse_create(
     let currency = match opt_string(&map, "currency", 10)? {
         Some(c) => Some(Currency::parse(&c.to_ascii_lowercase()).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "currency",
                 format!("currency must be inr or usd, not {c:?}"),
             )
@@ -387,14 +210,14 @@ pub fn parse_create(
                     match cs.as_slice() {
                         [one] => *one,
                         [] => {
-                            return Err(ApiError::bad_request(
-                                "payment_method_unavailable",
+                            return Err(ApiError::new(
+                                Code::PaymentMethodUnavailable,
                                 "this merchant has no payment method enabled in this mode",
                             ));
                         }
                         _ => {
                             return Err(ApiError::invalid(
-                                "parameter_missing",
+                                Code::ParameterMissing,
                                 "currency",
                                 "currency is required (inr or usd): this merchant accepts both",
                             ));
@@ -411,7 +234,7 @@ pub fn parse_create(
         Some(Value::Array(items)) => {
             if items.is_empty() {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "payment_methods",
                     "payment_methods must not be empty",
                 ));
@@ -420,7 +243,7 @@ pub fn parse_create(
             for item in items {
                 let name = item.as_str().ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "payment_methods",
                         "payment_methods must be an array of method names",
                     )
@@ -428,7 +251,7 @@ pub fn parse_create(
                 let m = offered.iter().find(|m| m.name == name).ok_or_else(|| {
                     let names: Vec<&str> = offered.iter().map(|m| m.name.as_str()).collect();
                     ApiError::invalid(
-                        "payment_method_unavailable",
+                        Code::PaymentMethodUnavailable,
                         "payment_methods",
                         format!(
                             "{name:?} is not enabled for this merchant in {} mode (available: {})",
@@ -445,15 +268,15 @@ pub fn parse_create(
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "payment_methods",
                 "payment_methods must be an array of method names",
             ));
         }
     };
     let Some(first) = chosen.first() else {
-        return Err(ApiError::bad_request(
-            "payment_method_unavailable",
+        return Err(ApiError::new(
+            Code::PaymentMethodUnavailable,
             format!(
                 "no payment method is enabled for {} in this mode",
                 currency.map_or("this currency", |c| c.as_str())
@@ -463,7 +286,7 @@ pub fn parse_create(
     let currency = currency.unwrap_or(first.currency);
     if let Some(m) = chosen.iter().find(|m| m.currency != currency) {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "payment_methods",
             format!(
                 "method {} settles in {}, but the session's currency is {}",
@@ -489,7 +312,7 @@ pub fn parse_create(
                     .map(|l| l.code())
                     .collect();
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "locale",
                     format!(
                         "locale {l:?} is not a language the checkout page speaks: use auto or one of {}",
@@ -505,7 +328,7 @@ pub fn parse_create(
             match &reference {
                 Some((f, existing)) if existing != &v => {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         field,
                         format!(
                             "{field} and {f} are both given with different values; they are aliases of client_reference_id: give one"
@@ -527,7 +350,7 @@ pub fn parse_create(
                 .filter(|s| (min..=86_400).contains(s))
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "expires_in",
                         format!(
                             "expires_in must be an integer number of seconds from {min} to 86400"
@@ -554,7 +377,7 @@ pub fn parse_create(
     })
 }
 
-async fn create(
+pub(super) async fn create(
     state: &AppState,
     merchant: &Merchant,
     key: &ApiKey,
@@ -640,7 +463,7 @@ fn render_session(r: &Result<Outcome, OpError>, ok: StatusCode) -> (StatusCode, 
     }
 }
 
-async fn end(
+pub(super) async fn end(
     state: &AppState,
     key: &ApiKey,
     req: &Req,
@@ -671,21 +494,14 @@ fn parse_time(param: &str, v: &str) -> Result<i64, ApiError> {
         .map(|t| t.timestamp_millis())
         .map_err(|_| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 param,
                 format!("{param} must be unix seconds or an RFC 3339 time"),
             )
         })
 }
 
-pub fn parse_limit(v: &str) -> Result<usize, ApiError> {
-    v.parse::<usize>()
-        .ok()
-        .filter(|l| (1..=100).contains(l))
-        .ok_or_else(|| ApiError::invalid("parameter_invalid", "limit", "limit must be 1 to 100"))
-}
-
-fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
+pub(super) fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError> {
     let pairs = query_pairs(
         &req.query,
         &[
@@ -710,7 +526,7 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
             "starting_after" => {
                 owned_session(state, key, &v).map_err(|_| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "starting_after",
                         format!("no such checkout session: {v}"),
                     )
@@ -720,7 +536,7 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
             "status" => {
                 q.status = Some(Status::parse(&v).ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "status",
                         "status must be open, processing, complete, expired or canceled",
                     )
@@ -752,15 +568,6 @@ fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiError>
     Ok(json_response(StatusCode::OK, body))
 }
 
-/// Formats an amount for humans on pages and messages.
-pub fn display_amount(amount_minor: u64, currency: Currency) -> String {
-    let n = format_units(u128::from(amount_minor), 2);
-    match currency {
-        Currency::Inr => format!("₹{n}"),
-        Currency::Usd => format!("${n}"),
-    }
-}
-
 /// `metadata`: an object of string values (absent or null: empty), validated.
 pub(super) fn metadata_field(
     map: &Map<String, Value>,
@@ -783,7 +590,7 @@ pub(super) fn metadata_field(
             Ok(out)
         }
         Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "metadata",
             "metadata must be an object of string values",
         )),

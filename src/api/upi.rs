@@ -6,9 +6,9 @@ use http::StatusCode;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::error::{ApiError, op_error};
-use super::sessions::{object_body, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::error::{ApiError, Code, op_error};
+use super::extract::{object_body, parse_limit, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::config::{IngestFormat, Merchant};
 use crate::domain::apikey::ApiKey;
 use crate::domain::ids::new_id;
@@ -46,7 +46,7 @@ fn str_field(
             Ok(Some(s.clone()))
         }
         Some(_) => Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             k,
             format!("{k} must be a string"),
         )),
@@ -116,7 +116,7 @@ fn duplicate_key(body: &[u8]) -> Option<String> {
 fn no_duplicate_keys(body: &[u8]) -> Result<(), ApiError> {
     match duplicate_key(body) {
         Some(k) => Err(ApiError::invalid(
-            "parameter_duplicate",
+            Code::ParameterDuplicate,
             &k,
             format!("{k} appears more than once in the body"),
         )),
@@ -132,7 +132,7 @@ fn sender_required(sender: Option<String>, field: &str) -> Result<String, ApiErr
         .filter(|s| !s.is_empty())
         .ok_or_else(|| {
             ApiError::invalid(
-                "parameter_missing",
+                Code::ParameterMissing,
                 field,
                 format!("{field} (the SMS sender id, e.g. VM-HDFCBK) is required"),
             )
@@ -190,8 +190,8 @@ fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
             Rail::Token { .. } => None,
         })
         .ok_or_else(|| {
-            ApiError::bad_request(
-                "payment_method_unavailable",
+            ApiError::new(
+                Code::PaymentMethodUnavailable,
                 "this merchant has no UPI method",
             )
         })
@@ -204,7 +204,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
     no_duplicate_keys(body)?;
     let source = str_field(&map, "source", 20)?.ok_or_else(|| {
         ApiError::invalid(
-            "parameter_missing",
+            Code::ParameterMissing,
             "source",
             "source is required: sms or manual",
         )
@@ -214,7 +214,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
             .map(|d| d.timestamp_millis())
             .map_err(|_| {
                 ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "received_at",
                     "received_at must be an RFC 3339 time",
                 )
@@ -227,7 +227,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
             sender: str_field(&map, "sender", 40)?,
             text: Some(str_field(&map, "text", 2000)?.ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_missing",
+                    Code::ParameterMissing,
                     "text",
                     "text (the SMS as received) is required",
                 )
@@ -238,7 +238,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
         "manual" => {
             let amount = str_field(&map, "amount", 20)?.ok_or_else(|| {
                 ApiError::invalid(
-                    "parameter_missing",
+                    Code::ParameterMissing,
                     "amount",
                     "amount is required, e.g. \"149.87\"",
                 )
@@ -249,7 +249,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
                 .filter(|p| *p > 0)
                 .ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "amount",
                         "amount must be a positive rupee amount with at most 2 decimals",
                     )
@@ -259,7 +259,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
                 && !(u.len() == 12 && u.bytes().all(|b| b.is_ascii_digit()))
             {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "utr",
                     "utr must be the 12-digit UPI reference",
                 ));
@@ -274,7 +274,7 @@ pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
         }
         other => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "source",
                 format!("source {other:?} is not one of sms, manual"),
             ));
@@ -308,8 +308,8 @@ async fn process(
         },
         None => {
             let parser = state.upi.as_ref().ok_or_else(|| {
-                ApiError::unavailable(
-                    "parser_unavailable",
+                ApiError::new(
+                    Code::ParserUnavailable,
                     "the UPI alert templates failed to load",
                 )
             })?;
@@ -631,10 +631,10 @@ fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
 }
 
 fn forged(why: &str) -> ApiError {
-    let mut e =
-        ApiError::unauthenticated(format!("the forwarder's signature does not verify: {why}"));
-    e.code = "signature_invalid";
-    e
+    ApiError::new(
+        Code::SignatureInvalid,
+        format!("the forwarder's signature does not verify: {why}"),
+    )
 }
 
 /// Milliseconds from a forwarder's timestamp (seconds or milliseconds, number or string).
@@ -670,7 +670,7 @@ pub async fn ingest_with_token(
         .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
     let key = src.signing_key.as_deref().unwrap_or_default().as_bytes();
     let now = chrono::Utc::now().timestamp_millis();
-    let bad = |m: &str| ApiError::bad_request("body_invalid", format!("{}: {m}", src.name));
+    let bad = |m: &str| ApiError::new(Code::BodyInvalid, format!("{}: {m}", src.name));
     let alert = match src.format {
         IngestFormat::Sms => {
             let v: Value =
@@ -894,7 +894,7 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
             }
             "status" => {
                 return Err(ApiError::invalid(
-                    "parameter_invalid",
+                    Code::ParameterInvalid,
                     "status",
                     "status must be unmatched, ignored, assigned or returned",
                 ));
@@ -913,7 +913,7 @@ pub fn list(state: &AppState, key: &ApiKey, req: &Req) -> Result<Response, ApiEr
     };
     let Some(page) = state.store.list_credits(&q)? else {
         return Err(ApiError::invalid(
-            "parameter_invalid",
+            Code::ParameterInvalid,
             "starting_after",
             format!(
                 "no such credit in this list: {}",

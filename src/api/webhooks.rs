@@ -3,14 +3,14 @@
 use http::StatusCode;
 use serde_json::{Value, json};
 
-use super::error::{ApiError, op_error};
-use super::sessions::{object_body, parse_limit};
-use super::{AppState, Req, Response, json_response, query_pairs};
+use super::error::{ApiError, Code, op_error};
+use super::extract::{object_body, parse_limit, query_pairs};
+use super::{AppState, Req, Response, json_response};
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::{Event, EventType};
 use crate::domain::ids::{looks_like, new_id};
 use crate::domain::validate;
-use crate::domain::view::rfc3339;
+use crate::domain::view::{event_json, rfc3339};
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint, new_secret};
 use crate::notify::ssrf;
 use crate::store::{EventQuery, Outcome, WriteOp, write};
@@ -20,14 +20,6 @@ fn ok(status: StatusCode, v: Value) -> Result<Response, ApiError> {
         status,
         serde_json::to_vec(&v).unwrap_or_default(),
     ))
-}
-
-/// The event object of the API (and of webhook bodies).
-pub fn event_json(e: &Event) -> Value {
-    json!({
-        "id": e.id, "object": "event", "type": e.kind.as_str(), "livemode": e.livemode,
-        "created_at": rfc3339(e.created_at_ms), "data": {"object": e.data},
-    })
 }
 
 fn delivery_json(d: &Delivery) -> Value {
@@ -79,7 +71,7 @@ pub async fn list_events(state: &AppState, key: &ApiKey, req: &Req) -> Result<Re
             "type" => {
                 q.kind = Some(EventType::parse(&v).ok_or_else(|| {
                     ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "type",
                         format!("unknown event type {v:?}"),
                     )
@@ -153,7 +145,7 @@ pub async fn check_destination(state: &AppState, param: &str, url: &str) -> Resu
     }
     ssrf::check_url(url).await.map_err(|why| {
         ApiError::invalid(
-            "url_not_allowed",
+            Code::UrlNotAllowed,
             param,
             format!("{param} {why}; callbacks never go to loopback, private, link-local or metadata addresses (an operator can allow them with webhooks.allow_private_targets = true)"),
         )
@@ -174,7 +166,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
     let url = map
         .get("url")
         .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::invalid("parameter_missing", "url", "url is required"))?
+        .ok_or_else(|| ApiError::invalid(Code::ParameterMissing, "url", "url is required"))?
         .to_owned();
     validate::url("url", &url, allowed_domains)?;
     let events: Vec<String> = match map.get("events") {
@@ -185,7 +177,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
                 let name = it.as_str().unwrap_or_default();
                 if name != "*" && EventType::parse(name).is_none() {
                     return Err(ApiError::invalid(
-                        "parameter_invalid",
+                        Code::ParameterInvalid,
                         "events",
                         format!("unknown event type {name:?}; use event type names or \"*\""),
                     ));
@@ -196,7 +188,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "events",
                 "events must be a non-empty array of event types, or [\"*\"]",
             ));
@@ -210,7 +202,7 @@ pub fn parse_endpoint(body: &[u8], allowed_domains: &[String]) -> Result<Endpoin
         }
         Some(_) => {
             return Err(ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "description",
                 "description must be a string",
             ));
@@ -289,7 +281,7 @@ fn old_valid_until(req: &Req) -> Result<i64, ApiError> {
         None | Some(Value::Null) => 86_400,
         Some(v) => v.as_u64().filter(|s| *s <= 7 * 86_400).ok_or_else(|| {
             ApiError::invalid(
-                "parameter_invalid",
+                Code::ParameterInvalid,
                 "expires_in",
                 "expires_in must be 0 to 604800 seconds",
             )

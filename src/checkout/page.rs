@@ -73,9 +73,9 @@ fn display_amount(
     currency: crate::domain::method::Currency,
     lang: Lang,
 ) -> String {
-    // The plain form `api::display_amount` gives ("₹1499.00"): keep its symbol, localise
+    // The plain form `domain::view::display_amount` gives ("₹1499.00"): keep its symbol, localise
     // the figure.
-    let plain = crate::api::display_amount(amount_minor, currency);
+    let plain = crate::domain::view::display_amount(amount_minor, currency);
     let at = plain.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
     format!("{}{}", &plain[..at], lang.number(&plain[at..]))
 }
@@ -144,7 +144,7 @@ pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama:
 }
 
 /// Headers every page response carries.
-pub fn secure_headers(r: &mut crate::api::Response, content_type: &'static str) {
+pub fn secure_headers(r: &mut warp::reply::Response, content_type: &'static str) {
     let h = r.headers_mut();
     h.insert(
         http::header::CONTENT_TYPE,
@@ -180,7 +180,8 @@ pub fn status_stream(
     store: SharedStore,
     id: String,
     open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-) -> Option<crate::api::Response> {
+    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Option<warp::reply::Response> {
     use std::sync::atomic::Ordering;
     use warp::Reply as _;
     // At most this many streams at once (each polls the store 4 times a second); past it the
@@ -193,27 +194,30 @@ pub fn status_stream(
     let guard = StreamSlot(open);
     let stream = futures_util::stream::unfold(
         (store, id, String::new(), false, 0u32, guard),
-        |(store, id, last, done, n, guard)| async move {
-            if done {
-                return None;
-            }
-            let mut n = n;
-            loop {
-                if n > 0 {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                n += 1;
-                if n > 14_400 || crate::api::CLOSING.load(Ordering::Relaxed) {
+        move |(store, id, last, done, n, guard)| {
+            let closing = closing.clone();
+            async move {
+                if done {
                     return None;
                 }
-                let s = store.session(&id).ok().flatten()?;
-                let json = serde_json::to_string(&public_status(&s)).ok()?;
-                if json != last {
-                    let ended = !s.status.is_awaiting();
-                    let ev = warp::sse::Event::default()
-                        .event("status")
-                        .data(json.clone());
-                    return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
+                let mut n = n;
+                loop {
+                    if n > 0 {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    n += 1;
+                    if n > 14_400 || closing.load(Ordering::Relaxed) {
+                        return None;
+                    }
+                    let s = store.session(&id).ok().flatten()?;
+                    let json = serde_json::to_string(&public_status(&s)).ok()?;
+                    if json != last {
+                        let ended = !s.status.is_awaiting();
+                        let ev = warp::sse::Event::default()
+                            .event("status")
+                            .data(json.clone());
+                        return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
+                    }
                 }
             }
         },
@@ -234,8 +238,8 @@ impl Drop for StreamSlot {
 }
 
 /// 200 with a body and content type.
-pub fn ok_body(body: bytes::Bytes, content_type: &'static str) -> crate::api::Response {
-    let mut r = crate::api::Response::new(body.into());
+pub fn ok_body(body: bytes::Bytes, content_type: &'static str) -> warp::reply::Response {
+    let mut r = warp::reply::Response::new(body.into());
     *r.status_mut() = StatusCode::OK;
     secure_headers(&mut r, content_type);
     r

@@ -2,6 +2,10 @@
 
 use serde::Serialize;
 
+use serde_json::{Value, json};
+
+use super::event::Event;
+use super::method::Currency;
 use super::money::format_units;
 use super::session::{Payment, PaymentOption, Session};
 
@@ -188,5 +192,22 @@ pub fn public_status(s: &Session) -> PublicStatus<'_> {
         expires_at: rfc3339(s.expires_at_ms),
         success_url: s.success_url.as_deref(),
         cancel_url: s.cancel_url.as_deref(),
+    }
+}
+
+/// The event object of the API (and of webhook bodies).
+pub fn event_json(e: &Event) -> Value {
+    json!({
+        "id": e.id, "object": "event", "type": e.kind.as_str(), "livemode": e.livemode,
+        "created_at": rfc3339(e.created_at_ms), "data": {"object": e.data},
+    })
+}
+
+/// Formats an amount for humans on pages and messages.
+pub fn display_amount(amount_minor: u64, currency: Currency) -> String {
+    let n = format_units(u128::from(amount_minor), 2);
+    match currency {
+        Currency::Inr => format!("₹{n}"),
+        Currency::Usd => format!("${n}"),
     }
 }

@@ -12,7 +12,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 
 use super::ssrf::{GuardedResolver, is_forbidden, literal_ip};
-use crate::api::webhooks::event_json;
+use crate::domain::view::event_json;
 use crate::domain::webhook::{
     AfterAttempt, Attempt, Delivery, after_attempt, destination, signature_headers,
 };
