@@ -7,6 +7,7 @@ mod auth;
 pub mod console;
 pub mod error;
 mod exports;
+mod form;
 mod health;
 mod idempotency;
 pub mod limits;
@@ -14,6 +15,7 @@ mod listener;
 mod pages;
 mod refunds;
 mod sessions;
+mod stripe;
 pub mod upi;
 pub mod webhooks;
 
@@ -273,7 +275,7 @@ async fn route_public(state: Arc<AppState>, req: Req) -> Response {
         }
         (_, ["v1", ..]) => {
             auth::authenticated(&state, &req, |key| {
-                sessions::route(state.clone(), key, &req, &segs)
+                stripe::route(state.clone(), key, &req, &segs)
             })
             .await
         }

@@ -339,6 +339,10 @@ async fn attempt(
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", standard)
         .header("x-paywatch-signature", ours)
+        .header(
+            "stripe-signature",
+            super::stripe_signature::header(&refs, ts, &body),
+        )
         .body(body)
         .send()
         .await;
