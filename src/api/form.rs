@@ -44,9 +44,10 @@ impl FormError {
 /// Whether a request's Content-Type says the body is a form.
 pub fn is_form(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|ct| {
-        ct.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        ct.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     })
 }
 
@@ -270,7 +271,9 @@ mod tests {
     #[test]
     fn canonical_bytes_ignore_key_order_and_spacing() {
         let a = fingerprint_bytes(br#"{"currency":"inr","amount":1,"metadata":{"b":"1","a":"2"}}"#);
-        let b = fingerprint_bytes(br#"{ "amount": 1, "metadata": {"a":"2","b":"1"}, "currency": "inr" }"#);
+        let b = fingerprint_bytes(
+            br#"{ "amount": 1, "metadata": {"a":"2","b":"1"}, "currency": "inr" }"#,
+        );
         assert_eq!(a, b);
         assert_eq!(fingerprint_bytes(b"  "), fingerprint_bytes(b"{}"));
         assert_eq!(&*fingerprint_bytes(b"not json"), b"not json");

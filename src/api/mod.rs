@@ -15,7 +15,7 @@ mod listener;
 mod pages;
 mod refunds;
 mod sessions;
-mod stripe;
+pub mod stripe;
 pub mod upi;
 pub mod webhooks;
 

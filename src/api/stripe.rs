@@ -118,12 +118,12 @@ fn integer(s: &str) -> Option<u64> {
     ok.then(|| s.parse().ok()).flatten()
 }
 
+/// The aliases a request used: (Stripe's name, paywatch's name).
+type Aliases = Vec<(&'static str, &'static str)>;
+
 /// Applies an endpoint's aliases and drops what is accepted but has no effect. Returns the
 /// aliases used (to name them in errors). Changes nothing when none of them is present.
-fn apply_aliases(
-    map: &mut Map<String, Value>,
-    shape: &Shape,
-) -> Result<Vec<(&'static str, &'static str)>, ApiError> {
+fn apply_aliases(map: &mut Map<String, Value>, shape: &Shape) -> Result<Aliases, ApiError> {
     let mut used = Vec::new();
     for &(theirs, ours) in shape.aliases {
         let Some(v) = map.remove(theirs) else {
@@ -174,7 +174,7 @@ fn apply_aliases(
 
 /// The request as the handlers expect it, or `None` when it is already that (a JSON client
 /// using none of Stripe's names: its bytes reach the handlers untouched).
-fn normalise(req: &Req, segs: &[&str]) -> Result<(Option<Req>, Vec<(&'static str, &'static str)>), ApiError> {
+fn normalise(req: &Req, segs: &[&str]) -> Result<(Option<Req>, Aliases), ApiError> {
     let query = normalise_query(&req.query);
     let mut body: Option<Bytes> = None;
     let mut used = Vec::new();
@@ -194,6 +194,9 @@ fn normalise(req: &Req, segs: &[&str]) -> Result<(Option<Req>, Vec<(&'static str
                 }
             }
             Some((map, true))
+        } else if !mentions_stripe_names(&req.body, &shape) {
+            // The hot path: a JSON body using none of Stripe's names is not parsed here.
+            None
         } else {
             match serde_json::from_slice::<Value>(&req.body) {
                 Ok(Value::Object(map)) => Some((map, false)),
@@ -241,8 +244,20 @@ fn normalise(req: &Req, segs: &[&str]) -> Result<(Option<Req>, Vec<(&'static str
     ))
 }
 
+/// Whether a JSON body may use one of the names `apply_aliases` handles (a cheap scan of the
+/// bytes; a false positive only costs a parse).
+fn mentions_stripe_names(body: &[u8], shape: &Shape) -> bool {
+    let has = |name: &str| body.windows(name.len()).any(|w| w == name.as_bytes());
+    has("expand")
+        || (shape.mode && has("mode"))
+        || shape.aliases.iter().any(|(theirs, _)| has(theirs))
+}
+
 /// Drops `expand` and maps `created[gte]`/`created[lte]`; `None` when nothing changes.
 fn normalise_query(query: &str) -> Option<String> {
+    if !query.contains("expand") && !query.contains("created") {
+        return None;
+    }
     let pairs: Vec<(String, String)> = url::form_urlencoded::parse(query.as_bytes())
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
@@ -334,6 +349,17 @@ async fn reshape(r: Response) -> Response {
     Response::from_parts(parts, out.into())
 }
 
+/// An event as a callback to an endpoint created with `version` carries it: Stripe's shapes,
+/// and Stripe's `api_version` field.
+pub fn event(e: &crate::domain::event::Event, version: &str) -> Value {
+    let mut v = super::webhooks::event_json(e);
+    stripe_shape(&mut v);
+    if let Value::Object(m) = &mut v {
+        m.insert("api_version".into(), Value::String(version.to_owned()));
+    }
+    v
+}
+
 /// RFC 3339 text as Unix seconds.
 fn unix(v: &Value) -> Option<i64> {
     let s = v.as_str()?;
@@ -365,6 +391,7 @@ pub fn stripe_shape(v: &mut Value) {
             }
             match map.get("object").and_then(Value::as_str) {
                 Some("checkout.session") => session_fields(map),
+                Some("refund") => refund_fields(map),
                 Some("webhook_endpoint") => {
                     if let Some(ev) = map.get("events").cloned() {
                         map.entry("enabled_events").or_insert(ev);
@@ -377,6 +404,35 @@ pub fn stripe_shape(v: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// `12.50` (a decimal in the currency's unit) as minor units (`1250`), rounded down: a token
+/// payment can leave a fraction of a cent, which Stripe's integer cannot carry.
+fn minor_units(decimal: &str) -> Option<u64> {
+    let (whole, frac) = decimal.split_once('.').unwrap_or((decimal, ""));
+    if whole.is_empty() || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let cents: String = frac.chars().chain("00".chars()).take(2).collect();
+    whole
+        .parse::<u64>()
+        .ok()?
+        .checked_mul(100)?
+        .checked_add(cents.parse::<u64>().ok()?)
+}
+
+/// Stripe's refund `amount` is an integer in minor units; paywatch's is a decimal string,
+/// kept exact as `amount_decimal` (and `amount_base_units`).
+fn refund_fields(map: &mut Map<String, Value>) {
+    if let Some(Value::String(a)) = map.get("amount").cloned()
+        && let Some(minor) = minor_units(&a)
+    {
+        map.insert("amount".into(), Value::from(minor));
+        map.entry("amount_decimal").or_insert(Value::String(a));
     }
 }
 
@@ -445,6 +501,23 @@ mod tests {
         assert_eq!(s["payment_method_types"], json!(["upi", "usdt_local"]));
         assert_eq!(s["metadata"]["shipped_at"], json!("2026-01-02T03:04:05Z"));
         assert_eq!(v["url"], json!("/v1/checkout/sessions"));
+    }
+
+    #[test]
+    fn refund_amounts_become_minor_units_rounded_down() {
+        assert_eq!(minor_units("50.00"), Some(5000));
+        assert_eq!(minor_units("12.5"), Some(1250));
+        assert_eq!(minor_units("7"), Some(700));
+        assert_eq!(minor_units("10.000123"), Some(1000));
+        assert_eq!(minor_units("0.009"), Some(0));
+        assert_eq!(minor_units("-1.00"), None);
+        assert_eq!(minor_units("1e3"), None);
+        assert_eq!(minor_units("99999999999999999999.00"), None);
+        let mut v = json!({"object": "refund", "amount": "10.000123", "created_at": "2026-01-02T03:04:05Z"});
+        stripe_shape(&mut v);
+        assert_eq!(v["amount"], json!(1000));
+        assert_eq!(v["amount_decimal"], json!("10.000123"));
+        assert_eq!(v["created"], json!(1767323045));
     }
 
     #[test]
