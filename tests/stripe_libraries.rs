@@ -496,6 +496,32 @@ async fn stripe_version_selects_stripes_shapes_and_only_it() {
     // A far-future created[gte] finds nothing: the mapping is real, not dropped.
     let (_, l) = get(&c, &format!("{url}?created%5Bgte%5D=4102444800"), &key).await;
     assert_eq!(l["data"], json!([]), "{l}");
+    // A replay is written in the shape of the request that replays it; the stored answer is one.
+    let (st, _, plain_first) = post_json(
+        &c,
+        &url,
+        &key,
+        r#"{"amount":700,"currency":"inr"}"#,
+        Some("shape"),
+    )
+    .await;
+    assert_eq!(st, 201);
+    assert!(plain_first["expires_at"].is_string());
+    let (st, replayed, stripe_again) = post_form(
+        &c,
+        &url,
+        &key,
+        b"amount=700&currency=inr",
+        Some("shape"),
+        Some("2026-10-28"),
+    )
+    .await;
+    assert_eq!((st, replayed), (201, true));
+    assert_eq!(stripe_again["id"], plain_first["id"]);
+    assert!(
+        stripe_again["expires_at"].is_i64() && stripe_again["url"].is_string(),
+        "{stripe_again}"
+    );
     // A malformed version is refused by name, and nothing is created.
     for bad in [
         "latest",
@@ -510,7 +536,7 @@ async fn stripe_version_selects_stripes_shapes_and_only_it() {
         assert_eq!(e["error"]["param"], "Stripe-Version");
     }
     let (_, list) = get(&c, &d.url("/v1/checkout/sessions"), &key).await;
-    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+    assert_eq!(list["data"].as_array().unwrap().len(), 2);
     // Errors keep the one error shape (Stripe's libraries read it as is).
     let r = c
         .get(d.url("/v1/checkout/sessions/cs_test_nope"))
