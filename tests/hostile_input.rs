@@ -241,11 +241,17 @@ async fn malformed_bodies_get_a_specific_error_on_every_post_and_change_nothing(
             br#"{"zzz_unknown": true}"#.to_vec(),
             "parameter_unknown",
         ),
-        // Read as JSON whatever the header says: a form or text body is not JSON.
+        // A form is read as a form (Stripe's bracket notation, docs/stripe-libraries.md): a
+        // malformed one is refused as such. Anything else is read as JSON.
         (
             "application/x-www-form-urlencoded",
-            b"amount=100&currency=inr".to_vec(),
-            "body_invalid_json",
+            b"amount=100&amount=200".to_vec(),
+            "body_invalid_form",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            b"metadata[k=1".to_vec(),
+            "body_invalid_form",
         ),
         ("text/plain", b"amount: 100".to_vec(), "body_invalid_json"),
         (

@@ -102,6 +102,8 @@ codes! {
     /// A key given twice in a JSON body (the UPI ingest reads the first or the last otherwise).
     ParameterDuplicate = "parameter_duplicate", InvalidRequest, BAD_REQUEST, Public;
     BodyInvalidJson = "body_invalid_json", InvalidRequest, BAD_REQUEST, Public;
+    /// A form-encoded body (Stripe's libraries) that is not a valid bracket-notation form.
+    BodyInvalidForm = "body_invalid_form", InvalidRequest, BAD_REQUEST, Public;
     BodyInvalid = "body_invalid", InvalidRequest, BAD_REQUEST, Public;
     BodyUnreadable = "body_unreadable", InvalidRequest, BAD_REQUEST, Public;
     RequestMalformed = "request_malformed", InvalidRequest, BAD_REQUEST, Public;
@@ -124,6 +126,8 @@ codes! {
     SignatureInvalid = "signature_invalid", Authentication, UNAUTHORIZED, Public;
     PermissionDenied = "permission_denied", Permission, FORBIDDEN, Public;
     RateLimited = "rate_limited", RateLimit, TOO_MANY_REQUESTS, Public;
+    /// A `Stripe-Version` header that is not a Stripe API version.
+    StripeVersionInvalid = "stripe_version_invalid", InvalidRequest, BAD_REQUEST, Public;
     TooManyClaims = "too_many_claims", RateLimit, TOO_MANY_REQUESTS, Public;
     /// Past the per-client cap; past the process-wide cap it is 503 `api_error`
     /// (`ApiError::capacity`).

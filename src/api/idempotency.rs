@@ -20,6 +20,9 @@ pub type Render = fn(&Result<Outcome, OpError>) -> (StatusCode, Vec<u8>, bool);
 pub struct Idem {
     scope_key: String,
     fingerprint: String,
+    /// The fingerprint of the raw bytes, as recorded before fingerprints hashed the parsed
+    /// body: a retry across the upgrade still replays (keys live 24 h).
+    legacy: Option<String>,
 }
 
 /// The request's Idempotency-Key, validated, if it sent one.
@@ -38,20 +41,31 @@ pub fn from_request(key: &ApiKey, req: &Req) -> Result<Option<Idem>, ApiError> {
                 "Idempotency-Key must be 1 to 255 visible ASCII characters",
             )
         })?;
-    let mut h = Sha256::new();
-    h.update(req.method.as_str().as_bytes());
-    h.update(b"\n");
-    h.update(req.path.as_bytes());
-    h.update(b"\n");
-    h.update(&req.body);
+    let hash = |body: &[u8]| {
+        let mut h = Sha256::new();
+        h.update(req.method.as_str().as_bytes());
+        h.update(b"\n");
+        h.update(req.path.as_bytes());
+        h.update(b"\n");
+        h.update(body);
+        hex::encode(h.finalize())
+    };
+    // The parsed body, not its bytes: a form and the equivalent JSON (or the same JSON with
+    // its keys in another order) are the same request.
+    let fingerprint = hash(&super::form::fingerprint_bytes(&req.body));
     Ok(Some(Idem {
         scope_key: idempotency_scope(&key.merchant_id, key.livemode, k),
-        fingerprint: hex::encode(h.finalize()),
+        legacy: Some(hash(&req.body)).filter(|l| *l != fingerprint),
+        fingerprint,
     }))
 }
 
-fn replay(rec: IdempotencyRecord, fingerprint: &str) -> Result<Response, ApiError> {
-    if rec.fingerprint != fingerprint {
+fn replay(
+    rec: IdempotencyRecord,
+    fingerprint: &str,
+    legacy: Option<&str>,
+) -> Result<Response, ApiError> {
+    if rec.fingerprint != fingerprint && Some(rec.fingerprint.as_str()) != legacy {
         return Err(ApiError::new(
             Code::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request; use a new key",
@@ -72,7 +86,7 @@ pub async fn replay_if_used(
 ) -> Result<Option<Response>, ApiError> {
     let Some(i) = idem else { return Ok(None) };
     match state.store.idempotency(&i.scope_key)? {
-        Some(rec) => replay(rec, &i.fingerprint).map(Some),
+        Some(rec) => replay(rec, &i.fingerprint, i.legacy.as_deref()).map(Some),
         None => Ok(None),
     }
 }
@@ -87,9 +101,10 @@ pub async fn run(
     if let Some(i) = &idem
         && let Some(rec) = state.store.idempotency(&i.scope_key)?
     {
-        return replay(rec, &i.fingerprint);
+        return replay(rec, &i.fingerprint, i.legacy.as_deref());
     }
     let fingerprint = idem.as_ref().map(|i| i.fingerprint.clone());
+    let legacy = idem.as_ref().and_then(|i| i.legacy.clone());
     let iw = idem.map(|i| IdempotencyWrite {
         scope_key: i.scope_key,
         fingerprint: i.fingerprint,
@@ -100,7 +115,11 @@ pub async fn run(
     });
     let out = write(state.store.as_ref(), op, iw).await?;
     if let Ok(Outcome::Replay(rec)) = out {
-        return replay(rec, fingerprint.as_deref().unwrap_or_default());
+        return replay(
+            rec,
+            fingerprint.as_deref().unwrap_or_default(),
+            legacy.as_deref(),
+        );
     }
     let (status, body, _) = render(&out);
     Ok(json_response(status, body))

@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 mod exports;
 pub mod extract;
+mod form;
 mod health;
 mod idempotency;
 pub mod limits;
@@ -18,6 +19,7 @@ mod refunds;
 mod router_tests;
 pub mod routes;
 mod sessions;
+pub mod stripe;
 pub mod upi;
 pub mod webhooks;
 

@@ -540,14 +540,17 @@ pub async fn dispatch(state: Arc<AppState>, req: Req) -> Response {
                         permission.as_str()
                     )));
                 }
+                // Stripe's libraries: form bodies, Stripe's names and shapes (`api::stripe`).
+                let prepared = super::stripe::prepare(req, &segments(&req.path))?;
                 let cx = Keyed {
                     state,
-                    req,
+                    req: prepared.req(req),
                     params: params.clone(),
                     key,
                     merchant,
                 };
-                f(&cx).await
+                let result = f(&cx).await;
+                super::stripe::finish(prepared, result).await
             })
             .await
         }

@@ -44,6 +44,9 @@ fn endpoint_json(ep: &WebhookEndpoint, secret: Option<&str>) -> Value {
     if let Some(s) = secret {
         v["secret"] = Value::String(s.to_owned());
     }
+    if let Some(a) = &ep.api_version {
+        v["api_version"] = Value::String(a.clone());
+    }
     v
 }
 
@@ -240,6 +243,7 @@ pub async fn create_endpoint(
             expires_at_ms: None,
         }],
         created_at_ms: chrono::Utc::now().timestamp_millis(),
+        api_version: super::stripe::version(req)?,
     };
     match write(
         state.store.as_ref(),

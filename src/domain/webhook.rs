@@ -74,6 +74,10 @@ pub struct WebhookEndpoint {
     pub description: Option<String>,
     pub secrets: Vec<SigningSecret>,
     pub created_at_ms: i64,
+    /// The `Stripe-Version` it was created with (through Stripe's libraries): its callbacks are
+    /// then written in Stripe's shapes, as Stripe renders events in the endpoint's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
 }
 
 impl WebhookEndpoint {

@@ -2,4 +2,5 @@
 //! private networks.
 
 pub mod ssrf;
+pub mod stripe_signature;
 pub mod worker;

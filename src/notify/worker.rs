@@ -303,22 +303,27 @@ async fn attempt(
         .event(&d.event_id)
         .map_err(storage)?
         .ok_or_else(|| Failure::Final("event not found".into()))?;
-    let secrets: Vec<String> = match &d.endpoint_id {
+    // An endpoint created through Stripe's libraries gets its callbacks in Stripe's shapes.
+    let (secrets, stripe_version) = match &d.endpoint_id {
         Some(id) => {
-            store
+            let ep = store
                 .endpoint(id)
                 .map_err(storage)?
-                .ok_or_else(|| Failure::Final("the endpoint was deleted".into()))?
-                .secrets
+                .ok_or_else(|| Failure::Final("the endpoint was deleted".into()))?;
+            (ep.secrets, ep.api_version)
         }
-        None => store
-            .merchant_secrets(&d.merchant_id, d.livemode)
-            .map_err(storage)?,
-    }
-    .into_iter()
-    .filter(|x| x.is_active(now))
-    .map(|x| x.secret)
-    .collect();
+        None => (
+            store
+                .merchant_secrets(&d.merchant_id, d.livemode)
+                .map_err(storage)?,
+            None,
+        ),
+    };
+    let secrets: Vec<String> = secrets
+        .into_iter()
+        .filter(|x| x.is_active(now))
+        .map(|x| x.secret)
+        .collect();
     if secrets.is_empty() {
         return Err(Failure::Retry("no active signing secret".into(), 0));
     }
@@ -327,7 +332,10 @@ async fn attempt(
             "the target is a loopback, private or metadata address".into(),
         ));
     }
-    let body = serde_json::to_vec(&event_json(&event)).unwrap_or_default();
+    let body = match stripe_version {
+        None => serde_json::to_vec(&event_json(&event)).unwrap_or_default(),
+        Some(v) => serde_json::to_vec(&crate::api::stripe::event(&event, &v)).unwrap_or_default(),
+    };
     let ts = now / 1000;
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
     let (standard, ours) = signature_headers(&refs, &event.id, ts, &body);
@@ -339,6 +347,10 @@ async fn attempt(
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", standard)
         .header("x-paywatch-signature", ours)
+        .header(
+            "stripe-signature",
+            super::stripe_signature::header(&refs, ts, &body),
+        )
         .body(body)
         .send()
         .await;
