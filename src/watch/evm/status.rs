@@ -30,6 +30,25 @@ pub struct ChainStatus {
     pub payments_reverted: u64,
     /// A `ws_url` new-heads subscription is live (false when none is configured).
     pub ws_connected: bool,
+    /// `ok`, `rate_limited`, `down`, `wrong_chain`, `disagreement` (second opinion) or
+    /// `failing` (storage, a malformed answer): the last poll's outcome.
+    pub state: String,
+    /// Every usable URL was resting after a rate limit at the last poll (not down: polls resume
+    /// when the provider allows).
+    pub rate_limited: bool,
+    /// Requests sent and rate limits met since start.
+    pub rpc_requests: u64,
+    pub rpc_rate_limited: u64,
+    /// Each URL's state (credentials hidden).
+    pub urls: Vec<super::rpc::UrlStatus>,
+    /// `finalized` or `confirmations`, and the finalized block the node last named.
+    pub finality: String,
+    pub finalized_block: Option<u64>,
+    /// No session awaits payment: polled at the idle interval.
+    pub idle: bool,
+    pub second_opinion: bool,
+    /// Transfers a second provider did not confirm.
+    pub second_opinion_refused: u64,
 }
 
 impl ChainStatus {
