@@ -173,6 +173,11 @@ pub fn metrics(state: &AppState) -> Response {
             "gauge",
         ),
         (
+            "paywatch_chain_log_span_blocks",
+            "Blocks per eth_getLogs now (below max_log_range once a node refused a range).",
+            "gauge",
+        ),
+        (
             "paywatch_chain_second_opinion_refused_total",
             "Transfers not counted because a second RPC URL did not return them.",
             "counter",
@@ -193,6 +198,7 @@ pub fn metrics(state: &AppState) -> Response {
                 "paywatch_chain_idle" => u64::from(c.idle),
                 "paywatch_chain_finalized_block" => c.finalized_block.unwrap_or(0),
                 "paywatch_chain_second_opinion_refused_total" => c.second_opinion_refused,
+                "paywatch_chain_log_span_blocks" => c.log_span,
                 _ => c.payments_reverted,
             };
             let _ = writeln!(g, "{name}{{chain=\"{}\"}} {v}", escape(&c.name));

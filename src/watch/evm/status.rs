@@ -49,6 +49,8 @@ pub struct ChainStatus {
     pub second_opinion: bool,
     /// Transfers a second provider did not confirm.
     pub second_opinion_refused: u64,
+    /// Blocks per `eth_getLogs` now (smaller than `max_log_range` once a node refused a range).
+    pub log_span: u64,
 }
 
 impl ChainStatus {
@@ -58,10 +60,12 @@ impl ChainStatus {
     }
 
     /// Whether the watcher is keeping up: polled successfully within a few intervals (at least
-    /// 30 s, so one slow RPC answer does not flap readiness).
+    /// 30 s, so one slow RPC answer or a rate limit does not flap readiness), and its providers
+    /// do not disagree on a transfer.
     pub fn progressing(&self, now_ms: i64) -> bool {
         let allowed = (self.poll_interval_ms.saturating_mul(5)).max(30_000);
         !self.rpc_down
+            && self.state != "disagreement"
             && self.last_ok_ms > 0
             && now_ms.saturating_sub(self.last_ok_ms) <= i64::try_from(allowed).unwrap_or(i64::MAX)
     }

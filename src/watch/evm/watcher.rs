@@ -488,7 +488,7 @@ impl ChainWatcher {
             self.rpc.current_url(),
             self.rpc.url_states(),
         );
-        let (requests, limited) = (self.rpc.requests, self.rpc.rate_limited);
+        let (requests, limited, span) = (self.rpc.requests, self.rpc.rate_limited, self.span);
         self.statuses.update(&self.chain.name, |s| {
             s.head = head;
             if let Some(c) = checkpoint {
@@ -504,6 +504,7 @@ impl ChainWatcher {
             s.rpc_url = url;
             s.urls = urls;
             s.payments_reverted += reverted;
+            s.log_span = span;
         });
     }
 
