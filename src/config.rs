@@ -1968,4 +1968,104 @@ mod tests {
         assert!(!valid_vpa("a@b"));
         assert!(!valid_vpa("de mo@okbank"));
     }
+
+    #[test]
+    fn chain_provider_settings_are_checked_and_keys_never_shown() {
+        let tron = |extra: &str| {
+            with_chain(
+                &format!(
+                    "[chains.tron]\nrpc_urls = [\"https://api.trongrid.io/jsonrpc\", \"https://b.example/rpc\"]\n{extra}"
+                ),
+                "chain = \"tron\"\npay_to = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\"",
+            )
+        };
+        let fails = |extra: &str, key: &str, says: &str| {
+            let e = parse("c.toml", &tron(extra), &[]).expect_err(extra);
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+            assert!(!e.to_string().contains("sekret"), "a value shown: {e}");
+        };
+        fails(
+            "ws_url = \"wss://tron.example\"",
+            "chains.tron.ws_url",
+            "HTTP only",
+        );
+        fails("max_log_range = 5001", "chains.tron.max_log_range", "5000");
+        fails(
+            "finality = \"soon\"",
+            "chains.tron.finality",
+            "not \"finalized\"",
+        );
+        fails(
+            "idle_poll_interval_ms = 10",
+            "chains.tron.idle_poll_interval_ms",
+            "from poll_interval_ms",
+        );
+        let header = |body: &str| format!("[[chains.tron.rpc_headers]]\n{body}");
+        fails(
+            &header(
+                "url = \"https://elsewhere.example\"\nname = \"TRON-PRO-API-KEY\"\nvalue = \"sekret1\"",
+            ),
+            "chains.tron.rpc_headers.0.url",
+            "not one of this chain's rpc_urls",
+        );
+        fails(
+            &header(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"bad name\"\nvalue = \"sekret1\"",
+            ),
+            "chains.tron.rpc_headers.0.name",
+            "not a valid HTTP header name",
+        );
+        fails(
+            &header("url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\""),
+            "chains.tron.rpc_headers.0.value",
+            "give value or value_file",
+        );
+        let dir = std::env::temp_dir().join(format!("pw-hdr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "sekret-line-1\nsekret-line-2\n").unwrap();
+        fails(
+            &header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\"\nvalue_file = \"{}\"",
+                f.display()
+            )),
+            "chains.tron.rpc_headers.0.value_file",
+            "a line break",
+        );
+        fails(
+            &header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\"\nvalue = \"sekret1\"\nvalue_file = \"{}\"",
+                f.display()
+            )),
+            "chains.tron.rpc_headers.0.value",
+            "not both",
+        );
+        std::fs::write(&f, "  sekret-trongrid-key\n").unwrap();
+        let c = parse(
+            "c.toml",
+            &tron(&header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"TRON-PRO-API-KEY\"\nvalue_file = \"{}\"",
+                f.display()
+            ))),
+            &[],
+        )
+        .expect("headers");
+        let chain = &c.chains[0];
+        assert_eq!(chain.rpc_headers[0].value.0, "sekret-trongrid-key");
+        assert_eq!(chain.finality, Finality::Finalized, "the preset's");
+        assert_eq!(chain.idle_poll_interval_ms, 30_000);
+        assert!(
+            !format!("{chain:?}").contains("sekret"),
+            "Debug shows the key"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        // One URL cannot give a second opinion.
+        let one = with_chain(
+            "[chains.tron]\nrpc_urls = [\"https://api.trongrid.io/jsonrpc\"]\nsecond_opinion = true",
+            "chain = \"tron\"\npay_to = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\"",
+        );
+        let e = parse("c.toml", &one, &[]).expect_err("one url");
+        assert_eq!(e.key, "chains.tron.second_opinion");
+    }
 }

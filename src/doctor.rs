@@ -127,7 +127,10 @@ async fn check_chain(r: &mut Report, chain: &Chain) {
                         "serves chain id {got}, not {} — fix: point it at a node of chain {} (or correct chains.{}.chain_id)",
                         chain.chain_id, chain.chain_id, chain.name
                     ),
-                    RpcError::AllDown(_) | RpcError::RateLimited(_) | RpcError::Range(_) => {
+                    RpcError::AllDown(_)
+                    | RpcError::RateLimited(_)
+                    | RpcError::Range(_)
+                    | RpcError::Refused(_) => {
                         format!(
                             "no answer ({}) — fix: check the URL, its API key and the firewall; list several URLs for failover",
                             rpc.last_error.clone().unwrap_or_else(|| e.to_string())

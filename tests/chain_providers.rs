@@ -205,8 +205,6 @@ async fn serve(
             let now = Instant::now();
             s.requests
                 .push((now, method.clone(), headers.get(KEY_HEADER).cloned()));
-            let sec = now.elapsed().as_secs() + u64::try_from(s.requests.len()).unwrap_or(0) * 0;
-            let _ = sec;
             let wall = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap()
@@ -215,7 +213,7 @@ async fn serve(
                 s.second = (wall, 0);
             }
             s.second.1 += 1;
-            if headers.get("upgrade").is_some() {
+            if headers.contains_key("upgrade") {
                 s.subscriptions_refused += 1;
                 Verdict::Upgrade
             } else if headers.get(KEY_HEADER) != Some(&s.key) {

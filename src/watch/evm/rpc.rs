@@ -28,6 +28,10 @@ pub enum RpcError {
     /// The node refused the log query's size (the query's fault, not the URL's).
     #[error("the node refused the log range: {0}")]
     Range(String),
+    /// Every URL answered the call with a JSON-RPC error (the node is up; the call is not
+    /// served, e.g. a block tag it does not know).
+    #[error("every RPC URL refused the call; last: {0}")]
+    Refused(String),
 }
 
 /// Longest a `Retry-After` is honoured (a misconfigured provider must not silence a chain for
@@ -79,6 +83,8 @@ enum CallError {
     },
     /// The query is too big for the node.
     Range(String),
+    /// A JSON-RPC error answer: the URL works, the call is not served.
+    Refused(String),
     /// Anything else: the URL is failing (down, broken, lagging).
     Other(String),
 }
@@ -152,6 +158,20 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
         }
     };
     Some(d.min(MAX_REST))
+}
+
+/// A transport error with its causes ("error sending request: … connection refused"), without
+/// the URL (it may carry a key).
+fn describe(err: reqwest::Error) -> String {
+    let err = err.without_url();
+    let mut text = err.to_string();
+    let mut source = std::error::Error::source(&err);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    redact_text(&text)
 }
 
 /// The first characters of a body, for an error message.
@@ -261,10 +281,10 @@ impl ChainRpc {
                 tracing::info!(chain_id = self.chain_id, %url, "RPC URL answering again")
             }
             UrlState::RateLimited => {
-                tracing::warn!(chain_id = self.chain_id, %url, reason = %why, "RPC URL rate-limited: resting it, the other URLs carry on")
+                tracing::warn!(chain_id = self.chain_id, %url, reason = %why, "RPC call failed: the URL is rate-limited; it rests, the other URLs carry on")
             }
             UrlState::Failing | UrlState::WrongChain => {
-                tracing::warn!(chain_id = self.chain_id, %url, error = %why, "RPC URL failing: resting it, the other URLs carry on")
+                tracing::warn!(chain_id = self.chain_id, %url, error = %why, "RPC call failed: the URL rests, the other URLs carry on")
             }
         }
     }
@@ -301,13 +321,13 @@ impl ChainRpc {
             .json(&body)
             .send()
             .await
-            .map_err(|err| CallError::Other(redact_text(&err.without_url().to_string())))?;
+            .map_err(|err| CallError::Other(describe(err)))?;
         let status = resp.status();
         let after = retry_after(resp.headers());
         let text = resp
             .text()
             .await
-            .map_err(|err| CallError::Other(redact_text(&err.without_url().to_string())))?;
+            .map_err(|err| CallError::Other(describe(err)))?;
         if status == reqwest::StatusCode::TOO_MANY_REQUESTS
             || (after.is_some() && status == reqwest::StatusCode::SERVICE_UNAVAILABLE)
             || (!status.is_success() && is_rate_limit(&text))
@@ -345,7 +365,7 @@ impl ChainRpc {
             if is_range_error(&message) {
                 return Err(CallError::Range(message));
             }
-            return Err(CallError::Other(message));
+            return Err(CallError::Refused(message));
         }
         if !status.is_success() {
             return Err(CallError::Other(format!(
@@ -376,6 +396,11 @@ impl ChainRpc {
                 Ok(redact_text(&message))
             }
             CallError::Range(m) => Err(RpcError::Range(redact_text(&m))),
+            CallError::Refused(m) => {
+                // The URL answered: no rest, but the next URL may serve the call.
+                self.note_error(&url, &m);
+                Ok(redact_text(&m))
+            }
             CallError::Other(m) => {
                 self.note_error(&url, &m);
                 self.rest(i, None);
@@ -403,6 +428,9 @@ impl ChainRpc {
         let n = self.endpoints.len();
         let mut last: Option<String> = None;
         let mut soonest: Option<Instant> = None;
+        // Every URL asked answered with a JSON-RPC error.
+        let mut refused = 0usize;
+        let mut asked = 0usize;
         for step in 0..n {
             let i = (self.current + step) % n;
             if Some(i) == skip || self.endpoints[i].state == UrlState::WrongChain {
@@ -447,7 +475,12 @@ impl ChainRpc {
                     }
                 }
             }
+            asked += 1;
             match self.call_one(i, method, &params).await {
+                Err(CallError::Refused(m)) => {
+                    refused += 1;
+                    last = Some(self.failed(i, CallError::Refused(m))?);
+                }
                 Ok(v) => {
                     self.current = i;
                     self.endpoints[i].strikes = 0;
@@ -459,6 +492,9 @@ impl ChainRpc {
                 }
                 Err(e) => last = Some(self.failed(i, e)?),
             }
+        }
+        if asked > 0 && refused == asked {
+            return Err(RpcError::Refused(last.unwrap_or_default()));
         }
         // Rate-limited only when no URL is failing: then the chain is merely slowed down.
         let usable = || {
@@ -506,7 +542,7 @@ impl ChainRpc {
                 None => Ok(None),
             },
             // A node that refuses the tag answered: fall back to confirmations.
-            Err(RpcError::Range(_)) => Ok(None),
+            Err(RpcError::Range(_) | RpcError::Refused(_)) => Ok(None),
             Err(e) => Err(e),
         }
     }
