@@ -496,6 +496,44 @@ async fn tron_payments_during_rate_limit_bursts_are_recorded_once_and_on_time() 
     let active = started.elapsed();
     bursts.abort();
 
+    // A refund of a TRC-20 payment is shown with a TRON URI to the customer's T… address.
+    let (st, _, r) = post(
+        &c,
+        &d.url("/v1/refunds"),
+        &key,
+        json!({"session": paid[0].0, "amount": "1.5"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{r}");
+    let login = c
+        .post(format!("{}/console/login", d.admin))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status().as_u16(), 303);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let page = c
+        .get(format!("{}/console/refunds", d.admin))
+        .header("cookie", cookie.split(';').next().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let want = format!(
+        "tron:{}?token={}&#38;amount=1.500000",
+        tron_address(ALICE),
+        tron_address(TOKEN_6)
+    );
+    assert!(
+        page.contains(&want),
+        "{want} not on the refunds page:\n{page}"
+    );
+    assert!(!page.contains("ethereum:"), "{page}");
+
     let (limited, ranges) = (
         a.with(|s| s.rate_limited) + b.with(|s| s.rate_limited),
         a.with(|s| s.range_refused) + b.with(|s| s.range_refused),

@@ -198,7 +198,7 @@ mod tests {
                 6,
                 true
             ),
-            "tron:TXyz?token=TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t&amount=5"
+            "tron:TXyz?token=TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t&amount=5.000000"
         );
         assert_eq!(
             token_transfer("0xT", 1, "0xA", 5, 6, false),

@@ -42,6 +42,10 @@ const RPC_TIMEOUT: Duration = Duration::from_secs(10);
 /// well under the result caps providers enforce (TRON's JSON-RPC: 10,000).
 const UNFILTERED_RESULTS_SOFT_CAP: usize = 5000;
 
+/// Blocks per unfiltered `eth_getLogs` on TRON (~100 USDT transfers a block, 10,000 results at
+/// most per answer).
+const TRON_UNFILTERED_SPAN: u64 = 50;
+
 /// The newest sessions per merchant looked at to tell whether one awaits payment on a chain.
 const AWAITING_LOOKBACK: usize = 100;
 
@@ -427,7 +431,14 @@ impl ChainWatcher {
         let from = checkpoint + 1;
         let mut a = from;
         while a <= head {
-            let mut b = a.saturating_add(self.span - 1).min(head);
+            // Unfiltered on TRON, where each block holds ~100 USDT transfers: ranges small
+            // enough to stay under its 10,000-result cap from the first request.
+            let span = if recipients.is_none() && self.chain.tron {
+                self.span.min(TRON_UNFILTERED_SPAN)
+            } else {
+                self.span
+            };
+            let mut b = a.saturating_add(span - 1).min(head);
             // A chunk never straddles the final boundary, so the checkpoint can follow it.
             if a <= final_upto && b > final_upto {
                 b = final_upto;
