@@ -712,11 +712,23 @@ fn tron_ws_url_and_bad_headers_are_refused_at_start() {
     for (setup, want) in cases {
         let config = dir.path().join("config.toml");
         std::fs::write(&config, tron_config(dir.path(), &setup)).unwrap();
-        let out = std::process::Command::new(BIN)
+        // A config that is wrongly accepted would serve forever: killed after 20 s.
+        let mut child = std::process::Command::new(BIN)
             .args(["serve", "--config"])
             .arg(&config)
-            .output()
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("{want:?}: the config was accepted and the daemon started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(err.contains(want), "{want:?} not in {err}");
