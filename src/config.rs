@@ -219,6 +219,54 @@ pub struct ChainConfig {
     pub start_block: Option<u64>,
     /// A WebSocket URL whose new-heads subscription wakes the poll at once (optional).
     pub ws_url: Option<String>,
+    /// Request headers per RPC URL (a provider's API key: TronGrid's `TRON-PRO-API-KEY`).
+    #[serde(default)]
+    pub rpc_headers: Vec<RpcHeaderConfig>,
+    /// `"finalized"`: a block is final once the chain's `finalized` tag has passed it (and it
+    /// has `confirmations`, the floor); `"confirmations"`: the count alone.
+    pub finality: Option<String>,
+    /// The poll interval while no session on this chain awaits payment.
+    pub idle_poll_interval_ms: Option<u64>,
+    /// A payment counts only once a second RPC URL returns the same receipt.
+    pub second_opinion: Option<bool>,
+}
+
+/// `[[chains.NAME.rpc_headers]]`: one header sent to one of the chain's `rpc_urls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RpcHeaderConfig {
+    pub url: String,
+    pub name: String,
+    pub value: Option<String>,
+    /// A file holding the value (trimmed), so the key need not sit in config.toml.
+    pub value_file: Option<String>,
+}
+
+/// A header value that is a credential: never shown by `Debug`, so never logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretValue(pub String);
+
+impl std::fmt::Debug for SecretValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("(redacted)")
+    }
+}
+
+/// One resolved header for one RPC URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcHeader {
+    pub url: String,
+    pub name: String,
+    pub value: SecretValue,
+}
+
+/// How a chain's blocks become final.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Finality {
+    /// The `finalized` block tag, with the confirmation count as the floor and the fallback.
+    Finalized,
+    /// The confirmation count alone.
+    Confirmations,
 }
 
 impl ChainConfig {
@@ -243,6 +291,14 @@ impl ChainConfig {
             max_log_range: self.max_log_range.or(base.max_log_range),
             start_block: self.start_block.or(base.start_block),
             ws_url: self.ws_url.clone().or(base.ws_url),
+            rpc_headers: if self.rpc_headers.is_empty() {
+                base.rpc_headers
+            } else {
+                self.rpc_headers.clone()
+            },
+            finality: self.finality.clone().or(base.finality),
+            idle_poll_interval_ms: self.idle_poll_interval_ms.or(base.idle_poll_interval_ms),
+            second_opinion: self.second_opinion.or(base.second_opinion),
         }
     }
 }
@@ -266,6 +322,11 @@ pub struct Chain {
     pub max_log_range: u64,
     pub start_block: Option<u64>,
     pub ws_url: Option<String>,
+    pub rpc_headers: Vec<RpcHeader>,
+    pub finality: Finality,
+    /// Equal to `poll_interval_ms` unless the chain polls slower when no session waits.
+    pub idle_poll_interval_ms: u64,
+    pub second_opinion: bool,
 }
 
 impl Chain {
@@ -1350,6 +1411,14 @@ fn resolve_chain(
         }
     }
     let tron = c.tron.unwrap_or(false);
+    if tron && c.ws_url.is_some() {
+        return Err(err(
+            locate,
+            &format!("{key}.ws_url"),
+            "TRON's JSON-RPC is served over HTTP only (no subscriptions): remove ws_url; the chain is polled",
+        ));
+    }
+    let rpc_headers = resolve_rpc_headers(locate, &key, &c)?;
     let contract_text = c.token_contract.clone().unwrap_or_default();
     let contract = crate::domain::address::parse(&contract_text, tron)
         .map_err(|p| err(locate, &format!("{key}.token_contract"), p.to_string()))?;
@@ -1381,6 +1450,40 @@ fn resolve_chain(
             "must be 1 to 1000000 blocks",
         ));
     }
+    if tron && max_log_range > TRON_MAX_LOG_RANGE {
+        return Err(err(
+            locate,
+            &format!("{key}.max_log_range"),
+            format!("TRON's JSON-RPC refuses ranges over {TRON_MAX_LOG_RANGE} blocks"),
+        ));
+    }
+    let finality = match c.finality.as_deref() {
+        None | Some("confirmations") => Finality::Confirmations,
+        Some("finalized") => Finality::Finalized,
+        Some(other) => {
+            return Err(err(
+                locate,
+                &format!("{key}.finality"),
+                format!("{other:?} is not \"finalized\" or \"confirmations\""),
+            ));
+        }
+    };
+    let idle_poll_interval_ms = c.idle_poll_interval_ms.unwrap_or(poll_interval_ms);
+    if !(poll_interval_ms..=3_600_000).contains(&idle_poll_interval_ms) {
+        return Err(err(
+            locate,
+            &format!("{key}.idle_poll_interval_ms"),
+            format!("must be from poll_interval_ms ({poll_interval_ms}) to 3600000"),
+        ));
+    }
+    let second_opinion = c.second_opinion.unwrap_or(false);
+    if second_opinion && c.rpc_urls.len() < 2 {
+        return Err(err(
+            locate,
+            &format!("{key}.second_opinion"),
+            "needs at least two rpc_urls (the second opinion comes from another provider)",
+        ));
+    }
     let token = c.token.clone().unwrap_or_else(|| "USDT".into());
     if token.is_empty()
         || token.len() > 16
@@ -1409,7 +1512,83 @@ fn resolve_chain(
         max_log_range,
         start_block: c.start_block,
         ws_url: c.ws_url.clone(),
+        rpc_headers,
+        finality,
+        idle_poll_interval_ms,
+        second_opinion,
     })
+}
+
+/// TRON's JSON-RPC (java-tron `maxBlockRange`) refuses `eth_getLogs` over more blocks.
+const TRON_MAX_LOG_RANGE: u64 = 5000;
+
+/// The `rpc_headers` of a chain: each names one of its `rpc_urls`, a valid header name, and
+/// exactly one of `value` / `value_file`. Values are secrets: no error quotes them.
+fn resolve_rpc_headers(
+    locate: &dyn Fn(&str) -> String,
+    key: &str,
+    c: &ChainConfig,
+) -> Result<Vec<RpcHeader>, ConfigError> {
+    let mut out = Vec::new();
+    for (i, h) in c.rpc_headers.iter().enumerate() {
+        let at = |f: &str| format!("{key}.rpc_headers.{i}.{f}");
+        if !c.rpc_urls.contains(&h.url) {
+            return Err(err(
+                locate,
+                &at("url"),
+                format!(
+                    "{:?} is not one of this chain's rpc_urls",
+                    crate::redact::redact_url(&h.url)
+                ),
+            ));
+        }
+        if http::HeaderName::from_bytes(h.name.as_bytes()).is_err() {
+            return Err(err(
+                locate,
+                &at("name"),
+                format!("{:?} is not a valid HTTP header name", h.name),
+            ));
+        }
+        let value = match (&h.value, &h.value_file) {
+            (Some(v), None) => v.clone(),
+            (None, Some(f)) => {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| err(locate, &at("value_file"), format!("cannot read {f}: {e}")))?;
+                let v = text.trim();
+                if v.is_empty() {
+                    return Err(err(locate, &at("value_file"), format!("{f} is empty")));
+                }
+                v.to_owned()
+            }
+            (Some(_), Some(_)) => {
+                return Err(err(
+                    locate,
+                    &at("value"),
+                    "set value or value_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(err(locate, &at("value"), "give value or value_file"));
+            }
+        };
+        if http::HeaderValue::from_str(&value).is_err() {
+            return Err(err(
+                locate,
+                &at(if h.value.is_some() {
+                    "value"
+                } else {
+                    "value_file"
+                }),
+                "the value holds characters a header cannot carry (a line break, say)",
+            ));
+        }
+        out.push(RpcHeader {
+            url: h.url.clone(),
+            name: h.name.clone(),
+            value: SecretValue(value),
+        });
+    }
+    Ok(out)
 }
 
 /// A VPA: `name@handle`, as NPCI allows.
@@ -1788,5 +1967,105 @@ mod tests {
         assert!(!valid_vpa("demo"));
         assert!(!valid_vpa("a@b"));
         assert!(!valid_vpa("de mo@okbank"));
+    }
+
+    #[test]
+    fn chain_provider_settings_are_checked_and_keys_never_shown() {
+        let tron = |extra: &str| {
+            with_chain(
+                &format!(
+                    "[chains.tron]\nrpc_urls = [\"https://api.trongrid.io/jsonrpc\", \"https://b.example/rpc\"]\n{extra}"
+                ),
+                "chain = \"tron\"\npay_to = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\"",
+            )
+        };
+        let fails = |extra: &str, key: &str, says: &str| {
+            let e = parse("c.toml", &tron(extra), &[]).expect_err(extra);
+            assert_eq!(e.key, key, "{extra}: {e}");
+            assert!(e.to_string().contains(says), "{extra}: {e}");
+            assert!(!e.to_string().contains("sekret"), "a value shown: {e}");
+        };
+        fails(
+            "ws_url = \"wss://tron.example\"",
+            "chains.tron.ws_url",
+            "HTTP only",
+        );
+        fails("max_log_range = 5001", "chains.tron.max_log_range", "5000");
+        fails(
+            "finality = \"soon\"",
+            "chains.tron.finality",
+            "not \"finalized\"",
+        );
+        fails(
+            "idle_poll_interval_ms = 10",
+            "chains.tron.idle_poll_interval_ms",
+            "from poll_interval_ms",
+        );
+        let header = |body: &str| format!("[[chains.tron.rpc_headers]]\n{body}");
+        fails(
+            &header(
+                "url = \"https://elsewhere.example\"\nname = \"TRON-PRO-API-KEY\"\nvalue = \"sekret1\"",
+            ),
+            "chains.tron.rpc_headers.0.url",
+            "not one of this chain's rpc_urls",
+        );
+        fails(
+            &header(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"bad name\"\nvalue = \"sekret1\"",
+            ),
+            "chains.tron.rpc_headers.0.name",
+            "not a valid HTTP header name",
+        );
+        fails(
+            &header("url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\""),
+            "chains.tron.rpc_headers.0.value",
+            "give value or value_file",
+        );
+        let dir = std::env::temp_dir().join(format!("pw-hdr-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("key");
+        std::fs::write(&f, "sekret-line-1\nsekret-line-2\n").unwrap();
+        fails(
+            &header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\"\nvalue_file = \"{}\"",
+                f.display()
+            )),
+            "chains.tron.rpc_headers.0.value_file",
+            "a line break",
+        );
+        fails(
+            &header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"K\"\nvalue = \"sekret1\"\nvalue_file = \"{}\"",
+                f.display()
+            )),
+            "chains.tron.rpc_headers.0.value",
+            "not both",
+        );
+        std::fs::write(&f, "  sekret-trongrid-key\n").unwrap();
+        let c = parse(
+            "c.toml",
+            &tron(&header(&format!(
+                "url = \"https://api.trongrid.io/jsonrpc\"\nname = \"TRON-PRO-API-KEY\"\nvalue_file = \"{}\"",
+                f.display()
+            ))),
+            &[],
+        )
+        .expect("headers");
+        let chain = &c.chains[0];
+        assert_eq!(chain.rpc_headers[0].value.0, "sekret-trongrid-key");
+        assert_eq!(chain.finality, Finality::Finalized, "the preset's");
+        assert_eq!(chain.idle_poll_interval_ms, 30_000);
+        assert!(
+            !format!("{chain:?}").contains("sekret"),
+            "Debug shows the key"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+        // One URL cannot give a second opinion.
+        let one = with_chain(
+            "[chains.tron]\nrpc_urls = [\"https://api.trongrid.io/jsonrpc\"]\nsecond_opinion = true",
+            "chain = \"tron\"\npay_to = \"TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t\"",
+        );
+        let e = parse("c.toml", &one, &[]).expect_err("one url");
+        assert_eq!(e.key, "chains.tron.second_opinion");
     }
 }

@@ -108,6 +108,7 @@ async fn check_chain(r: &mut Report, chain: &Chain) {
         let mut rpc = match ChainRpc::new(
             chain.chain_id,
             std::slice::from_ref(url),
+            &chain.rpc_headers,
             Duration::from_secs(10),
         ) {
             Ok(rpc) => rpc,
@@ -124,10 +125,15 @@ async fn check_chain(r: &mut Report, chain: &Chain) {
                         "serves chain id {got}, not {} — fix: point it at a node of chain {} (or correct chains.{}.chain_id)",
                         chain.chain_id, chain.chain_id, chain.name
                     ),
-                    RpcError::AllDown(_) => format!(
-                        "no answer ({}) — fix: check the URL, its API key and the firewall; list several URLs for failover",
-                        rpc.last_error.clone().unwrap_or_else(|| e.to_string())
-                    ),
+                    RpcError::AllDown(_)
+                    | RpcError::RateLimited(_)
+                    | RpcError::Range(_)
+                    | RpcError::Refused(_) => {
+                        format!(
+                            "no answer ({}) — fix: check the URL, its API key and the firewall; list several URLs for failover",
+                            rpc.last_error.clone().unwrap_or_else(|| e.to_string())
+                        )
+                    }
                 };
                 r.line(&check, Verdict::Fail(fix));
                 continue;

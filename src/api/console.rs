@@ -408,19 +408,27 @@ pub fn watcher_status(state: &AppState) -> Result<Vec<WatcherStatus>, ApiError> 
         rows.push(WatcherStatus {
             kind: "chain",
             name: format!("{} (chain {}, {})", c.name, c.chain_id, c.token),
-            state: if c.rpc_down {
+            state: if c.rpc_down || c.rate_limited || c.state == "disagreement" {
                 format!(
-                    "RPC down: {}",
+                    "{}: {}",
+                    match c.state.as_str() {
+                        "rate_limited" => "RPC rate-limited (resting, retried as the provider allows)",
+                        "disagreement" => "second opinion disagrees",
+                        _ => "RPC down",
+                    },
                     crate::redact::redact_text(c.last_error.as_deref().unwrap_or_default())
                 )
             } else if c.progressing(now) {
                 format!(
-                    "ok via {}: head {}, final checkpoint {}, lag {} blocks, {} RPC errors{}",
+                    "ok via {}: head {}, final checkpoint {}, lag {} blocks, {} RPC errors, {} requests, {} rate limits, {} polling{}",
                     c.rpc_url,
                     c.head,
                     c.checkpoint,
                     c.lag(),
                     c.rpc_errors,
+                    c.rpc_requests,
+                    c.rpc_rate_limited,
+                    if c.idle { "idle" } else { "active" },
                     if c.ws_connected {
                         ", new-heads subscription live"
                     } else {
@@ -940,7 +948,8 @@ fn sessions(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiErro
     ))
 }
 
-/// The EIP-681 URI that sends a token refund back to the address the customer paid from.
+/// The URI that sends a token refund back to the address the customer paid from (EIP-681, or
+/// `tron:` on TRON).
 pub fn refund_uri(s: &Session, r: &Refund) -> Result<String, &'static str> {
     let option = s
         .payment_options
@@ -957,9 +966,15 @@ pub fn refund_uri(s: &Session, r: &Refund) -> Result<String, &'static str> {
         .filter(|p| p.method == r.method && p.state == PaymentState::Confirmed)
         .find_map(|p| p.from.clone())
         .ok_or("the customer's sending address is not known (the watcher did not record it): ask the customer for an address")?;
-    Ok(format!(
-        "ethereum:{contract}@{chain_id}/transfer?address={from}&uint256={}",
-        r.amount_base
+    // TRON options carry a `tron:` URI (and `T…` addresses): the refund is sent the same way.
+    let tron = option.uri.starts_with("tron:");
+    Ok(crate::checkout::uri::token_transfer(
+        contract,
+        chain_id,
+        &from,
+        r.amount_base,
+        r.decimals,
+        tron,
     ))
 }
 

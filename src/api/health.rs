@@ -57,15 +57,20 @@ fn readiness(state: &AppState, detail: bool) -> Response {
     for c in state.chains.snapshot() {
         let verdict = if c.progressing(now) {
             "ok".to_owned()
-        } else if c.rpc_down {
+        } else if c.rpc_down || c.rate_limited || c.state == "disagreement" {
             ready = false;
+            let what = match c.state.as_str() {
+                "rate_limited" => "RPC rate-limited",
+                "disagreement" => "second opinion disagrees",
+                _ => "RPC down",
+            };
             if detail {
                 format!(
-                    "RPC down: {}",
+                    "{what}: {}",
                     redact_text(c.last_error.as_deref().unwrap_or("no answer"))
                 )
             } else {
-                "RPC down".to_owned()
+                what.to_owned()
             }
         } else {
             ready = false;
@@ -142,6 +147,41 @@ pub fn metrics(state: &AppState) -> Response {
             "Payments reverted by reorgs.",
             "counter",
         ),
+        (
+            "paywatch_chain_rpc_requests_total",
+            "JSON-RPC requests sent (the provider's budget).",
+            "counter",
+        ),
+        (
+            "paywatch_chain_rpc_rate_limited_total",
+            "Rate-limit answers (429, Retry-After, a provider's limit text).",
+            "counter",
+        ),
+        (
+            "paywatch_chain_rpc_rate_limited",
+            "1 when every RPC URL is resting after a rate limit.",
+            "gauge",
+        ),
+        (
+            "paywatch_chain_idle",
+            "1 when no session awaits payment and the chain polls at its idle interval.",
+            "gauge",
+        ),
+        (
+            "paywatch_chain_finalized_block",
+            "The block the chain's finalized tag named at the last poll (0 = not served).",
+            "gauge",
+        ),
+        (
+            "paywatch_chain_log_span_blocks",
+            "Blocks per eth_getLogs now (below max_log_range once a node refused a range).",
+            "gauge",
+        ),
+        (
+            "paywatch_chain_second_opinion_refused_total",
+            "Transfers not counted because a second RPC URL did not return them.",
+            "counter",
+        ),
     ] {
         let _ = writeln!(g, "# HELP {name} {help}\n# TYPE {name} {kind}");
         for c in &chains {
@@ -152,9 +192,31 @@ pub fn metrics(state: &AppState) -> Response {
                 "paywatch_chain_rpc_up" => u64::from(c.progressing(now)),
                 "paywatch_chain_rpc_errors_total" => c.rpc_errors,
                 "paywatch_chain_logs_total" => c.logs_seen,
+                "paywatch_chain_rpc_requests_total" => c.rpc_requests,
+                "paywatch_chain_rpc_rate_limited_total" => c.rpc_rate_limited,
+                "paywatch_chain_rpc_rate_limited" => u64::from(c.rate_limited),
+                "paywatch_chain_idle" => u64::from(c.idle),
+                "paywatch_chain_finalized_block" => c.finalized_block.unwrap_or(0),
+                "paywatch_chain_second_opinion_refused_total" => c.second_opinion_refused,
+                "paywatch_chain_log_span_blocks" => c.log_span,
                 _ => c.payments_reverted,
             };
             let _ = writeln!(g, "{name}{{chain=\"{}\"}} {v}", escape(&c.name));
+        }
+    }
+    let _ = writeln!(
+        g,
+        "# HELP paywatch_chain_rpc_url_up 1 when the RPC URL answered its last call (0: failing, rate-limited or another chain).\n# TYPE paywatch_chain_rpc_url_up gauge"
+    );
+    for c in &chains {
+        for u in &c.urls {
+            let up = u64::from(u.state == crate::watch::evm::rpc::UrlState::Up);
+            let _ = writeln!(
+                g,
+                "paywatch_chain_rpc_url_up{{chain=\"{}\",url=\"{}\"}} {up}",
+                escape(&c.name),
+                escape(&u.url)
+            );
         }
     }
     let mut r = Response::new(METRICS.render(&g).into());

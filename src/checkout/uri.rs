@@ -126,6 +126,24 @@ pub fn tron(contract: &str, to: &str, base_units: u128, decimals: u32) -> String
     )
 }
 
+/// The URI that sends `base_units` of a token to `to` (a refund to the customer): `tron:` on
+/// TRON, whose wallets do not read `ethereum:` links (and whose addresses are `T…`), EIP-681
+/// elsewhere.
+pub fn token_transfer(
+    contract: &str,
+    chain_id: u64,
+    to: &str,
+    base_units: u128,
+    decimals: u32,
+    tron_chain: bool,
+) -> String {
+    if tron_chain {
+        tron(contract, to, base_units, decimals)
+    } else {
+        eip681(contract, chain_id, to, base_units)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,6 +188,21 @@ mod tests {
         assert_eq!(
             tron("TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t", "TXyz", 149_990_137, 6),
             "tron:TXyz?token=TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t&amount=149.990137"
+        );
+        assert_eq!(
+            token_transfer(
+                "TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t",
+                728126428,
+                "TXyz",
+                5_000_000,
+                6,
+                true
+            ),
+            "tron:TXyz?token=TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t&amount=5.000000"
+        );
+        assert_eq!(
+            token_transfer("0xT", 1, "0xA", 5, 6, false),
+            "ethereum:0xT@1/transfer?address=0xA&uint256=5"
         );
     }
 }

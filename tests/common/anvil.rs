@@ -68,14 +68,16 @@ impl Anvil {
 
     /// Starts anvil on `port` (e.g. again after stopping it: a fresh chain at the same URL).
     pub async fn start_on(port: u16) -> Anvil {
+        Anvil::start_with(port, &["--chain-id", "31337"]).await
+    }
+
+    /// Starts anvil on `port` (0: one chosen here) with `args` (`--chain-id 728126428` for
+    /// TRON's id, `--block-time 1` for interval mining).
+    pub async fn start_with(port: u16, args: &[&str]) -> Anvil {
+        let port = if port == 0 { free_port() } else { port };
         let child = Command::new(binary())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--silent",
-                "--chain-id",
-                "31337",
-            ])
+            .args(["--port", &port.to_string(), "--silent"])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -21,8 +21,12 @@ const RECEIPT_WAIT: Duration = Duration::from_secs(3);
 /// Checks `tx` against the chain and applies its matching transfer to `session`. Runs in the
 /// background: the page answers the same whatever happens here.
 pub async fn check(store: SharedStore, chain: Chain, session: Session, tx: B256) {
-    let Ok(mut rpc) = ChainRpc::new(chain.chain_id, &chain.rpc_urls, Duration::from_secs(10))
-    else {
+    let Ok(mut rpc) = ChainRpc::new(
+        chain.chain_id,
+        &chain.rpc_urls,
+        &chain.rpc_headers,
+        Duration::from_secs(10),
+    ) else {
         return;
     };
     for attempt in 0..RECEIPT_ATTEMPTS {

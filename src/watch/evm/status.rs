@@ -30,6 +30,27 @@ pub struct ChainStatus {
     pub payments_reverted: u64,
     /// A `ws_url` new-heads subscription is live (false when none is configured).
     pub ws_connected: bool,
+    /// `ok`, `rate_limited`, `down`, `wrong_chain`, `disagreement` (second opinion) or
+    /// `failing` (storage, a malformed answer): the last poll's outcome.
+    pub state: String,
+    /// Every usable URL was resting after a rate limit at the last poll (not down: polls resume
+    /// when the provider allows).
+    pub rate_limited: bool,
+    /// Requests sent and rate limits met since start.
+    pub rpc_requests: u64,
+    pub rpc_rate_limited: u64,
+    /// Each URL's state (credentials hidden).
+    pub urls: Vec<super::rpc::UrlStatus>,
+    /// `finalized` or `confirmations`, and the finalized block the node last named.
+    pub finality: String,
+    pub finalized_block: Option<u64>,
+    /// No session awaits payment: polled at the idle interval.
+    pub idle: bool,
+    pub second_opinion: bool,
+    /// Transfers a second provider did not confirm.
+    pub second_opinion_refused: u64,
+    /// Blocks per `eth_getLogs` now (smaller than `max_log_range` once a node refused a range).
+    pub log_span: u64,
 }
 
 impl ChainStatus {
@@ -39,10 +60,12 @@ impl ChainStatus {
     }
 
     /// Whether the watcher is keeping up: polled successfully within a few intervals (at least
-    /// 30 s, so one slow RPC answer does not flap readiness).
+    /// 30 s, so one slow RPC answer or a rate limit does not flap readiness), and its providers
+    /// do not disagree on a transfer.
     pub fn progressing(&self, now_ms: i64) -> bool {
         let allowed = (self.poll_interval_ms.saturating_mul(5)).max(30_000);
         !self.rpc_down
+            && self.state != "disagreement"
             && self.last_ok_ms > 0
             && now_ms.saturating_sub(self.last_ok_ms) <= i64::try_from(allowed).unwrap_or(i64::MAX)
     }

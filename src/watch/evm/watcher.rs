@@ -1,15 +1,21 @@
 //! One task per chain: polls the head, fetches the token's `Transfer` logs from the durable
 //! checkpoint to the head, and hands each transfer to a watched address to the matcher.
 //!
-//! Finality: a block with at least `confirmations` confirmations is final. Every poll re-reads
+//! Finality: a block with at least `confirmations` confirmations is final; with `finality =
+//! "finalized"` it must also be at or below the chain's `finalized` tag (the count is then the
+//! floor, and the fallback when the node serves no tag). Every poll re-reads
 //! the logs of the blocks after the checkpoint (the unconfirmed window), so a payment whose log
 //! is gone from the canonical chain is reverted, and one that reached its confirmations is
 //! confirmed. The checkpoint moves only past blocks whose logs were all recorded as final, so
 //! after a restart or an outage the watcher resumes there and misses nothing.
+//!
+//! Budget: a poll whose head and final block did not move asks nothing more; a chain with no
+//! session awaiting payment polls at `idle_poll_interval_ms` (late payments are still caught,
+//! from the checkpoint), and goes back to `poll_interval_ms` as soon as one waits.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, B256};
 use alloy::rpc::types::Log;
@@ -18,10 +24,12 @@ use tokio::sync::watch;
 use super::decode::{address_topic, decode_transfer};
 use super::rpc::{ChainRpc, RpcError};
 use super::status::ChainStatuses;
-use crate::config::{Chain, Merchant};
+use crate::config::{Chain, Finality, Merchant};
 use crate::domain::address::{self, lower_hex};
 use crate::domain::method::{Rail, Strategy, token_destination};
-use crate::store::{MatchResult, Observed, Outcome, SharedStore, StoreError, WriteOp, write};
+use crate::store::{
+    MatchResult, Observed, Outcome, SessionQuery, SharedStore, StoreError, WriteOp, write,
+};
 
 /// Up to this many watched addresses, logs are filtered by recipient at the node; beyond, every
 /// transfer of the token is fetched and filtered here.
@@ -29,6 +37,20 @@ const TOPIC_FILTER_MAX: usize = 100;
 
 /// How long one RPC call may take.
 const RPC_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An unfiltered `eth_getLogs` answer above this many logs halves the span, so the next stays
+/// well under the result caps providers enforce (TRON's JSON-RPC: 10,000).
+const UNFILTERED_RESULTS_SOFT_CAP: usize = 5000;
+
+/// Blocks per unfiltered `eth_getLogs` on TRON (~100 USDT transfers a block, 10,000 results at
+/// most per answer).
+const TRON_UNFILTERED_SPAN: u64 = 50;
+
+/// The newest sessions per merchant looked at to tell whether one awaits payment on a chain.
+const AWAITING_LOOKBACK: usize = 100;
+
+/// Longest wait between polls after failures.
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// Why a poll stopped early (the next one retries from the durable checkpoint).
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +61,9 @@ pub enum PollError {
     Store(#[from] StoreError),
     #[error("the node returned a log without {0}")]
     Incomplete(&'static str),
+    /// `second_opinion`: the other provider's receipt does not show this transfer as served.
+    #[error("second opinion disagrees on {0}: not counted until the providers agree")]
+    Disagreement(String),
 }
 
 /// Who owns a watched address: the merchant and method a transfer to it belongs to.
@@ -78,6 +103,11 @@ pub struct ChainWatcher {
     block_times: HashMap<u64, u64>,
     /// The span of blocks per `eth_getLogs` the node accepts.
     span: u64,
+    /// (head, final block, watched addresses) of the last complete poll: when none moved, the
+    /// logs are not asked again.
+    last_round: Option<(u64, u64, usize)>,
+    /// The node answered the `finalized` tag (None = not asked yet).
+    tag_served: Option<bool>,
 }
 
 impl ChainWatcher {
@@ -87,7 +117,12 @@ impl ChainWatcher {
         store: SharedStore,
         statuses: ChainStatuses,
     ) -> Result<ChainWatcher, String> {
-        let rpc = ChainRpc::new(chain.chain_id, &chain.rpc_urls, RPC_TIMEOUT)?;
+        let rpc = ChainRpc::new(
+            chain.chain_id,
+            &chain.rpc_urls,
+            &chain.rpc_headers,
+            RPC_TIMEOUT,
+        )?;
         let mut owners = HashMap::new();
         let mut xpubs = Vec::new();
         for m in merchants {
@@ -123,6 +158,12 @@ impl ChainWatcher {
             s.token = chain.token.clone();
             s.poll_interval_ms = chain.poll_interval_ms;
             s.rpc_url = rpc.current_url();
+            s.urls = rpc.url_states();
+            s.finality = match chain.finality {
+                Finality::Finalized => "finalized".into(),
+                Finality::Confirmations => "confirmations".into(),
+            };
+            s.second_opinion = chain.second_opinion;
         });
         Ok(ChainWatcher {
             contract: Address::from(chain.contract),
@@ -135,6 +176,8 @@ impl ChainWatcher {
             xpubs,
             known: HashMap::new(),
             block_times: HashMap::new(),
+            last_round: None,
+            tag_served: None,
         })
     }
 
@@ -151,10 +194,13 @@ impl ChainWatcher {
         format!("evm:{}:", self.chain.chain_id)
     }
 
-    /// Polls until `stop` turns true; failures are reported in the status and retried with
-    /// backoff (up to a minute). With a `ws_url`, each announced head polls at once.
+    /// Polls until `stop` turns true, at `poll_interval_ms` while a session awaits payment on
+    /// this chain and at `idle_poll_interval_ms` otherwise. Failures back off (up to a minute)
+    /// and are logged when the state changes, not on every retry; the state is always in the
+    /// status. With a `ws_url`, each announced head polls at once while a session waits.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        let interval = Duration::from_millis(self.chain.poll_interval_ms);
+        let active = Duration::from_millis(self.chain.poll_interval_ms);
+        let idle = Duration::from_millis(self.chain.idle_poll_interval_ms);
         let wake = Arc::new(tokio::sync::Notify::new());
         let heads = self.chain.ws_url.clone().map(|url| {
             tokio::spawn(super::heads::run(
@@ -165,30 +211,91 @@ impl ChainWatcher {
                 stop.clone(),
             ))
         });
-        let mut backoff = interval;
+        let mut backoff = active;
+        let mut last_poll: Option<Instant> = None;
+        let mut retry_at: Option<Instant> = None;
+        // (since, failed polls, the state shown) while polls fail.
+        let mut failing: Option<(Instant, u64, &'static str)> = None;
+        let mut woken = false;
         loop {
-            let wait = match self.poll().await {
-                Ok(()) => {
-                    backoff = interval;
-                    interval
+            let awaiting = idle == active || self.awaiting();
+            let interval = if awaiting { active } else { idle };
+            let now = Instant::now();
+            let due = retry_at.map_or_else(
+                || woken || last_poll.is_none_or(|t| now.duration_since(t) >= interval),
+                |r| now >= r,
+            );
+            let wait = if due {
+                last_poll = Some(now);
+                retry_at = None;
+                let result = self.poll().await;
+                let interval_ms = u64::try_from(interval.as_millis()).unwrap_or(u64::MAX);
+                self.statuses.update(&self.chain.name, |s| {
+                    s.poll_interval_ms = interval_ms;
+                    s.idle = !awaiting;
+                });
+                match result {
+                    Ok(()) => {
+                        if let Some((since, polls, _)) = failing.take() {
+                            tracing::info!(chain = %self.chain.name, failed_polls = polls, down_for = ?since.elapsed(), "chain polls succeed again");
+                        }
+                        backoff = active;
+                        active
+                    }
+                    Err(e) => {
+                        let text = crate::redact::redact_text(&e.to_string());
+                        let (state, pause) = match &e {
+                            PollError::Rpc(RpcError::RateLimited(d)) => ("rate_limited", *d),
+                            PollError::Rpc(RpcError::WrongChain { .. }) => ("wrong_chain", backoff),
+                            PollError::Rpc(_) => ("down", backoff),
+                            PollError::Disagreement(_) => ("disagreement", backoff),
+                            _ => ("failing", backoff),
+                        };
+                        match &mut failing {
+                            Some((_, polls, shown)) if *shown == state => {
+                                *polls += 1;
+                                tracing::debug!(chain = %self.chain.name, error = %text, "chain poll failed again");
+                            }
+                            _ => {
+                                tracing::warn!(chain = %self.chain.name, error = %text, state, "chain poll failed; retrying with backoff, logged again when the state changes");
+                                let since = failing.map_or_else(Instant::now, |f| f.0);
+                                failing = Some((since, 1, state));
+                            }
+                        }
+                        let (errors, last) = (self.rpc.errors, self.rpc.last_error.clone());
+                        let (requests, limited, urls) = (
+                            self.rpc.requests,
+                            self.rpc.rate_limited,
+                            self.rpc.url_states(),
+                        );
+                        self.statuses.update(&self.chain.name, |s| {
+                            s.rpc_down = state == "down" || state == "wrong_chain";
+                            s.rate_limited = state == "rate_limited";
+                            s.state = state.to_owned();
+                            s.rpc_errors = errors;
+                            s.rpc_requests = requests;
+                            s.rpc_rate_limited = limited;
+                            s.urls = urls;
+                            s.last_error = if state == "disagreement" {
+                                Some(text.clone())
+                            } else {
+                                last.or_else(|| Some(text.clone()))
+                            };
+                        });
+                        backoff = (backoff * 2).min(MAX_BACKOFF);
+                        let pause = pause.max(active).min(MAX_BACKOFF);
+                        retry_at = Some(Instant::now() + pause);
+                        pause
+                    }
                 }
-                Err(e) => {
-                    tracing::warn!(chain = %self.chain.name, error = %crate::redact::redact_text(&e.to_string()), "chain poll failed");
-                    let down = matches!(e, PollError::Rpc(RpcError::AllDown(_)));
-                    let (errors, last) = (self.rpc.errors, self.rpc.last_error.clone());
-                    self.statuses.update(&self.chain.name, |s| {
-                        s.rpc_down = down;
-                        s.rpc_errors = errors;
-                        s.last_error =
-                            last.or_else(|| Some(crate::redact::redact_text(&e.to_string())));
-                    });
-                    backoff = (backoff * 2).min(Duration::from_secs(60));
-                    backoff
-                }
+            } else {
+                // Not due (idle): look again at the next tick whether a session now waits.
+                active
             };
+            woken = false;
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = wake.notified() => {}
+                _ = wake.notified(), if awaiting => { woken = true; }
                 _ = stop.changed() => {}
             }
             if *stop.borrow() {
@@ -198,6 +305,54 @@ impl ChainWatcher {
                 return;
             }
         }
+    }
+
+    /// Whether anything on this chain waits: a payment in the unconfirmed window, or an open
+    /// session (among each merchant's newest) offering this chain. A store error counts as yes:
+    /// polling faster costs requests, polling slower costs a customer's wait.
+    fn awaiting(&self) -> bool {
+        if !self.known.is_empty() {
+            return true;
+        }
+        match self.store.chain_pending(&format!(
+            "evm:{}:{}:",
+            self.chain.chain_id,
+            lower_hex(&self.chain.contract)
+        )) {
+            Ok(p) if !p.is_empty() => return true,
+            Err(_) => return true,
+            Ok(_) => {}
+        }
+        let mut merchants: Vec<&str> = self
+            .owners
+            .values()
+            .map(|o| o.merchant.as_str())
+            .chain(self.xpubs.iter().map(|(_, o, _)| o.merchant.as_str()))
+            .collect();
+        merchants.sort_unstable();
+        merchants.dedup();
+        for m in merchants {
+            let q = SessionQuery {
+                merchant_id: m.to_owned(),
+                livemode: !self.chain.test,
+                limit: AWAITING_LOOKBACK,
+                ..Default::default()
+            };
+            match self.store.list_sessions(&q) {
+                Ok(page) => {
+                    if page.items.iter().any(|s| {
+                        s.status.is_awaiting()
+                            && s.payment_options
+                                .iter()
+                                .any(|o| o.network.as_deref() == Some(self.chain.name.as_str()))
+                    }) {
+                        return true;
+                    }
+                }
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     /// Learns the xpub addresses handed out since the last poll.
@@ -218,8 +373,36 @@ impl ChainWatcher {
         self.refresh_xpub_addresses()?;
         let head = self.rpc.head().await?;
         let confirmations = u64::from(self.chain.confirmations);
-        // Blocks up to `final_upto` have at least `confirmations` confirmations.
-        let final_upto = (head + 1).saturating_sub(confirmations);
+        // Blocks up to `final_upto` have at least `confirmations` confirmations (and, with
+        // `finality = "finalized"`, are at or below the chain's finalized block).
+        let counted = (head + 1).saturating_sub(confirmations);
+        let final_upto = match self.chain.finality {
+            Finality::Confirmations => counted,
+            Finality::Finalized => {
+                let tag = self.rpc.finalized().await?;
+                if self.tag_served != Some(tag.is_some()) {
+                    match tag {
+                        Some(f) => {
+                            tracing::info!(chain = %self.chain.name, finalized = f, "finality from the chain's finalized tag")
+                        }
+                        None => {
+                            tracing::warn!(chain = %self.chain.name, "the node serves no finalized tag: finality from the confirmation count")
+                        }
+                    }
+                    self.tag_served = Some(tag.is_some());
+                }
+                let f = tag.map_or(counted, |f| f.min(counted));
+                self.statuses
+                    .update(&self.chain.name, |s| s.finalized_block = tag);
+                f
+            }
+        };
+        let round = (head, final_upto, self.owners.len());
+        if self.last_round == Some(round) {
+            // Nothing moved since the last complete poll: no logs to ask for.
+            self.report_ok(head, None, 0);
+            return Ok(());
+        }
         let key = self.cursor_key();
         let mut checkpoint = match self.store.cursor(&key)? {
             Some(c) => c,
@@ -248,7 +431,14 @@ impl ChainWatcher {
         let from = checkpoint + 1;
         let mut a = from;
         while a <= head {
-            let mut b = a.saturating_add(self.span - 1).min(head);
+            // Unfiltered on TRON, where each block holds ~100 USDT transfers: ranges small
+            // enough to stay under its 10,000-result cap from the first request.
+            let span = if recipients.is_none() && self.chain.tron {
+                self.span.min(TRON_UNFILTERED_SPAN)
+            } else {
+                self.span
+            };
+            let mut b = a.saturating_add(span - 1).min(head);
             // A chunk never straddles the final boundary, so the checkpoint can follow it.
             if a <= final_upto && b > final_upto {
                 b = final_upto;
@@ -257,13 +447,19 @@ impl ChainWatcher {
                 .rpc
                 .transfer_logs(self.contract, recipients.as_deref(), a, b)
                 .await?;
+            let served_by = self.rpc.current_index();
             if let Some(accepted) = accepted
                 && accepted < self.span
             {
                 tracing::info!(chain = %self.chain.name, span = accepted, "the node limits log ranges; using smaller ones");
                 self.span = accepted.max(1);
             }
-            self.process(&logs, head, &pending_ids, &mut seen).await?;
+            if recipients.is_none() && logs.len() > UNFILTERED_RESULTS_SOFT_CAP && self.span > 1 {
+                self.span = (self.span / 2).max(1);
+                tracing::info!(chain = %self.chain.name, span = self.span, logs = logs.len(), "many transfers per range: using smaller ranges to stay under the provider's result cap");
+            }
+            self.process(&logs, head, final_upto, served_by, &pending_ids, &mut seen)
+                .await?;
             if b <= final_upto {
                 self.set_checkpoint(b).await?;
                 checkpoint = b;
@@ -291,17 +487,36 @@ impl ChainWatcher {
         }
         self.known.retain(|_, (block, _)| *block > checkpoint);
         self.block_times.retain(|b, _| *b > checkpoint);
-        let (errors, url) = (self.rpc.errors, self.rpc.current_url());
+        self.last_round = Some(round);
+        self.report_ok(head, Some(checkpoint), reverted);
+        Ok(())
+    }
+
+    /// A successful poll, in the status.
+    fn report_ok(&self, head: u64, checkpoint: Option<u64>, reverted: u64) {
+        let (errors, url, urls) = (
+            self.rpc.errors,
+            self.rpc.current_url(),
+            self.rpc.url_states(),
+        );
+        let (requests, limited, span) = (self.rpc.requests, self.rpc.rate_limited, self.span);
         self.statuses.update(&self.chain.name, |s| {
             s.head = head;
-            s.checkpoint = checkpoint;
+            if let Some(c) = checkpoint {
+                s.checkpoint = c;
+            }
             s.last_ok_ms = chrono::Utc::now().timestamp_millis();
             s.rpc_down = false;
+            s.rate_limited = false;
+            s.state = "ok".into();
             s.rpc_errors = errors;
+            s.rpc_requests = requests;
+            s.rpc_rate_limited = limited;
             s.rpc_url = url;
+            s.urls = urls;
             s.payments_reverted += reverted;
+            s.log_span = span;
         });
-        Ok(())
     }
 
     async fn set_checkpoint(&self, value: u64) -> Result<(), PollError> {
@@ -316,10 +531,13 @@ impl ChainWatcher {
 
     /// Hands the chunk's transfers to the matcher: all submitted at once, so they share one
     /// commit, and in log order, so two payments of one session apply in chain order.
+    #[allow(clippy::too_many_arguments)]
     async fn process(
         &mut self,
         logs: &[Log],
         head: u64,
+        final_upto: u64,
+        served_by: usize,
         pending: &HashMap<&str, &str>,
         seen: &mut HashSet<String>,
     ) -> Result<(), PollError> {
@@ -345,8 +563,15 @@ impl ChainWatcher {
             let index = log.log_index.ok_or(PollError::Incomplete("logIndex"))?;
             let reference = format!("{}{tx:#x}:{index}", self.prefix());
             seen.insert(reference.clone());
-            let confirmations = u32::try_from(head.saturating_sub(block) + 1).unwrap_or(u32::MAX);
-            let is_final = confirmations >= self.chain.confirmations;
+            let counted = u32::try_from(head.saturating_sub(block) + 1).unwrap_or(u32::MAX);
+            let is_final = block <= final_upto;
+            // Below finality the count stops one short of the requirement, so the matcher (which
+            // confirms at the count) waits for the finalized tag too.
+            let confirmations = if is_final {
+                counted
+            } else {
+                counted.min(self.chain.confirmations.saturating_sub(1))
+            };
             // The payment whose confirmations this log updates, if it was recorded before (in
             // this run, or before a restart).
             let confirming = match self.known.get(&reference) {
@@ -366,6 +591,9 @@ impl ChainWatcher {
                 }
                 _ => pending.get(reference.as_str()).map(|p| (*p).to_owned()),
             };
+            if is_final && self.chain.second_opinion {
+                self.second_opinion(log, served_by, &reference).await?;
+            }
             let op = match &confirming {
                 Some(payment_id) => WriteOp::ConfirmPayment {
                     payment_id: payment_id.clone(),
@@ -457,6 +685,43 @@ impl ChainWatcher {
             s.payments_matched += matched;
         });
         Ok(())
+    }
+
+    /// `second_opinion`: the transaction's receipt from another URL must hold this very log
+    /// (same block, index, contract, topics and amount), successfully executed. Otherwise the
+    /// poll stops before it is counted (the checkpoint stays, the next poll asks again from the
+    /// other URL first): one provider cannot invent money, and the disagreement is shown.
+    async fn second_opinion(
+        &mut self,
+        log: &Log,
+        served_by: usize,
+        reference: &str,
+    ) -> Result<(), PollError> {
+        let tx = log
+            .transaction_hash
+            .ok_or(PollError::Incomplete("transactionHash"))?;
+        let receipt = self.rpc.receipt_from(Some(served_by), tx).await?;
+        let agrees = receipt.is_some_and(|r| {
+            r.status()
+                && r.block_number == log.block_number
+                && r.inner.logs().iter().any(|l| {
+                    l.log_index == log.log_index
+                        && !l.removed
+                        && l.address() == log.address()
+                        && l.topics() == log.topics()
+                        && l.data().data == log.data().data
+                })
+        });
+        if agrees {
+            return Ok(());
+        }
+        self.statuses
+            .update(&self.chain.name, |s| s.second_opinion_refused += 1);
+        tracing::warn!(chain = %self.chain.name, %reference, "second opinion disagrees: another RPC URL does not return this transfer; not counted");
+        // Read the logs from another URL next time.
+        self.rpc.prefer_other_than(served_by);
+        self.last_round = None;
+        Err(PollError::Disagreement(reference.to_owned()))
     }
 
     /// When the money arrived: the block's timestamp (from the log, or asked once per block).
