@@ -7,11 +7,11 @@ use super::reservations::res_key;
 use super::session::save_session;
 use super::tx::{R, Tx};
 use super::{Ctx, Effect, OpError, Outcome};
-use crate::checkout::uri;
 use crate::domain::address::{self, lower_hex};
 use crate::domain::method::{Direction, Method, Rail, Strategy};
 use crate::domain::money::{format_units, minor_to_base};
 use crate::domain::session::{PaymentOption, Session};
+use crate::domain::uri;
 use crate::matching::{pick_unique_amount, unique_amount_range};
 
 /// The session holding (dest, amount) in this mode right now, or holding the whole address. A

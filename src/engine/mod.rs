@@ -11,8 +11,8 @@
 //! `Effect`s, which the caller records only once the commit succeeded: a rolled-back batch
 //! counts nothing.
 //!
-//! Imports: `domain`, `matching`, `checkout::uri` (payment URIs) and `metrics` (in
-//! `Effect::record` only); never `store` or `api`.
+//! Imports: `domain` and `matching`, and `metrics` in `Effect::record` only; never `store`,
+//! `checkout` or `api`.
 
 pub mod allocate;
 mod claims;

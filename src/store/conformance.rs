@@ -405,6 +405,69 @@ pub(crate) fn two_refunds_at_once(b: &dyn Backend) {
     assert_eq!(e.received, paid_base);
 }
 
+pub(crate) fn a_paid_pair_is_held_through_the_grace_then_released(b: &dyn Backend) {
+    let a = one_session(b, create(4_000, 1));
+    match b.race(vec![paid(&a, "evm:31337:0xgrace:0")]).pop() {
+        Some(Ok(Outcome::Match(MatchResult::Matched { .. }))) => {}
+        other => panic!("{other:?}"),
+    }
+    // Paid: the pair stays its session's for late money, so a new session finds no slot.
+    let r = b.race(vec![create(4_000, 1)]);
+    assert!(matches!(r[0], Err(OpError::NoSlot(_))), "{r:?}");
+    let later = crate::engine::now_ms() + GRACE_MS + 1_000;
+    let swept = b.race(vec![WriteOp::Sweep {
+        now_ms: later,
+        idempotency_ttl_ms: 86_400_000,
+        limit: 100,
+    }]);
+    assert!(
+        matches!(swept[0], Ok(Outcome::Swept { released, .. }) if released >= 1),
+        "{swept:?}"
+    );
+    let c = one_session(b, create(4_000, 1));
+    assert_eq!(
+        c.payment_options[0].payable_base,
+        a.payment_options[0].payable_base
+    );
+}
+
+pub(crate) fn an_assigned_credit_moves_its_reference_to_the_payment(b: &dyn Backend) {
+    let s = one_session(b, create(5_000, 3));
+    // Money at the session's address but of an amount nobody holds: an unmatched credit.
+    let mut stray = paid(&s, "evm:31337:0xstray:0");
+    if let WriteOp::Observe(o) = &mut stray {
+        o.amount_base += 77;
+    }
+    let credit = match b.race(vec![stray]).pop() {
+        Some(Ok(Outcome::Match(MatchResult::Unmatched { credit }))) => credit,
+        other => panic!("{other:?}"),
+    };
+    let r = b.race(vec![WriteOp::AssignCredit {
+        credit_id: credit.id.clone(),
+        session_id: s.id.clone(),
+    }]);
+    let payment_id = match &r[0] {
+        Ok(Outcome::Match(MatchResult::Matched { payment_id, .. })) => payment_id.clone(),
+        other => panic!("{other:?}"),
+    };
+    // The transfer is now that payment's, once: seen again, it is a duplicate of the payment.
+    let mut again = paid(&s, "evm:31337:0xstray:0");
+    if let WriteOp::Observe(o) = &mut again {
+        o.amount_base += 77;
+    }
+    let r = b.race(vec![again]);
+    assert!(
+        matches!(&r[0], Ok(Outcome::Match(MatchResult::Duplicate { existing })) if *existing == payment_id),
+        "{r:?}"
+    );
+    // And assigning the (now used) credit again changes nothing.
+    let r = b.race(vec![WriteOp::AssignCredit {
+        credit_id: credit.id.clone(),
+        session_id: s.id.clone(),
+    }]);
+    assert!(matches!(r[0], Err(OpError::Invalid(_))), "{r:?}");
+}
+
 /// Runs every conformance check on the backend `$make` builds (a fresh one per check).
 macro_rules! conformance {
     ($name:ident, $make:expr) => {
@@ -438,6 +501,14 @@ macro_rules! conformance {
             #[test]
             fn two_refunds_at_once() {
                 super::two_refunds_at_once(&$make);
+            }
+            #[test]
+            fn a_paid_pair_is_held_through_the_grace_then_released() {
+                super::a_paid_pair_is_held_through_the_grace_then_released(&$make);
+            }
+            #[test]
+            fn an_assigned_credit_moves_its_reference_to_the_payment() {
+                super::an_assigned_credit_moves_its_reference_to_the_payment(&$make);
             }
         }
     };

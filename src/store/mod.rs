@@ -1,6 +1,8 @@
-//! Durable state behind the `Store` trait. Writes are operations sent to one writer that commits
-//! every pending one in a single transaction (group commit) before any of them is acknowledged;
-//! reads use MVCC read transactions and never wait for the writer.
+//! Durable state behind the `Store` trait. Writes are operations sent to one writer that runs
+//! each through the engine's rules (`engine::apply`) over this backend's transaction
+//! (`redb_tx`), commits every pending one in a single transaction (group commit), and only then
+//! acknowledges them; reads use MVCC read transactions and never wait for the writer. The store
+//! keeps durability, indexes and the money invariants; the rules live in `engine`.
 
 pub mod backup;
 #[cfg(test)]
@@ -12,6 +14,8 @@ mod redb_store;
 mod redb_tx;
 mod reservations;
 mod tables;
+#[cfg(test)]
+mod writer_load;
 
 use std::sync::Arc;
 

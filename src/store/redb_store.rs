@@ -390,11 +390,13 @@ fn run_batch(
     })();
     match result {
         Ok(results) => {
-            for (job, r) in batch.drain(..).zip(results) {
-                let _ = job.reply.send(Ok(r));
-            }
+            // Committed: count what it did before anyone hears back, so a client that reads the
+            // metrics after its answer sees its own payment.
             for e in &effects {
                 e.record();
+            }
+            for (job, r) in batch.drain(..).zip(results) {
+                let _ = job.reply.send(Ok(r));
             }
             Ok(())
         }

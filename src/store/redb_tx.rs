@@ -376,13 +376,13 @@ impl Tx for RedbTx<'_, '_> {
     }
 
     fn put_reference(&mut self, reference: &str, id: &str) -> R<()> {
-        if let Some(v) = self.t.refs.get(reference)? {
+        // One lookup: the refusal fails the whole transaction, so the overwrite never commits.
+        if let Some(v) = self.t.refs.insert(reference, id)? {
             return Err(TxError::Invariant(format!(
                 "reference {reference} is already recorded as {}",
                 v.value()
             )));
         }
-        self.t.refs.insert(reference, id)?;
         Ok(())
     }
 
