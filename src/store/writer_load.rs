@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
 
-use super::{Observed, Outcome, RedbStore, Store, WriteOp};
+use super::{Observed, Outcome, RedbStore, WriteOp};
 use crate::domain::ids::new_id;
 use crate::domain::method::{Currency, Direction, Method, Rail, Strategy};
 use crate::domain::session::{PaymentStatus, Session, Status};
@@ -90,7 +90,7 @@ async fn run(
         tasks.push(tokio::spawn(async move {
             let mut out = Vec::new();
             loop {
-                let op = { rx.lock().await.recv().await };
+                let op = rx.lock().await.recv().await;
                 let Some(op) = op else { break };
                 match super::write(store.as_ref(), op, None).await {
                     Ok(Ok(o)) => out.push(o),
