@@ -33,6 +33,7 @@ pub mod config;
 pub mod daemon;
 pub mod doctor;
 pub mod domain;
+pub mod engine;
 pub mod matching;
 pub mod metrics;
 pub mod notify;

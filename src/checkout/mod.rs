@@ -3,4 +3,5 @@
 pub mod i18n;
 pub mod page;
 pub mod qr;
-pub mod uri;
+/// Payment URIs are the rails' (`domain::uri`); kept here under their old path.
+pub use crate::domain::uri;

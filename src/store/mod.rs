@@ -1,34 +1,39 @@
-//! Durable state behind the `Store` trait. Writes are operations sent to one writer that commits
-//! every pending one in a single transaction (group commit) before any of them is acknowledged;
-//! reads use MVCC read transactions and never wait for the writer.
+//! Durable state behind the `Store` trait. Writes are operations sent to one writer that runs
+//! each through the engine's rules (`engine::apply`) over this backend's transaction
+//! (`redb_tx`), commits every pending one in a single transaction (group commit), and only then
+//! acknowledges them; reads use MVCC read transactions and never wait for the writer. The store
+//! keeps durability, indexes and the money invariants; the rules live in `engine`.
 
 pub mod backup;
-mod credits;
-mod ops;
+#[cfg(test)]
+pub mod conformance;
+mod lanes;
+pub mod memory;
+mod migrate;
 mod redb_store;
-mod refunds;
+mod redb_tx;
 mod reservations;
 mod tables;
-mod webhooks;
+#[cfg(test)]
+mod writer_load;
 
 use std::sync::Arc;
 
-use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::oneshot;
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
-use crate::domain::method::Method;
-use crate::domain::session::{Session, Status, TransitionError};
-use crate::domain::webhook::{AfterAttempt, Attempt, Delivery, SigningSecret, WebhookEndpoint};
+use crate::domain::session::{Session, Status};
+use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
 
-pub use credits::Retention;
-pub use ops::{credit_json, sender_key};
+pub use crate::engine::outbox::MAX_ENDPOINTS;
+pub use crate::engine::reservations::{Reservation, ReservationIndex};
+pub use crate::engine::{
+    Credit, IdempotencyRecord, IdempotencyWrite, MatchResult, Observed, OpError, Outcome, RenderFn,
+    Retention, WriteOp, credit_json, sender_key,
+};
 pub use redb_store::{DbHandle, RedbStore};
-pub use reservations::ReservationIndex;
-pub use tables::Reservation;
-pub use webhooks::MAX_ENDPOINTS;
 
 /// The storage itself failed: the whole batch was rolled back, nothing was acknowledged.
 #[derive(Debug, Error, Clone)]
@@ -44,274 +49,6 @@ pub enum StoreError {
     Overloaded,
     #[error("the database is in use by another process (is the daemon running?)")]
     Locked,
-}
-
-/// Why one operation was refused; the rest of its batch is unaffected.
-#[derive(Debug, Error, Clone, PartialEq, Eq)]
-pub enum OpError {
-    #[error("no such {0}")]
-    NotFound(&'static str),
-    #[error("{0}")]
-    Transition(#[from] TransitionError),
-    #[error("{0}")]
-    NoSlot(String),
-    #[error("{0}")]
-    Invalid(String),
-    /// Refused by the object's state (a refund beyond what was received, a credit already
-    /// used): a 409 with this stable code.
-    #[error("{message}")]
-    Conflict { code: &'static str, message: String },
-}
-
-/// A response recorded under an Idempotency-Key, replayed byte for byte.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct IdempotencyRecord {
-    /// SHA-256 of method, path and body: a different request under the same key is a conflict.
-    pub fingerprint: String,
-    pub status: u16,
-    pub body: String,
-    pub created_at_ms: i64,
-}
-
-/// Renders an operation's result as (status, body) for the idempotency record; `None` keeps none.
-pub type RenderFn = Box<dyn FnOnce(&Result<Outcome, OpError>) -> Option<(u16, String)> + Send>;
-
-/// Asks the writer to record the operation's response under an Idempotency-Key in the same
-/// transaction as the operation itself.
-pub struct IdempotencyWrite {
-    /// `merchant \x1f mode \x1f key`.
-    pub scope_key: String,
-    pub fingerprint: String,
-    /// Renders the outcome as (status, body); `None` keeps nothing (a retryable failure).
-    pub render: RenderFn,
-}
-
-/// A money movement a watcher (or `simulate`) observed.
-#[derive(Debug, Clone)]
-pub struct Observed {
-    /// Physical destination, as `Method::destination_key` computes it.
-    pub destination: String,
-    pub amount_base: u128,
-    pub decimals: u32,
-    /// Unique across all time: `upi:<utr>`, `evm:<chain>:<tx>:<log_index>`.
-    pub reference: String,
-    pub livemode: bool,
-    pub utr: Option<String>,
-    pub tx_hash: Option<String>,
-    pub log_index: Option<u64>,
-    pub block_number: Option<u64>,
-    pub confirmations: u32,
-    pub confirmed: bool,
-    pub received_at_ms: i64,
-    /// Who a credit that matches nothing belongs to, when the destination tells.
-    pub owner: Option<(String, String)>,
-    /// Match only this session (a claim), never another.
-    pub only_session: Option<String>,
-    /// For the record: which feed reported it (`sms`, `manual`, `simulate`, a chain), and the
-    /// SMS sender id.
-    pub source: Option<String>,
-    pub sender: Option<String>,
-    /// The sender's address of a token transfer, when known (refunds go back there).
-    pub from: Option<String>,
-}
-
-/// An unmatched credit: money that arrived and belongs to no session (yet).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Credit {
-    pub id: String,
-    pub merchant_id: Option<String>,
-    pub method: Option<String>,
-    pub destination: String,
-    pub amount_base: u128,
-    pub decimals: u32,
-    pub reference: String,
-    pub utr: Option<String>,
-    pub tx_hash: Option<String>,
-    pub livemode: bool,
-    pub received_at_ms: i64,
-    pub status: String,
-    pub reason: String,
-    /// Where an alert came from (`sms`, `manual`), and its SMS sender id.
-    #[serde(default)]
-    pub source: Option<String>,
-    #[serde(default)]
-    pub sender: Option<String>,
-}
-
-/// What the matcher did with an observed payment.
-#[derive(Debug, Clone, PartialEq)]
-pub enum MatchResult {
-    Matched {
-        session: Box<Session>,
-        payment_id: String,
-    },
-    /// The reference was recorded before: nothing changed.
-    Duplicate {
-        existing: String,
-    },
-    Unmatched {
-        credit: Box<Credit>,
-    },
-    /// Matches no session and is not final yet (`Observed::confirmed == false`): nothing was
-    /// recorded; the watcher reports it again once final.
-    Deferred,
-}
-
-/// One write, executed by the writer inside a batch transaction.
-pub enum WriteOp {
-    CreateSession {
-        session: Box<Session>,
-        methods: Vec<Method>,
-    },
-    /// Cancel (`expire == false`) or end now as expired.
-    EndSession {
-        merchant_id: String,
-        livemode: bool,
-        id: String,
-        expire: bool,
-    },
-    Observe(Box<Observed>),
-    ConfirmPayment {
-        payment_id: String,
-        confirmations: u32,
-    },
-    RevertPayment {
-        payment_id: String,
-    },
-    /// A reversal alert named `reference`: flag its payment (`payment.reversed`). Only a
-    /// payment of this merchant and mode: another merchant's alert (anyone who can SMS or mail
-    /// that merchant's forwarder) must not flag it.
-    ReversePayment {
-        reference: String,
-        merchant_id: String,
-        livemode: bool,
-    },
-    /// Expires due sessions, releases reservations past their grace, drops old idempotency keys.
-    Sweep {
-        now_ms: i64,
-        idempotency_ttl_ms: i64,
-        limit: usize,
-    },
-    CreateKey {
-        key: Box<ApiKey>,
-        hash: String,
-    },
-    RevokeKey {
-        key_id: String,
-        now_ms: i64,
-    },
-    /// The notifier's result for one delivery attempt.
-    RecordAttempt {
-        delivery_id: String,
-        attempt: Attempt,
-        after: AfterAttempt,
-    },
-    /// Gives a merchant a default signing secret for one mode if it has none (at start).
-    EnsureMerchantSecret {
-        merchant_id: String,
-        livemode: bool,
-        secret: String,
-    },
-    RotateMerchantSecret {
-        merchant_id: String,
-        livemode: bool,
-        secret: String,
-        old_valid_until_ms: i64,
-    },
-    CreateEndpoint {
-        endpoint: Box<WebhookEndpoint>,
-    },
-    DeleteEndpoint {
-        merchant_id: String,
-        livemode: bool,
-        id: String,
-    },
-    RotateEndpointSecret {
-        merchant_id: String,
-        livemode: bool,
-        id: String,
-        secret: String,
-        old_valid_until_ms: i64,
-    },
-    /// An alert that is not money (a debit, an OTP, a stranger's SMS…), kept with the reason.
-    RecordIgnored {
-        credit: Box<Credit>,
-    },
-    /// A reference (UTR or tx hash) a customer submitted on the page.
-    Claim {
-        session_id: String,
-        reference: String,
-    },
-    /// The operator attaches an unmatched credit to a session.
-    AssignCredit {
-        credit_id: String,
-        session_id: String,
-    },
-    /// The operator rejects queued claims of a credit (one session's, or all of them).
-    RejectClaim {
-        credit_id: String,
-        session_id: Option<String>,
-    },
-    /// The customer names, before paying, the address a token payment will come from
-    /// (`sender_key` form), so a claim of a transfer from it can be tied to them.
-    DeclareSender {
-        session_id: String,
-        address: String,
-    },
-    /// A watcher's durable cursor (e.g. the last IMAP UID processed).
-    SetCursor {
-        key: String,
-        value: u64,
-    },
-    /// Queues an event again for every destination that wants it now.
-    Redeliver {
-        merchant_id: String,
-        livemode: bool,
-        event_id: String,
-    },
-    /// A merchant asks for a refund: checked against what the session received and reserved
-    /// in the same step. `amount_base: None` refunds everything left; `method: None` means the
-    /// only method that received money.
-    CreateRefund {
-        refund: Box<crate::domain::refund::Refund>,
-        method: Option<String>,
-        amount_base: Option<u128>,
-    },
-    /// The operator reports how a pending refund ended.
-    FinishRefund {
-        refund_id: String,
-        outcome: crate::domain::refund::Outcome,
-    },
-    /// The operator sent an unmatched credit back to its payer.
-    ReturnCredit {
-        credit_id: String,
-        reference: String,
-    },
-}
-
-/// What a successful operation produced.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
-    Session(Box<Session>),
-    Match(MatchResult),
-    Swept {
-        expired: usize,
-        released: usize,
-        /// Idempotency records past their 24 hours.
-        forgotten: usize,
-    },
-    Key(Box<ApiKey>),
-    /// The Idempotency-Key was already used: its stored response.
-    Replay(IdempotencyRecord),
-    Deliveries(Vec<Delivery>),
-    Secrets(Vec<SigningSecret>),
-    Endpoint(Box<WebhookEndpoint>),
-    /// A claim was recorded (and waits for its money).
-    Claimed,
-    Refund(Box<crate::domain::refund::Refund>),
-    Credit(Box<Credit>),
-    /// Written; nothing to report.
-    Done,
 }
 
 /// A page of a newest-first list.

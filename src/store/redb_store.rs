@@ -7,8 +7,8 @@ use std::thread::JoinHandle;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
 use tokio::sync::{mpsc, oneshot};
 
-use super::ops::{Tables, WriterState, execute};
-use super::reservations::ReservationIndex;
+use super::redb_tx::{RedbTx, Tables, WriterState};
+use super::reservations::load_index;
 use super::tables::*;
 use super::{
     Credit, CreditQuery, EventQuery, IdempotencyRecord, IdempotencyWrite, OpError, Outcome, Page,
@@ -94,11 +94,13 @@ impl RedbStore {
         let db = open_db(path)?;
         let db = std::sync::Arc::new(db);
         let seq = init_tables(&db)?;
-        let res = ReservationIndex::load(&db).map_err(StoreError::Storage)?;
+        let res = load_index(&db).map_err(StoreError::Storage)?;
         let mut state = WriterState {
             seq,
             res,
             queued_deliveries: false,
+        };
+        let cfg = crate::engine::EngineConfig {
             grace_ms,
             retention,
         };
@@ -162,7 +164,7 @@ impl RedbStore {
                             continue;
                         }
                     };
-                    if let Err(e) = run_batch(&db, &mut state, &mut batch) {
+                    if let Err(e) = run_batch(&db, &cfg, &mut state, &mut batch) {
                         broken = Some(e.to_string());
                         last_try = None;
                     }
@@ -281,7 +283,7 @@ fn reopen(handle: &DbHandle, path: &Path, w: &mut WriterState) -> Result<(), Str
         }
     };
     let seq = init_tables(&db).map_err(|e| e.to_string())?;
-    let res = ReservationIndex::load(&db)?;
+    let res = load_index(&db)?;
     w.seq = seq;
     w.res = res;
     if let Ok(mut g) = handle.0.write() {
@@ -314,7 +316,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(EVENT_DELIVERIES).map_err(storage)?;
         txn.open_table(ENDPOINTS).map_err(storage)?;
         txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
-        super::webhooks::backfill(&txn).map_err(StoreError::Storage)?;
+        super::migrate::backfill(&txn).map_err(StoreError::Storage)?;
         txn.open_table(CLAIMS).map_err(storage)?;
         txn.open_table(CLAIM_REFS).map_err(storage)?;
         txn.open_table(CLAIM_QUEUE).map_err(storage)?;
@@ -343,20 +345,28 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         }
         meta.get("seq").map_err(storage)?.map_or(0, |g| g.value())
     };
-    super::refunds::rebuild_ledger(&txn).map_err(storage)?;
-    super::credits::migrate(&txn).map_err(storage)?;
+    super::migrate::rebuild_ledger(&txn).map_err(storage)?;
+    super::migrate::migrate(&txn).map_err(storage)?;
     txn.commit().map_err(storage)?;
     Ok(seq)
 }
 
-/// Executes a batch in one transaction and answers every job after the commit.
-fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) -> Result<(), StoreError> {
+/// Executes a batch in one transaction, each operation through the engine, and answers every
+/// job after the commit; only then are the operations' effects counted.
+fn run_batch(
+    db: &Database,
+    cfg: &crate::engine::EngineConfig,
+    w: &mut WriterState,
+    batch: &mut Vec<Job>,
+) -> Result<(), StoreError> {
     let start_seq = w.seq;
+    let mut effects = Vec::new();
     let result = (|| -> Result<Vec<Result<Outcome, OpError>>, StoreError> {
         let txn = db.begin_write().map_err(storage)?;
         let mut results = Vec::with_capacity(batch.len());
         {
             let mut t = Tables::open(&txn).map_err(storage)?;
+            let mut tx = RedbTx { t: &mut t, w };
             for job in batch.iter_mut() {
                 let op = std::mem::replace(
                     &mut job.op,
@@ -366,16 +376,25 @@ fn run_batch(db: &Database, w: &mut WriterState, batch: &mut Vec<Job>) -> Result
                         limit: 0,
                     },
                 );
-                let r = execute(&mut t, w, op, job.idempotency.take()).map_err(storage)?;
+                let mut cx = crate::engine::Ctx::new(cfg, crate::engine::now_ms());
+                let r = crate::engine::apply(&mut tx, &mut cx, op, job.idempotency.take())
+                    .map_err(storage)?;
+                effects.append(&mut cx.effects);
                 results.push(r);
             }
-            t.meta.insert("seq", w.seq).map_err(storage)?;
+            let seq = tx.w.seq;
+            t.meta.insert("seq", seq).map_err(storage)?;
         }
         txn.commit().map_err(storage)?;
         Ok(results)
     })();
     match result {
         Ok(results) => {
+            // Committed: count what it did before anyone hears back, so a client that reads the
+            // metrics after its answer sees its own payment.
+            for e in &effects {
+                e.record();
+            }
             for (job, r) in batch.drain(..).zip(results) {
                 let _ = job.reply.send(Ok(r));
             }
@@ -671,7 +690,7 @@ impl Store for RedbStore {
         // Every lane first, so a backlog in one never hides the others; then the earliest
         // overall, which also covers entries queued before the lane index existed.
         let mut ids =
-            super::webhooks::due_by_lane(&txn, now_ms, limit).map_err(StoreError::Storage)?;
+            super::lanes::due_by_lane(&txn, now_ms, limit).map_err(StoreError::Storage)?;
         for entry in outbox
             .range(..(now_ms.saturating_add(1), ""))
             .map_err(storage)?
@@ -744,7 +763,7 @@ impl Store for RedbStore {
     ) -> Result<Vec<SigningSecret>, StoreError> {
         let txn = self.read()?;
         let t = txn.open_table(MERCHANT_SECRETS).map_err(storage)?;
-        let key = super::webhooks::secret_key(merchant_id, livemode);
+        let key = super::redb_tx::secret_key(merchant_id, livemode);
         match t.get(key.as_str()).map_err(storage)? {
             Some(v) => decode("merchant secrets", v.value()),
             None => Ok(vec![]),
@@ -1023,6 +1042,68 @@ impl Store for RedbStore {
         match t.get(id).map_err(storage)? {
             Some(v) => decode("credit", v.value()).map(Some),
             None => Ok(None),
+        }
+    }
+}
+
+/// A redb database opened without the writer thread, for the conformance suite to drive the
+/// backend's `Tx` directly: the same tables, sequence and reservation index the writer keeps.
+#[cfg(test)]
+pub(crate) struct Standalone {
+    db: Database,
+    w: Mutex<WriterState>,
+}
+
+#[cfg(test)]
+impl Standalone {
+    pub(crate) fn open(path: &Path) -> Result<Standalone, StoreError> {
+        let db = open_db(path)?;
+        let seq = init_tables(&db)?;
+        let res = load_index(&db).map_err(StoreError::Storage)?;
+        Ok(Standalone {
+            db,
+            w: Mutex::new(WriterState {
+                seq,
+                res,
+                queued_deliveries: false,
+            }),
+        })
+    }
+
+    /// Runs `f` in one write transaction, committed when it returns `Ok`; on `Err` the
+    /// transaction is dropped (rolled back) and the in-memory state rebuilt, as the writer does.
+    pub(crate) fn with_tx<T>(
+        &self,
+        f: &mut dyn FnMut(&mut dyn crate::engine::Tx) -> crate::engine::R<T>,
+    ) -> crate::engine::R<T> {
+        use crate::engine::TxError;
+        let st = |e: &dyn std::fmt::Display| TxError::Storage(e.to_string());
+        let mut w = self.w.lock().map_err(|e| st(&e))?;
+        let txn = self.db.begin_write()?;
+        let start_seq = w.seq;
+        let out = {
+            let mut t = Tables::open(&txn)?;
+            let r = f(&mut RedbTx {
+                t: &mut t,
+                w: &mut w,
+            });
+            if r.is_ok() {
+                let seq = w.seq;
+                t.meta.insert("seq", seq)?;
+            }
+            r
+        };
+        match out {
+            Ok(v) => {
+                txn.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                drop(txn);
+                w.seq = start_seq;
+                w.res = load_index(&self.db).map_err(|e| st(&e))?;
+                Err(e)
+            }
         }
     }
 }

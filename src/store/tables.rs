@@ -96,23 +96,6 @@ pub const SESSION_REFUNDS: TableDefinition<(&str, &str), ()> =
 /// updated in the transaction of every payment and refund change.
 pub const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
 
-/// A reservation of one (destination, amount) pair by one session.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reservation {
-    pub session_id: String,
-    /// `None` while the session awaits payment; then the end of its grace window.
-    pub held_until_ms: Option<i64>,
-    /// The session ended with nothing received: a new session may take the slot at once when no
-    /// free one is left (see `FREED`).
-    pub reusable: bool,
-}
-
-impl Reservation {
-    pub fn is_held(&self, now_ms: i64) -> bool {
-        self.held_until_ms.is_none_or(|t| t > now_ms)
-    }
-}
-
 /// Encodes a session's (destination, amount) pairs for the expiry and processing tables.
 pub fn encode_holds<'a>(holds: impl Iterator<Item = (&'a str, u128)>) -> Vec<u8> {
     let mut out = Vec::new();
