@@ -64,6 +64,7 @@ fn session(amount: u64) -> Session {
         ended_at_ms: None,
         paid_late: false,
         seq: 0,
+        locale: None,
     }
 }
 
