@@ -15,7 +15,6 @@
 //! `created` sits beside `created_at`, a checkout session has `url`, `amount_total` and
 //! `payment_method_types`, a webhook endpoint `enabled_events` and `status`.
 
-
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
