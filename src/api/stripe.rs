@@ -175,6 +175,18 @@ fn normalise(req: &Req, segs: &[&str]) -> Result<(Option<Req>, Aliases), ApiErro
     let query = normalise_query(&req.query);
     let mut body: Option<Bytes> = None;
     let mut used = Vec::new();
+    // Errors about a renamed query parameter name the one the client sent.
+    if query.is_some() {
+        for (theirs, ours) in [
+            ("created[gte]", "created_gte"),
+            ("created[lte]", "created_lte"),
+        ] {
+            let sent = url::form_urlencoded::parse(req.query.as_bytes()).any(|(k, _)| k == theirs);
+            if sent {
+                used.push((theirs, ours));
+            }
+        }
+    }
     if req.method == http::Method::POST {
         let shape = shape(segs);
         let content_type = req
