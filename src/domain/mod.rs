@@ -9,6 +9,7 @@ pub mod method;
 pub mod money;
 pub mod refund;
 pub mod session;
+pub mod stripe_view;
 pub mod uri;
 pub mod validate;
 pub mod view;

@@ -334,7 +334,9 @@ async fn attempt(
     }
     let body = match stripe_version {
         None => serde_json::to_vec(&event_json(&event)).unwrap_or_default(),
-        Some(v) => serde_json::to_vec(&crate::api::stripe::event(&event, &v)).unwrap_or_default(),
+        Some(v) => {
+            serde_json::to_vec(&crate::domain::stripe_view::event(&event, &v)).unwrap_or_default()
+        }
     };
     let ts = now / 1000;
     let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
