@@ -42,6 +42,8 @@ pub struct Metrics {
     /// (method) → creates refused for want of a free slot.
     slots_exhausted: Mutex<BTreeMap<String, u64>>,
     slots_reused: AtomicU64,
+    /// Sessions read from the store (live status streams' cost shows here).
+    session_reads: AtomicU64,
 }
 
 /// How much of one price's capacity was in use when a session at that price was last created.
@@ -97,6 +99,7 @@ impl Metrics {
             slots: Mutex::new(BTreeMap::new()),
             slots_exhausted: Mutex::new(BTreeMap::new()),
             slots_reused: ZERO,
+            session_reads: ZERO,
         }
     }
 
@@ -200,6 +203,10 @@ impl Metrics {
 
     pub fn slot_reused(&self) {
         self.slots_reused.fetch_add(1, Relaxed);
+    }
+
+    pub fn session_read(&self) {
+        self.session_reads.fetch_add(1, Relaxed);
     }
 
     /// Capacity use per (method, livemode, price), busiest first (the console's table).
@@ -325,6 +332,11 @@ impl Metrics {
             out,
             "# HELP paywatch_payment_slots_reused_total Slots handed to a new session while a previous session's grace still ran.\n# TYPE paywatch_payment_slots_reused_total counter\npaywatch_payment_slots_reused_total {}",
             self.slots_reused.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP paywatch_store_session_reads_total Sessions read from the store, by anyone (idle status streams add none).\n# TYPE paywatch_store_session_reads_total counter\npaywatch_store_session_reads_total {}",
+            self.session_reads.load(Relaxed)
         );
         out.push_str(extra);
         out

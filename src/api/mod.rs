@@ -341,6 +341,11 @@ where
                 },
                 () = &mut shutdown => break,
             };
+            // Small writes go out at once: a status stream's event would otherwise wait for the
+            // ACK of the one before (Nagle against delayed ACK, about 40 ms on Linux).
+            if let Err(e) = io.set_nodelay(true) {
+                tracing::debug!(error = %e, %peer, "cannot set TCP_NODELAY");
+            }
             let activity = listener::Activity::new();
             let svc = hyper_util::service::TowerToHyperService::new(listener::ConnService {
                 inner: service.clone(),

@@ -18,7 +18,7 @@ use crate::store::{MatchResult, Observed, Outcome, WriteOp, write};
 /// `GET /c/{id}/events`: the live status stream.
 pub(super) fn events(state: &AppState, id: &str) -> Result<Response, ApiError> {
     load(state, id).and_then(|s| {
-        page::status_stream(
+        crate::checkout::stream::status_stream(
             state.store.clone(),
             s.id,
             state.streams.clone(),

@@ -1,8 +1,5 @@
-//! The hosted checkout page and what it loads: `/c/{id}`, its QR codes, its live status stream,
-//! and its assets. Everything is served by the daemon under a strict Content-Security-Policy.
-
-use std::convert::Infallible;
-use std::time::Duration;
+//! The hosted checkout page and what it loads: `/c/{id}`, its QR codes and its assets (the
+//! live status stream is `checkout::stream`). Everything is served by the daemon under a strict Content-Security-Policy.
 
 use askama::Template;
 use http::{HeaderValue, StatusCode};
@@ -10,8 +7,7 @@ use http::{HeaderValue, StatusCode};
 use super::i18n::{Lang, Strings};
 use crate::domain::money::format_units;
 use crate::domain::session::{PaymentStatus, Session, Status};
-use crate::domain::view::{public_status, rfc3339};
-use crate::store::SharedStore;
+use crate::domain::view::rfc3339;
 
 /// No inline script or style, nothing from elsewhere, forms only to ourselves.
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
@@ -171,69 +167,6 @@ pub fn asset(name: &str) -> Option<(&'static str, &'static str)> {
             "text/css; charset=utf-8",
         )),
         _ => None,
-    }
-}
-
-/// Server-Sent Events: the public status now, then on every change, until the session ends
-/// (bounded to an hour per connection; the page reconnects or falls back to polling).
-pub fn status_stream(
-    store: SharedStore,
-    id: String,
-    open: std::sync::Arc<std::sync::atomic::AtomicUsize>,
-    closing: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> Option<warp::reply::Response> {
-    use std::sync::atomic::Ordering;
-    use warp::Reply as _;
-    // At most this many streams at once (each polls the store 4 times a second); past it the
-    // page polls /status instead.
-    const MAX_STREAMS: usize = 2000;
-    if open.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
-        open.fetch_sub(1, Ordering::SeqCst);
-        return None;
-    }
-    let guard = StreamSlot(open);
-    let stream = futures_util::stream::unfold(
-        (store, id, String::new(), false, 0u32, guard),
-        move |(store, id, last, done, n, guard)| {
-            let closing = closing.clone();
-            async move {
-                if done {
-                    return None;
-                }
-                let mut n = n;
-                loop {
-                    if n > 0 {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    n += 1;
-                    if n > 14_400 || closing.load(Ordering::Relaxed) {
-                        return None;
-                    }
-                    let s = store.session(&id).ok().flatten()?;
-                    let json = serde_json::to_string(&public_status(&s)).ok()?;
-                    if json != last {
-                        let ended = !s.status.is_awaiting();
-                        let ev = warp::sse::Event::default()
-                            .event("status")
-                            .data(json.clone());
-                        return Some((Ok::<_, Infallible>(ev), (store, id, json, ended, n, guard)));
-                    }
-                }
-            }
-        },
-    );
-    let mut r = warp::sse::reply(warp::sse::keep_alive().stream(stream)).into_response();
-    r.headers_mut()
-        .insert("cache-control", HeaderValue::from_static("no-store"));
-    Some(r)
-}
-
-/// Counts an open stream; released when the stream (and its state) is dropped.
-struct StreamSlot(std::sync::Arc<std::sync::atomic::AtomicUsize>);
-
-impl Drop for StreamSlot {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 

@@ -154,6 +154,10 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<SigningSecret>, StoreError>;
     /// Wakes the notifier when a commit queued deliveries.
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify>;
+    /// The ids of sessions each committed batch changed, announced after the commit and before
+    /// the writers hear back, so a live status stream re-reads its session only when it moved
+    /// instead of polling. A receiver that falls behind gets `Lagged` and should re-read.
+    fn session_changes(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<str>>;
     fn credits(&self, limit: usize) -> Result<Vec<Credit>, StoreError>;
     /// Credits (or ignored alerts) newest first; `None` when `starting_after` names none of the
     /// query's merchant and mode.

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::thread::JoinHandle;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 
 use super::redb_tx::{RedbTx, Tables, WriterState};
 use super::reservations::load_index;
@@ -53,10 +53,15 @@ const REOPEN_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 /// Bytes the writer must be able to write and sync beside the database before it reopens it.
 const SPACE_PROBE: usize = 256 * 1024;
 
+/// Session ids the announcement channel holds for a slow listener before it lags (a lagging
+/// stream re-reads its session, so nothing is missed, only a read spent).
+const CHANGES_BUFFER: usize = 4096;
+
 /// The redb-backed store.
 pub struct RedbStore {
     db: DbHandle,
     outbox_signal: std::sync::Arc<tokio::sync::Notify>,
+    session_changes: broadcast::Sender<std::sync::Arc<str>>,
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     retention: super::Retention,
@@ -99,6 +104,7 @@ impl RedbStore {
             seq,
             res,
             queued_deliveries: false,
+            changed_sessions: Vec::new(),
         };
         let cfg = crate::engine::EngineConfig {
             grace_ms,
@@ -110,6 +116,8 @@ impl RedbStore {
         let wpath = path.to_path_buf();
         let outbox_signal = std::sync::Arc::new(tokio::sync::Notify::new());
         let signal = outbox_signal.clone();
+        let (session_changes, _) = broadcast::channel(CHANGES_BUFFER);
+        let changes = session_changes.clone();
         let writer = std::thread::Builder::new()
             .name("paywatch-writer".into())
             .spawn(move || {
@@ -164,7 +172,7 @@ impl RedbStore {
                             continue;
                         }
                     };
-                    if let Err(e) = run_batch(&db, &cfg, &mut state, &mut batch) {
+                    if let Err(e) = run_batch(&db, &cfg, &mut state, &mut batch, &changes) {
                         broken = Some(e.to_string());
                         last_try = None;
                     }
@@ -178,6 +186,7 @@ impl RedbStore {
         Ok(RedbStore {
             db: handle,
             outbox_signal,
+            session_changes,
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
             retention,
@@ -358,6 +367,7 @@ fn run_batch(
     cfg: &crate::engine::EngineConfig,
     w: &mut WriterState,
     batch: &mut Vec<Job>,
+    changes: &broadcast::Sender<std::sync::Arc<str>>,
 ) -> Result<(), StoreError> {
     let start_seq = w.seq;
     let mut effects = Vec::new();
@@ -395,6 +405,11 @@ fn run_batch(
             for e in &effects {
                 e.record();
             }
+            // Announced before the replies too, so a stream hears of a payment no later than
+            // the caller that wrote it. No listener is not an error.
+            for id in w.changed_sessions.drain(..) {
+                let _ = changes.send(id);
+            }
             for (job, r) in batch.drain(..).zip(results) {
                 let _ = job.reply.send(Ok(r));
             }
@@ -402,6 +417,7 @@ fn run_batch(
         }
         Err(e) => {
             w.seq = start_seq;
+            w.changed_sessions.clear();
             // The batch may have changed the in-memory reservations before it failed. The caller
             // writes nothing more until `reopen` has rebuilt them from the reopened file, so a
             // stale index can never hand one pair to two sessions.
@@ -491,6 +507,7 @@ impl Store for RedbStore {
     }
 
     fn session(&self, id: &str) -> Result<Option<Session>, StoreError> {
+        crate::metrics::METRICS.session_read();
         let txn = self.read()?;
         let t = txn.open_table(SESSIONS).map_err(storage)?;
         match t.get(id).map_err(storage)? {
@@ -772,6 +789,10 @@ impl Store for RedbStore {
 
     fn outbox_signal(&self) -> std::sync::Arc<tokio::sync::Notify> {
         self.outbox_signal.clone()
+    }
+
+    fn session_changes(&self) -> broadcast::Receiver<std::sync::Arc<str>> {
+        self.session_changes.subscribe()
     }
 
     fn claim_queue(&self, limit: usize) -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -1066,6 +1087,7 @@ impl Standalone {
                 seq,
                 res,
                 queued_deliveries: false,
+                changed_sessions: Vec::new(),
             }),
         })
     }
@@ -1096,10 +1118,12 @@ impl Standalone {
         match out {
             Ok(v) => {
                 txn.commit()?;
+                w.changed_sessions.clear();
                 Ok(v)
             }
             Err(e) => {
                 drop(txn);
+                w.changed_sessions.clear();
                 w.seq = start_seq;
                 w.res = load_index(&self.db).map_err(|e| st(&e))?;
                 Err(e)

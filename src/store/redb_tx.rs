@@ -37,6 +37,9 @@ pub struct WriterState {
     pub res: ReservationIndex,
     /// Set when the batch queued deliveries, so the notifier is woken only then.
     pub queued_deliveries: bool,
+    /// Sessions the batch changed, announced on `session_changes` once it commits (and
+    /// forgotten if it fails), so live status streams re-read only their own session.
+    pub changed_sessions: Vec<std::sync::Arc<str>>,
 }
 
 /// Every table, opened once per batch.
@@ -230,7 +233,12 @@ impl Tx for RedbTx<'_, '_> {
                 _ => {}
             }
         }
-        put_json(&mut t.sessions, &s.id, s)
+        put_json(&mut t.sessions, &s.id, s)?;
+        // A session just created has no stream open on it yet.
+        if before.is_some() {
+            self.w.changed_sessions.push(s.id.as_str().into());
+        }
+        Ok(())
     }
 
     fn due_expiries(&mut self, now: i64, limit: usize) -> R<Vec<(i64, String)>> {
