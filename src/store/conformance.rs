@@ -148,7 +148,9 @@ fn method(window: u32) -> Method {
     }
 }
 
-fn session(amount: u64) -> Session {
+/// An open test-mode session of `amount` with nothing set beyond what a create needs (shared
+/// with the writer load probe).
+pub(super) fn session(amount: u64) -> Session {
     let now = crate::engine::now_ms();
     Session {
         id: new_id("cs"),

@@ -4,7 +4,6 @@
 
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +12,7 @@ use rand::seq::SliceRandom;
 use super::{Observed, Outcome, RedbStore, WriteOp};
 use crate::domain::ids::new_id;
 use crate::domain::method::{Currency, Direction, Method, Rail, Strategy};
-use crate::domain::session::{PaymentStatus, Session, Status};
+use crate::domain::session::Session;
 
 fn upi() -> Method {
     Method {
@@ -37,34 +36,13 @@ fn upi() -> Method {
 }
 
 fn session(amount: u64) -> Session {
-    let now = crate::engine::now_ms();
     Session {
-        id: new_id("cs"),
-        merchant_id: "demo".into(),
-        livemode: false,
-        status: Status::Open,
-        payment_status: PaymentStatus::Unpaid,
-        amount,
         currency: Currency::Inr,
-        amount_received: 0,
         description: Some("order".into()),
-        customer_email: None,
-        customer_name: None,
         client_reference_id: Some("ref-1".into()),
-        payment_options: vec![],
         checkout_url: "http://localhost/c/x".into(),
-        success_url: None,
-        cancel_url: None,
-        notify_url: None,
-        payments: vec![],
-        metadata: BTreeMap::new(),
-        expires_at_ms: now + 1_800_000,
-        created_at_ms: now,
-        completed_at_ms: None,
-        ended_at_ms: None,
-        paid_late: false,
-        seq: 0,
-        locale: None,
+        expires_at_ms: crate::engine::now_ms() + 1_800_000,
+        ..super::conformance::session(amount)
     }
 }
 
