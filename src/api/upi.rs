@@ -267,18 +267,12 @@ async fn record(
             session,
             payment,
             utr,
-        } => json!({
-            "object": "upi_credit_result", "outcome": "matched", "session": session,
-            "payment": payment, "utr": utr,
-        }),
+        } => paid("matched", &session, &payment, json!(utr)),
         Recorded::Reversed {
             session,
             payment,
             utr,
-        } => json!({
-            "object": "upi_credit_result", "outcome": "reversed", "session": session,
-            "payment": payment, "utr": utr,
-        }),
+        } => paid("reversed", &session, &payment, json!(utr)),
         Recorded::Duplicate { existing, utr } => json!({
             "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
         }),
@@ -288,6 +282,14 @@ async fn record(
         Recorded::Ignored { reason, credit } => json!({
             "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
         }),
+    })
+}
+
+/// A result naming the session and payment an alert paid (or reversed).
+fn paid(outcome: &str, session: &str, payment: &str, utr: Value) -> Value {
+    json!({
+        "object": "upi_credit_result", "outcome": outcome, "session": session,
+        "payment": payment, "utr": utr,
     })
 }
 

@@ -219,9 +219,14 @@ impl Anvil {
         if self.dated.swap(false, Ordering::SeqCst) {
             return;
         }
-        let latest = self.rpc("eth_getBlockByNumber", json!(["latest", false])).await;
+        let latest = self
+            .rpc("eth_getBlockByNumber", json!(["latest", false]))
+            .await;
         let latest = u64::from_str_radix(
-            latest["timestamp"].as_str().unwrap().trim_start_matches("0x"),
+            latest["timestamp"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
             16,
         )
         .unwrap();
