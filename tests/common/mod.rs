@@ -4,6 +4,8 @@
 
 pub mod anvil;
 pub mod dovecot;
+#[path = "../support/pg_cluster.rs"]
+pub mod pg_cluster;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};

@@ -103,28 +103,46 @@ fn pg_config(o: &PgOptions) -> Result<postgres::Config, StoreError> {
     Ok(c)
 }
 
-/// Runs blocking database work without stalling the async runtime: on a multi-threaded
-/// runtime the worker hands its other tasks off first; elsewhere it simply runs.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current() {
-        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(f)
+/// Runs blocking database work without stalling the async runtime: on a worker of a
+/// multi-threaded runtime the worker hands its other tasks off first (`block_in_place`). The
+/// synchronous client drives its own small runtime and refuses to start inside another, so
+/// where a runtime is still entered after that (a `block_on` thread, a current-thread runtime)
+/// the work runs on a short-lived thread of its own; outside any runtime it simply runs.
+fn blocking<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    let aside = |f: Box<dyn FnOnce() -> T + Send + '_>| -> T {
+        if Handle::try_current().is_err() {
+            return f();
         }
-        _ => f(),
+        std::thread::scope(|s| match s.spawn(f).join() {
+            Ok(v) => v,
+            Err(panic) => std::panic::resume_unwind(panic),
+        })
+    };
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| aside(Box::new(f)))
+        }
+        Ok(_) => aside(Box::new(f)),
+        Err(_) => f(),
     }
 }
 
 /// Connects and applies the migrations: the schema version the database is at.
-pub fn connect_and_migrate(o: &PgOptions) -> Result<(Client, i32), StoreError> {
+fn connect_and_migrate(o: &PgOptions) -> Result<(Client, i32), StoreError> {
     let cfg = pg_config(o)?;
-    let mut c = blocking(|| cfg.connect(NoTls)).map_err(storage)?;
-    let v = blocking(|| schema::migrate(&mut c)).map_err(|e| StoreError::Storage(e.to_string()))?;
-    Ok((c, v))
+    blocking(|| {
+        let mut c = cfg.connect(NoTls).map_err(storage)?;
+        let v = schema::migrate(&mut c).map_err(|e| StoreError::Storage(e.to_string()))?;
+        Ok((c, v))
+    })
 }
 
 /// The PostgreSQL-backed store of one node.
 pub struct PgStore {
-    pool: Pool,
+    /// `None` only while dropping: the synchronous client closes its connections by blocking,
+    /// so the pool is dropped off the async runtime.
+    pool: Option<Pool>,
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     stop: Arc<AtomicBool>,
@@ -138,6 +156,16 @@ impl PgStore {
     /// Connects, migrates the schema (refusing one newer than this binary), and starts the
     /// writer and the listener.
     pub fn open(
+        o: &PgOptions,
+        grace_ms: i64,
+        retention: super::Retention,
+        queue: usize,
+    ) -> Result<PgStore, StoreError> {
+        // Wholly off the runtime: a connection dropped on a failed start closes by blocking.
+        blocking(|| PgStore::open_here(o, grace_ms, retention, queue))
+    }
+
+    fn open_here(
         o: &PgOptions,
         grace_ms: i64,
         retention: super::Retention,
@@ -182,7 +210,7 @@ impl PgStore {
                 .map_err(storage)?
         };
         Ok(PgStore {
-            pool,
+            pool: Some(pool),
             jobs: Mutex::new(Some(jobs)),
             writer: Mutex::new(Some(writer)),
             stop,
@@ -207,18 +235,24 @@ impl PgStore {
         }
     }
 
+    fn pool(&self) -> Result<&Pool, StoreError> {
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Storage("the store is closing".into()))
+    }
+
     /// Runs `f` on a pooled connection, off the async runtime's back.
-    fn read<T>(
+    fn read<T: Send>(
         &self,
-        f: impl FnOnce(&mut Client) -> Result<T, StoreError>,
+        f: impl FnOnce(&mut Client) -> Result<T, StoreError> + Send,
     ) -> Result<T, StoreError> {
         blocking(|| {
-            let mut c = self.pool.get().map_err(storage)?;
+            let mut c = self.pool()?.get().map_err(storage)?;
             f(&mut c)
         })
     }
 
-    fn body<T: serde::de::DeserializeOwned>(
+    fn body<T: serde::de::DeserializeOwned + Send>(
         &self,
         what: &str,
         sql: &str,
@@ -230,7 +264,7 @@ impl PgStore {
         })
     }
 
-    fn bodies<T: serde::de::DeserializeOwned>(
+    fn bodies<T: serde::de::DeserializeOwned + Send>(
         &self,
         what: &str,
         sql: &str,
@@ -247,11 +281,13 @@ impl PgStore {
 
     /// Runs `f` in one write transaction under the write lock, committed when it returns `Ok`
     /// (the conformance suite drives the backend's `Tx` through this).
+    /// Not for an async context: it blocks the calling thread.
     pub fn with_tx<T>(&self, f: &mut dyn FnMut(&mut dyn Tx) -> R<T>) -> R<T> {
         let mut stmts = Stmts::default();
-        blocking(|| {
+        (|| {
             let mut c = self
-                .pool
+                .pool()
+                .map_err(|e| TxError::Storage(e.to_string()))?
                 .get()
                 .map_err(|e| TxError::Storage(e.to_string()))?;
             let mut t = c.transaction().map_err(|e| tx::tx_error(&e))?;
@@ -265,13 +301,16 @@ impl PgStore {
             };
             t.commit().map_err(|e| tx::tx_error(&e))?;
             Ok(out)
-        })
+        })()
     }
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.close();
+        if let Some(pool) = self.pool.take() {
+            blocking(move || drop(pool));
+        }
     }
 }
 
