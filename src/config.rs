@@ -2175,3 +2175,91 @@ mod tests {
         assert_eq!(e.key, "chains.tron.second_opinion");
     }
 }
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    fn storage(lines: &str) -> String {
+        format!("[storage]\n{lines}\n[[merchants]]\nid = \"m\"\nname = \"M\"\n")
+    }
+
+    fn refused(lines: &str) -> ConfigError {
+        parse("c.toml", &storage(lines), &[]).expect_err(lines)
+    }
+
+    #[test]
+    fn postgres_storage_is_read_and_its_mistakes_named() {
+        let c = parse(
+            "c.toml",
+            &storage("backend = \"postgres\"\nurl = \"postgres://pw:secret@db.internal/pay\"\npool_size = 3"),
+            &[],
+        )
+        .expect("a postgres config");
+        let pg = c.postgres.expect("postgres options");
+        assert_eq!(pg.pool_size, 3);
+        assert_eq!(pg.statement_timeout_ms, 5_000);
+        assert!(
+            parse("c.toml", &storage(""), &[])
+                .unwrap()
+                .postgres
+                .is_none()
+        );
+
+        let e = refused("backend = \"sqlite\"");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:2", "storage.backend")
+        );
+        let e = refused("backend = \"postgres\"");
+        assert_eq!(e.key, "storage.url");
+        assert!(e.problem.contains("needs url"), "{}", e.problem);
+        let e = refused("backend = \"postgres\"\nurl = \"mysql://root:hunter2@x/y\"");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:3", "storage.url")
+        );
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the password leaked: {e}"
+        );
+        let e = refused("url = \"postgres://db/pay\"");
+        assert_eq!(e.key, "storage.url");
+        assert!(e.problem.contains("only used with"), "{}", e.problem);
+        let e = refused("backend = \"postgres\"\nurl = \"postgres://db/pay\"\npool_size = 0");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:4", "storage.pool_size")
+        );
+        let e = refused(
+            "backend = \"postgres\"\nurl = \"postgres://db/pay\"\nstatement_timeout_ms = 0",
+        );
+        assert_eq!(e.key, "storage.statement_timeout_ms");
+        let e = refused("backend = \"postgres\"\nurl_file = \"/nonexistent/pg-url\"");
+        assert_eq!(e.key, "storage.url_file");
+        assert!(
+            e.problem.contains("cannot read /nonexistent/pg-url"),
+            "{}",
+            e.problem
+        );
+        let e = refused("backend = \"postgres\"\nurl = \"postgres://db/pay\"\nurl_file = \"/x\"");
+        assert!(e.problem.contains("not both"), "{}", e.problem);
+    }
+
+    #[test]
+    fn the_url_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pg-url");
+        std::fs::write(&f, "postgres://pw:s3cret@db/pay\n").unwrap();
+        let c = parse(
+            "c.toml",
+            &storage(&format!(
+                "backend = \"postgres\"\nurl_file = \"{}\"",
+                f.display()
+            )),
+            &[],
+        )
+        .expect("url_file");
+        assert_eq!(c.postgres.unwrap().url, "postgres://pw:s3cret@db/pay");
+    }
+}

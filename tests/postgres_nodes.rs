@@ -207,4 +207,20 @@ async fn a_session_made_on_one_node_is_paid_on_another_and_seen_complete_on_a_th
         got.len(),
         "an event was delivered twice: {got:?}"
     );
+
+    // A key revoked elsewhere (here by the CLI, one more client of the database) is refused
+    // at once by every node, though each has just accepted it.
+    let (st, listed) = get(&c, &format!("{}/admin/v1/keys", ns[0].admin), ADMIN_TOKEN).await;
+    assert_eq!(st, 200, "{listed}");
+    let key_id = listed["data"][0]["id"].as_str().expect("key id").to_owned();
+    let out = cli(&ns[0].config, &["keys", "revoke", &key_id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for n in &ns {
+        let (st, v) = get(&c, &n.url(&format!("{SESSIONS}/{id}")), &key).await;
+        assert_eq!(st, 401, "a node still accepts a revoked key: {v}");
+    }
 }
