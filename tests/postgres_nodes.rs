@@ -224,3 +224,41 @@ async fn a_session_made_on_one_node_is_paid_on_another_and_seen_complete_on_a_th
         assert_eq!(st, 401, "a node still accepts a revoked key: {v}");
     }
 }
+
+/// `paywatch doctor` checks the connection, the schema version and the privileges, and says
+/// when the database is newer than the binary (a node that was not upgraded).
+#[test]
+fn doctor_checks_the_connection_the_schema_and_the_privileges() {
+    let url = pg_cluster::fresh_database();
+    let ns = nodes(&url, 5);
+    let report = |d: &Daemon| {
+        let out = cli(&d.config, &["doctor"]);
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let r = report(&ns[0]);
+    assert!(r.contains("PostgreSQL 1"), "{r}");
+    assert!(r.contains("empty database"), "{r}");
+    assert!(r.contains("may create the schema's tables"), "{r}");
+    // The CLI is a node too: keys create migrates the schema.
+    create_key(&ns[0].config, "demo", &[]);
+    let r = report(&ns[1]);
+    assert!(r.contains("as this binary"), "{r}");
+    assert!(r.contains("reads and writes every table"), "{r}");
+    let db = url.rsplit('/').next().unwrap();
+    pg_cluster::cluster().psql(db, "INSERT INTO paywatch_schema (version) VALUES (99)");
+    let r = report(&ns[2]);
+    assert!(r.contains("version 99 is newer than this binary"), "{r}");
+    // And a node refuses to start on it, naming why.
+    let out = cli(&ns[2].config, &["keys", "list"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("newer than this binary"), "{err}");
+    // A database the server does not have is named as a connection failure, not a panic.
+    let bad = Daemon::prepare_text(|dir| pg_config(dir, &format!("{url}_missing"), 5));
+    let r = report(&bad);
+    assert!(r.contains("cannot connect to PostgreSQL"), "{r}");
+}

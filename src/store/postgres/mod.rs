@@ -500,6 +500,113 @@ fn listen_loop(
     }
 }
 
+/// What `paywatch doctor` reports of one check.
+pub enum Check {
+    Ok(String),
+    Fail(String),
+}
+
+/// `paywatch doctor` on PostgreSQL, without changing anything: the connection, the schema
+/// version against this binary's, and the privileges the daemon needs (read and write every
+/// table, or create them on a fresh database).
+pub fn doctor(o: &PgOptions) -> Vec<(&'static str, Check)> {
+    let cfg = match pg_config(o) {
+        Ok(c) => c,
+        Err(e) => return vec![("storage.url", Check::Fail(e.to_string()))],
+    };
+    blocking(move || {
+        let mut out = Vec::new();
+        let mut c = match cfg.connect(NoTls) {
+            Ok(c) => c,
+            Err(e) => {
+                out.push((
+                    "storage.url",
+                    Check::Fail(format!(
+                        "cannot connect to PostgreSQL: {e} — fix: check the host, port, user and password of storage.url"
+                    )),
+                ));
+                return out;
+            }
+        };
+        let server = c
+            .query_one(
+                "SELECT current_setting('server_version'), current_user, current_database()",
+                &[],
+            )
+            .map(|r| {
+                let (v, u, d): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                format!("PostgreSQL {v}, database {d} as {u}")
+            });
+        match server {
+            Ok(s) => out.push(("storage.url", Check::Ok(s))),
+            Err(e) => {
+                out.push(("storage.url", Check::Fail(e.to_string())));
+                return out;
+            }
+        }
+        let version = schema::version(&mut c);
+        let fresh = matches!(version, Ok(None));
+        out.push((
+            "storage schema",
+            match version {
+                Ok(None) => Check::Ok(format!(
+                    "empty database: the schema (version {}) is created at the first start",
+                    schema::VERSION
+                )),
+                Ok(Some(v)) if v > schema::VERSION => Check::Fail(format!(
+                    "version {v} is newer than this binary understands ({}) — fix: upgrade paywatch on this node",
+                    schema::VERSION
+                )),
+                Ok(Some(v)) if v < schema::VERSION => Check::Ok(format!(
+                    "version {v}: migrated to {} at the next start",
+                    schema::VERSION
+                )),
+                Ok(Some(v)) => Check::Ok(format!("version {v}, as this binary")),
+                Err(e) => Check::Fail(e.to_string()),
+            },
+        ));
+        let privileges = if fresh {
+            c.query_one(
+                "SELECT has_schema_privilege(current_user, current_schema(), 'CREATE')",
+                &[],
+            )
+            .map(|r| {
+                if r.get::<_, bool>(0) {
+                    Check::Ok("may create the schema's tables".into())
+                } else {
+                    Check::Fail(
+                        "cannot create tables in the current schema — fix: GRANT CREATE ON SCHEMA public TO the daemon's user"
+                            .into(),
+                    )
+                }
+            })
+        } else {
+            c.query(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE c.relkind = 'r' AND n.nspname = current_schema() \
+                 AND NOT has_table_privilege(c.oid, 'SELECT, INSERT, UPDATE, DELETE') ORDER BY 1",
+                &[],
+            )
+            .map(|rows| {
+                let missing: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+                if missing.is_empty() {
+                    Check::Ok("reads and writes every table".into())
+                } else {
+                    Check::Fail(format!(
+                        "may not read and write {} — fix: GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO the daemon's user",
+                        missing.join(", ")
+                    ))
+                }
+            })
+        };
+        out.push((
+            "storage privileges",
+            privileges.unwrap_or_else(|e| Check::Fail(e.to_string())),
+        ));
+        out
+    })
+}
+
 fn count(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
