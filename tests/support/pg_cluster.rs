@@ -21,6 +21,8 @@ pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
     bin: PathBuf,
+    /// The server options it was started with (to start it again on the same port).
+    opts: String,
 }
 
 static CLUSTER: OnceLock<Cluster> = OnceLock::new();
@@ -29,6 +31,11 @@ static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
 /// The process's cluster, started on first use.
 pub fn cluster() -> &'static Cluster {
     CLUSTER.get_or_init(Cluster::start)
+}
+
+/// A cluster of the caller's own (to stop and restart without disturbing other tests).
+pub fn own_cluster() -> Cluster {
+    Cluster::start()
 }
 
 /// A fresh, empty database on the process's cluster; its connection URL.
@@ -201,6 +208,7 @@ impl Cluster {
                     port,
                     dir: dir.clone(),
                     bin: bin.clone(),
+                    opts: opts.clone(),
                 };
                 c.watchdog();
                 return c;
@@ -269,6 +277,17 @@ impl Cluster {
             sql,
         ]);
         run(c, &format!("psql {sql:?}"))
+    }
+
+    /// Starts the server again after `stop_immediate`, on the same port (crash recovery runs).
+    pub fn start_again(&self) {
+        let mut c = as_owner(&self.bin.join("pg_ctl"));
+        c.arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-o", &self.opts, "-w", "-t", "60", "start"]);
+        run(c, "pg_ctl start (again)");
     }
 
     /// Stops the server at once (`-m immediate`: as a crash), to be started again.

@@ -1302,4 +1302,51 @@ mod tests {
         assert_eq!(&*id, s.id.as_str());
         assert_ne!(b.session(&s.id).unwrap().unwrap().status, s.status);
     }
+
+    /// An immediate PostgreSQL restart (as a crash): writes meanwhile fail with a storage
+    /// error and nothing is acknowledged; afterwards the writer, the pool and the listener
+    /// reconnect on their own and what was acknowledged before is all there.
+    #[test]
+    fn a_postgres_restart_fails_writes_meanwhile_and_the_node_reconnects() {
+        use crate::store::conformance::session;
+        let cluster = test_cluster::own_cluster();
+        cluster.psql("postgres", "CREATE DATABASE restart");
+        let store = node(&cluster.url("restart"));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let create = |amount| WriteOp::CreateSession {
+            session: Box::new(session(amount)),
+            methods: vec![crate::store::conformance::method(5)],
+        };
+        let before = match rt.block_on(store.submit(create(9_100), None)).unwrap() {
+            Ok(Ok(Outcome::Session(s))) => s,
+            other => panic!("{other:?}"),
+        };
+        cluster.stop_immediate();
+        let during = rt.block_on(store.submit(create(9_200), None)).unwrap();
+        assert!(
+            matches!(during, Err(StoreError::Storage(_))),
+            "a write with the server down must fail, not succeed: {during:?}"
+        );
+        assert!(
+            store.session(&before.id).is_err(),
+            "a read must fail, not answer stale"
+        );
+        cluster.start_again();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        let after = loop {
+            match rt.block_on(store.submit(create(9_300), None)).unwrap() {
+                Ok(Ok(Outcome::Session(s))) => break s,
+                Err(StoreError::Storage(_)) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                other => panic!("the node did not recover: {other:?}"),
+            }
+        };
+        assert_eq!(store.session(&before.id).unwrap().unwrap().id, before.id);
+        assert!(store.session(&after.id).unwrap().is_some());
+        assert!(after.seq > before.seq, "the sequence went backwards");
+    }
 }
