@@ -5,6 +5,8 @@
 pub mod anvil;
 pub mod config;
 pub mod dovecot;
+#[path = "../support/pg_cluster.rs"]
+pub mod pg_cluster;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
