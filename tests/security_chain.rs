@@ -178,10 +178,10 @@ async fn admin_post(c: &reqwest::Client, d: &Daemon, path: &str, body: Value) ->
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
-/// Logs a fresh viewer in (a new one each time: a TOTP step logs in once).
+/// Logs a fresh operator in (a new one each time: a TOTP step logs in once).
 async fn console_login(c: &reqwest::Client, d: &Daemon) -> String {
-    let name = format!("viewer{}", rand_suffix());
-    let mut op = common::create_operator(&d.config, &name, "viewer");
+    let name = format!("ops{}", rand_suffix());
+    let mut op = common::create_operator(&d.config, &name, "operator");
     common::console_login(c, d, &mut op).await
 }
 
