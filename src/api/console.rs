@@ -46,6 +46,10 @@ pub struct Me {
     /// The login's id (the SHA-256 of its cookie).
     pub login: String,
     pub client: String,
+    /// What the audit log calls this request, if it is an action.
+    pub action: Option<(String, String)>,
+    /// Set when the action's write carried its own audit entry (`audited`).
+    pub audited: std::sync::atomic::AtomicBool,
 }
 
 fn digest(s: &str) -> String {
@@ -97,7 +101,32 @@ fn me(state: &AppState, req: &Req) -> Result<Option<Me>, ApiError> {
         csrf: l.csrf,
         login: l.id,
         client: client_text(state, req),
+        action: None,
+        audited: std::sync::atomic::AtomicBool::new(false),
     }))
+}
+
+/// The action's write with its audit entry, in one transaction.
+async fn audited(
+    state: &AppState,
+    me: &Me,
+    op: WriteOp,
+) -> Result<Result<Outcome, crate::store::OpError>, crate::store::StoreError> {
+    let (action, target) = me.action.clone().unwrap_or_default();
+    let entry = AuditEntry::new(now_ms(), &me.name, &me.client, &action, &target, "ok");
+    let out = write(
+        state.store.as_ref(),
+        WriteOp::Audited {
+            op: Box::new(op),
+            audit: Box::new(entry),
+        },
+        None,
+    )
+    .await;
+    if out.is_ok() {
+        me.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    out
 }
 
 async fn audit(state: &AppState, me: &Me, action: &str, target: &str, outcome: &str) {
@@ -598,7 +627,7 @@ pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
         ("POST", ["login"]) => return login(state, req).await,
         _ => {}
     }
-    let me = match me(state, req) {
+    let mut me = match me(state, req) {
         Ok(Some(m)) => m,
         Ok(None) => {
             return if method == "GET" {
@@ -627,6 +656,7 @@ pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
         }
     }
     let action = action_of(method, segs);
+    me.action = action.clone();
     let need = required_role(method, segs);
     if me.role < need {
         if let Some((what, target)) = &action {
@@ -645,7 +675,8 @@ pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
         );
     }
     let out = page(state, req, segs, &me).await;
-    if let Some((what, target)) = &action {
+    let done = me.audited.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some((what, target)) = action.as_ref().filter(|_| !done) {
         let outcome = match &out {
             Ok(r) if r.status().is_client_error() || r.status().is_server_error() => {
                 format!("refused: {}", r.status())
@@ -968,7 +999,7 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                 livemode: e.livemode,
                 event_id: e.id.clone(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Deliveries(d)) => {
                     let to = field("session").unwrap_or("");
                     let path = if to.starts_with("cs_")
@@ -1017,13 +1048,13 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                     .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?,
             };
             let (key, secret, hash) = new_key(merchant, livemode, permissions, now_ms());
-            match write(
-                state.store.as_ref(),
+            match audited(
+                state,
+                me,
                 WriteOp::CreateKey {
                     key: Box::new(key),
                     hash,
                 },
-                None,
             )
             .await?
             {
@@ -1037,7 +1068,7 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                 key_id: (*id).to_owned(),
                 now_ms: now_ms(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Key(k)) => {
                     state.keys.evict(&k.id);
                     Ok(back("/console/keys", &format!("Key {} revoked.", k.id)))
@@ -1060,7 +1091,7 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                 credit_id: (*id).to_owned(),
                 session_id: session.to_owned(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Match(MatchResult::Matched { session, .. })) => Ok(back(
                     "/console/credits",
                     &format!(
@@ -1079,7 +1110,7 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                 credit_id: (*id).to_owned(),
                 session_id: session.map(str::to_owned),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(_) => Ok(back(
                     "/console/credits",
                     &format!("The claim of credit {id} was rejected; the credit stays unmatched."),

@@ -300,6 +300,12 @@ pub enum WriteOp {
     },
     /// Appends one entry to the audit log.
     Audit(Box<crate::domain::operator::AuditEntry>),
+    /// An operator's action and its audit entry in one transaction. The entry is written even
+    /// when the action is refused (its outcome then says why); the action's own writes are not.
+    Audited {
+        op: Box<WriteOp>,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
 }
 
 /// What a successful operation produced.
@@ -570,6 +576,15 @@ pub fn apply(
         }
         WriteOp::UnlockOperator { name, audit } => operators::unlock(t, &name, &audit)?,
         WriteOp::Audit(e) => operators::append_audit(t, &e)?,
+        WriteOp::Audited { op, audit } => {
+            let r = apply(t, cx, *op, None)?;
+            let mut e = *audit;
+            if let Err(why) = &r {
+                e.outcome = format!("refused: {why}");
+            }
+            operators::put(t, operators::AUDIT, &e.id, &e)?;
+            r
+        }
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)
