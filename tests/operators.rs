@@ -475,3 +475,35 @@ async fn the_audit_log_records_each_action_and_exports() {
     let create_at = html.find("keys.create").unwrap();
     assert!(revoke_at < create_at, "newest first");
 }
+
+/// Behind an https public URL the login cookie is also `Secure` (never sent over plain HTTP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_cookie_is_secure_behind_an_https_public_url() {
+    let mut d = Daemon::prepare_text(|dir| {
+        config_text(dir, &Opts::default()).replace(
+            "public_url = \"http://pay.test\"",
+            "public_url = \"https://pay.test\"",
+        )
+    });
+    d.start();
+    let op = create_operator(&d.config, "ivy", "viewer");
+    let (code, _) = totp_now(&op.secret);
+    let r = client()
+        .post(format!("{}/console/login", d.admin))
+        .form(&[
+            ("name", "ivy"),
+            ("password", op.password.as_str()),
+            ("code", &code),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.contains("; Secure")
+            && cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+}
