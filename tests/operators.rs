@@ -507,3 +507,53 @@ async fn the_login_cookie_is_secure_behind_an_https_public_url() {
         "{cookie}"
     );
 }
+
+/// The printed password is replaced from the console: a wrong current password, a short or
+/// mismatched new one change nothing; afterwards the old password is refused and the new works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_replaces_the_printed_password() {
+    let (d, _) = Daemon::started(&Opts::default());
+    let c = client();
+    let mut op = create_operator(&d.config, "judy", "viewer");
+    let cookie = console_login(&c, &d, &mut op).await;
+    let token = csrf(&c, &d, &cookie).await;
+    let change = |current: String, new: &'static str, repeat: &'static str| {
+        let (c, d, cookie, token) = (c.clone(), &d, cookie.clone(), token.clone());
+        async move {
+            form(
+                &c,
+                d,
+                &cookie,
+                "/console/account/password",
+                &[
+                    ("csrf", token.as_str()),
+                    ("current", current.as_str()),
+                    ("new", new),
+                    ("repeat", repeat),
+                ],
+            )
+            .await
+        }
+    };
+    let (st, body) = change("not-it".into(), "a-new-password-1", "a-new-password-1").await;
+    assert_eq!(st, 400, "{body}");
+    assert!(body.contains("current password is wrong"), "{body}");
+    let (st, body) = change(op.password.clone(), "short", "short").await;
+    assert_eq!(st, 400);
+    assert!(body.contains("at least 12 characters"), "{body}");
+    let (st, _) = change(op.password.clone(), "a-new-password-1", "a-new-password-2").await;
+    assert_eq!(st, 400);
+    let (st, _) = change(op.password.clone(), "a-new-password-1", "a-new-password-1").await;
+    assert_eq!(st, 303);
+    let old = op.password.clone();
+    let (st, _) = console_login_with(&c, &d, "judy", &old, &op.recovery[0]).await;
+    assert_eq!(st, 401, "the printed password no longer works");
+    op.password = "a-new-password-1".into();
+    console_login(&c, &d, &mut op).await;
+    let log = audit_json(&c, &d, &cookie).await;
+    assert!(
+        has(&log, "judy", "account.password", "refused: wrong current"),
+        "{log:?}"
+    );
+    assert!(has(&log, "judy", "account.password", "ok"), "{log:?}");
+}

@@ -484,6 +484,14 @@ pub struct AuditRow {
 }
 
 #[derive(Template)]
+#[template(path = "console/account.html")]
+struct AccountPage {
+    layout: Layout,
+    name: String,
+    role: &'static str,
+}
+
+#[derive(Template)]
 #[template(path = "console/audit.html")]
 struct AuditPage {
     layout: Layout,
@@ -592,7 +600,9 @@ pub fn watcher_status(state: &AppState) -> Result<Vec<WatcherStatus>, ApiError> 
 /// the operator's.
 fn required_role(method: &str, segs: &[&str]) -> Role {
     match (method, segs) {
-        ("GET", _) | ("POST", ["logout"] | ["logins", _, "revoke"]) => Role::Viewer,
+        ("GET", _) | ("POST", ["logout"] | ["logins", _, "revoke"] | ["account", "password"]) => {
+            Role::Viewer
+        }
         ("POST", ["keys", ..] | ["operators", ..]) => Role::Admin,
         _ => Role::Operator,
     }
@@ -606,7 +616,8 @@ fn action_of(method: &str, segs: &[&str]) -> Option<(String, String)> {
         ("GET", [name @ ("audit.csv" | "audit.json")]) => {
             Some((format!("export.{name}"), String::new()))
         }
-        ("GET", _) | ("POST", ["logout"] | ["logins", ..] | ["operators", ..]) => None,
+        ("GET", _)
+        | ("POST", ["logout"] | ["logins", ..] | ["operators", ..] | ["account", ..]) => None,
         ("POST", [what]) => Some((format!("{what}.create"), String::new())),
         ("POST", [what, id, verb]) => Some((format!("{what}.{verb}"), (*id).to_owned())),
         ("POST", other) => Some((other.join("."), String::new())),
@@ -696,7 +707,7 @@ fn back_target(segs: &[&str]) -> String {
     match segs.first().copied() {
         Some(
             s @ ("sessions" | "keys" | "credits" | "refunds" | "watchers" | "exports" | "operators"
-            | "audit"),
+            | "audit" | "account"),
         ) => {
             format!("/console/{s}")
         }
@@ -897,6 +908,72 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
             Ok(r)
         }
         ("GET", ["operators"]) => operators_page(state, req, me),
+        ("GET", ["account"]) => Ok(render(
+            StatusCode::OK,
+            &AccountPage {
+                layout: layout("Account", me, "", req),
+                name: me.name.clone(),
+                role: me.role.as_str(),
+            },
+        )),
+        ("POST", ["account", "password"]) => {
+            let current = field("current").unwrap_or("").to_owned();
+            let new = field("new").unwrap_or("").to_owned();
+            if field("repeat") != Some(new.as_str()) {
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "repeat",
+                    "The two new passwords differ; nothing was changed.",
+                ));
+            }
+            crate::domain::operator::check_new_password(&new, &me.name)
+                .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "new", m))?;
+            let op = record::<Operator>(state, operators::OPERATOR, &me.name)?
+                .ok_or_else(|| ApiError::not_found("operator", &me.name))?;
+            let hash = op.password_hash.clone();
+            let ok = tokio::task::spawn_blocking(move || {
+                crate::domain::operator::verify_password(&current, &hash)
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                audit(
+                    state,
+                    me,
+                    "account.password",
+                    &me.name,
+                    "refused: wrong current password",
+                )
+                .await;
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "current",
+                    "The current password is wrong; nothing was changed.",
+                ));
+            }
+            let password_hash =
+                tokio::task::spawn_blocking(move || crate::domain::operator::hash_password(&new))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            let entry = AuditEntry::new(
+                now_ms(),
+                &me.name,
+                &me.client,
+                "account.password",
+                &me.name,
+                "ok",
+            );
+            let op = WriteOp::SetPassword {
+                name: me.name.clone(),
+                password_hash,
+                audit: Box::new(entry),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => Ok(back("/console/account", "Your password was changed.")),
+                Err(e) => Err(super::error::op_error(&e)),
+            }
+        }
         ("POST", ["logins", id, "revoke"]) => {
             let entry = AuditEntry::new(now_ms(), &me.name, &me.client, "login.revoke", id, "ok");
             let op = WriteOp::RevokeLogin {

@@ -200,6 +200,25 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     }
 }
 
+/// Shortest password an operator may choose.
+pub const MIN_PASSWORD_LEN: usize = 12;
+
+/// Why a chosen password is refused.
+pub fn check_new_password(password: &str, name: &str) -> Result<(), String> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(format!(
+            "a password has at least {MIN_PASSWORD_LEN} characters"
+        ));
+    }
+    if password.chars().count() > 256 {
+        return Err("a password has at most 256 characters".into());
+    }
+    if password.eq_ignore_ascii_case(name) {
+        return Err("the password may not be the operator name".into());
+    }
+    Ok(())
+}
+
 /// A hash to verify against when the name is unknown, so the answer takes as long.
 pub fn dummy_hash() -> &'static str {
     "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$ZtjMEkfX3L2YdkD0sSJpTNkzk2kaz8GNa8ZT4dnwGOU"

@@ -298,6 +298,12 @@ pub enum WriteOp {
         name: String,
         audit: Box<crate::domain::operator::AuditEntry>,
     },
+    /// Replaces an operator's password (hash); the current one was verified by the caller.
+    SetPassword {
+        name: String,
+        password_hash: String,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
     /// Appends one entry to the audit log.
     Audit(Box<crate::domain::operator::AuditEntry>),
     /// An operator's action and its audit entry in one transaction. The entry is written even
@@ -575,6 +581,11 @@ pub fn apply(
             operators::revoke_login(t, now, &id, owner.as_deref(), &audit)?
         }
         WriteOp::UnlockOperator { name, audit } => operators::unlock(t, &name, &audit)?,
+        WriteOp::SetPassword {
+            name,
+            password_hash,
+            audit,
+        } => operators::set_password(t, &name, password_hash, &audit)?,
         WriteOp::Audit(e) => operators::append_audit(t, &e)?,
         WriteOp::Audited { op, audit } => {
             let r = apply(t, cx, *op, None)?;

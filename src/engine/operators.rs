@@ -187,3 +187,19 @@ pub(super) fn append_audit(t: &mut dyn Tx, entry: &AuditEntry) -> R<Result<Outco
     audit(t, entry)?;
     Ok(Ok(Outcome::Done))
 }
+
+/// Replaces an operator's password hash (the caller verified the current password).
+pub(super) fn set_password(
+    t: &mut dyn Tx,
+    name: &str,
+    password_hash: String,
+    entry: &AuditEntry,
+) -> R<Result<Outcome, OpError>> {
+    let Some(mut op) = get::<Operator>(t, OPERATOR, name)? else {
+        return Ok(Err(OpError::NotFound("operator")));
+    };
+    op.password_hash = password_hash;
+    put(t, OPERATOR, name, &op)?;
+    audit(t, entry)?;
+    Ok(Ok(Outcome::Done))
+}
