@@ -259,7 +259,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     ));
     let imap_task = config.imap.clone().map(|im| {
         tokio::spawn(crate::watch::upi::imap::run(
-            state.clone(),
+            crate::watch::upi::imap::Context {
+                store: state.store.clone(),
+                parser: state.upi.clone(),
+                config: state.config.clone(),
+            },
             im,
             stop_rx.clone(),
         ))

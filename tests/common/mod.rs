@@ -3,6 +3,7 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod anvil;
+pub mod config;
 pub mod dovecot;
 pub mod receiver;
 
