@@ -18,9 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
 use common::config::{Chain, TestConfig, table, token_method};
-use common::{
-    ADMIN_TOKEN, BIN, Daemon, client, console_login, create_key, create_operator, get, post,
-};
+use common::{BIN, Daemon, client, console_login, create_key, create_operator, get, post};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
