@@ -34,6 +34,9 @@ pub enum Command {
     /// Bank alert tools
     #[command(subcommand)]
     Alerts(AlertsCommand),
+    /// Console operator accounts (named, with a role, a password and TOTP)
+    #[command(subcommand)]
+    Operators(OperatorsCommand),
     /// Write a consistent copy of the database to PATH (a new file), while running or not
     Backup { path: PathBuf },
     /// Check the config, the storage, each chain's RPC URLs, the IMAP login and the listeners;
@@ -57,6 +60,23 @@ pub enum AlertsCommand {
         /// The alert text
         text: Option<String>,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OperatorsCommand {
+    /// Create an account; prints its password, TOTP secret (an otpauth:// URI) and recovery
+    /// codes, shown only this once
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer (reads), operator (also acts on money) or admin (also keys and operators)
+        #[arg(long)]
+        role: String,
+    },
+    /// List accounts (never their secrets)
+    List,
+    /// Lift an account's lockout after failed logins
+    Unlock { name: String },
 }
 
 #[derive(Subcommand, Debug)]
@@ -162,6 +182,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 .map_err(|e| Failure::runtime(e.to_string()))
         }
         Command::Keys(k) => keys(&config, k).await,
+        Command::Operators(o) => operators(&config, o).await,
         Command::Backup { path } => backup(&config, &path).await,
         Command::Doctor => crate::doctor::run(&config)
             .await
@@ -382,6 +403,166 @@ fn op_failure(e: OpError) -> Failure {
     match e {
         OpError::NotFound(_) => Failure::usage(e.to_string()),
         other => Failure::runtime(other.to_string()),
+    }
+}
+
+/// Who the audit log names for the command line.
+const CLI_ACTOR: &str = "(command line)";
+
+async fn operators(config: &Config, cmd: OperatorsCommand) -> Result<(), Failure> {
+    use crate::domain::operator::{
+        AuditEntry, Operator, Role, new_operator, otpauth_uri, validate_name,
+    };
+    use crate::engine::operators::OPERATOR;
+    if let OperatorsCommand::Create { name, role } = &cmd {
+        validate_name(name).map_err(|m| Failure::usage(format!("--name: {m}")))?;
+        if Role::parse(role).is_none() {
+            return Err(Failure::usage(format!(
+                "--role: {role:?} is not a role (viewer, operator or admin)"
+            )));
+        }
+    }
+    let target = target(config)?;
+    let now = chrono::Utc::now().timestamp_millis();
+    match cmd {
+        OperatorsCommand::Create { name, role } => {
+            let v = match target {
+                Target::File(store) => {
+                    let role = Role::parse(&role).unwrap_or(Role::Viewer);
+                    let (op, password, codes) = new_operator(&name, role, now)
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                    let uri = otpauth_uri(&op.totp_secret, &name, "paywatch")
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                    let entry = AuditEntry::new(
+                        now,
+                        CLI_ACTOR,
+                        "local",
+                        "operator.create",
+                        &name,
+                        &format!("ok: role {}", role.as_str()),
+                    );
+                    let out = write(
+                        &*store,
+                        WriteOp::CreateOperator {
+                            operator: Box::new(op),
+                            audit: Box::new(entry),
+                        },
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    match out {
+                        Ok(Outcome::Operator(o)) => {
+                            let mut v = crate::api::admin::operator_json(&o);
+                            v["password"] = serde_json::Value::from(password);
+                            v["otpauth_uri"] = serde_json::Value::from(uri);
+                            v["recovery_codes"] = serde_json::Value::from(codes);
+                            v
+                        }
+                        Ok(_) => return Err(Failure::runtime("unexpected outcome")),
+                        Err(OpError::Conflict { message, .. }) => {
+                            return Err(Failure::usage(format!("--name: {message}")));
+                        }
+                        Err(e) => return Err(op_failure(e)),
+                    }
+                }
+                Target::Daemon { url, token } => {
+                    admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::POST,
+                        "/admin/v1/operators",
+                        Some(serde_json::json!({"name": name, "role": role})),
+                    )
+                    .await?
+                }
+            };
+            println!(
+                "created operator {} (role {})",
+                v["name"].as_str().unwrap_or(""),
+                v["role"].as_str().unwrap_or("")
+            );
+            println!("these are shown only now; hand them to the operator over a safe channel:");
+            println!("password: {}", v["password"].as_str().unwrap_or(""));
+            println!("totp: {}", v["otpauth_uri"].as_str().unwrap_or(""));
+            let codes: Vec<&str> = v["recovery_codes"]
+                .as_array()
+                .map(|a| a.iter().filter_map(|c| c.as_str()).collect())
+                .unwrap_or_default();
+            println!("recovery codes (each works once): {}", codes.join(" "));
+            Ok(())
+        }
+        OperatorsCommand::List => {
+            let rows: Vec<serde_json::Value> = match target {
+                Target::File(store) => {
+                    let recs = store
+                        .records(OPERATOR, None, 10_000, false)
+                        .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    let mut out = Vec::new();
+                    for (_, b) in recs {
+                        let o: Operator = serde_json::from_slice(&b)
+                            .map_err(|e| Failure::runtime(format!("a stored operator: {e}")))?;
+                        out.push(crate::api::admin::operator_json(&o));
+                    }
+                    out
+                }
+                Target::Daemon { url, token } => {
+                    let v = admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::GET,
+                        "/admin/v1/operators",
+                        None,
+                    )
+                    .await?;
+                    v["data"].as_array().cloned().unwrap_or_default()
+                }
+            };
+            for o in rows {
+                println!(
+                    "{}\t{}\t{}\t{} recovery codes left",
+                    o["name"].as_str().unwrap_or(""),
+                    o["role"].as_str().unwrap_or(""),
+                    o["created_at"].as_str().unwrap_or(""),
+                    o["recovery_codes_left"]
+                );
+            }
+            Ok(())
+        }
+        OperatorsCommand::Unlock { name } => {
+            match target {
+                Target::File(store) => {
+                    let entry =
+                        AuditEntry::new(now, CLI_ACTOR, "local", "operator.unlock", &name, "ok");
+                    let out = write(
+                        &*store,
+                        WriteOp::UnlockOperator {
+                            name: name.clone(),
+                            audit: Box::new(entry),
+                        },
+                        None,
+                    )
+                    .await
+                    .map_err(|e| Failure::runtime(e.to_string()))?;
+                    store.close();
+                    out.map_err(op_failure)?;
+                }
+                Target::Daemon { url, token } => {
+                    admin_call(
+                        &url,
+                        &token,
+                        reqwest::Method::POST,
+                        &format!("/admin/v1/operators/{name}/unlock"),
+                        None,
+                    )
+                    .await?;
+                }
+            }
+            println!("unlocked {name}");
+            Ok(())
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
 use common::config::{Chain, TestConfig, table, token_method};
-use common::{ADMIN_TOKEN, BIN, Daemon, client, create_key, get, post};
+use common::{BIN, Daemon, client, console_login, create_key, create_operator, get, post};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -505,17 +505,11 @@ async fn tron_payments_during_rate_limit_bursts_are_recorded_once_and_on_time() 
     )
     .await;
     assert_eq!(st, 201, "{r}");
-    let login = c
-        .post(format!("{}/console/login", d.admin))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(login.status().as_u16(), 303);
-    let cookie = login.headers()["set-cookie"].to_str().unwrap().to_owned();
+    let mut op = create_operator(&d.config, "ops", "viewer");
+    let cookie = console_login(&c, &d, &mut op).await;
     let page = c
         .get(format!("{}/console/refunds", d.admin))
-        .header("cookie", cookie.split(';').next().unwrap())
+        .header("cookie", &cookie)
         .send()
         .await
         .unwrap()

@@ -1,5 +1,7 @@
 //! The operator console in a real browser: Debian's Chromium driven by playwright-core
-//! (tests/browser/console.mjs). A wrong token does not log in; the right one finds a session by
+//! (tests/browser/console.mjs). A wrong password does not log in; an admin operator with its
+//! password and TOTP code (computed in the page's harness from the secret `paywatch operators
+//! create` printed) finds a session by
 //! its order id, assigns an unmatched credit and sees the session complete, revokes a key (the
 //! API then refuses it), marks a refund succeeded, and is shown an EIP-681 QR (read back with
 //! zbarimg) for a token refund whose sender is known. Screenshots under
@@ -184,23 +186,27 @@ async fn operator_console_in_chromium() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 400);
 
+    let op = create_operator(&d.config, "alice", "admin");
     let report = run_browser(&json!({
-        "admin": d.admin, "token": ADMIN_TOKEN, "reference": "ORD-CONSOLE-7",
+        "admin": d.admin, "name": op.name, "password": op.password, "secret": op.secret,
+        "reference": "ORD-CONSOLE-7",
         "session": session, "credit": credit, "key": victim["id"], "refund": upi_refund,
         "token_refund": token_refund, "unknown_refund": unknown_refund,
         "artifacts": artifacts().display().to_string(),
     }));
 
-    // Wrong token: an error, no cookie, and the pages still send to the login.
+    // Wrong password: an error, no cookie, and the pages still send to the login.
     assert_eq!(
-        report["wrongError"], "That is not the admin token.",
+        report["wrongError"], "The name, password or code is wrong.",
         "{report}"
     );
     assert_eq!(report["wrongCookies"], 0);
     assert_eq!(report["wrongLandedOn"], "/console/login");
-    // Right token.
+    // Password and TOTP code.
     assert_eq!(report["loggedInOn"], "/console/sessions");
+    assert_eq!(report["who"], "alice (admin)");
     assert_eq!(report["cookie"]["httpOnly"], true, "{report}");
+    assert_eq!(report["cookie"]["secure"], false, "public_url is http here");
     assert_eq!(report["cookie"]["sameSite"], "Strict");
     let csp = report["csp"].as_str().unwrap();
     assert!(
@@ -259,6 +265,19 @@ async fn operator_console_in_chromium() {
         (Some("succeeded"), Some("612345678901"))
     );
     assert_eq!(report["injected"], false, "merchant text is escaped");
+    // Every action is in the audit log, by name.
+    let actions: Vec<&str> = report["auditActions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for want in ["login", "credits.assign", "keys.revoke", "refunds.succeed"] {
+        assert!(
+            actions.contains(&want),
+            "{want} not in the audit log: {actions:?}"
+        );
+    }
 }
 
 /// Without the browser: the console refuses forms without a login and pages redirect to it.
@@ -288,16 +307,24 @@ async fn console_requires_a_login() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
+    let op = create_operator(&d.config, "bob", "viewer");
+    let (code, _) = totp_now(&op.secret);
     let r = c
         .post(format!("{}/console/login", d.admin))
-        .form(&[("token", ADMIN_TOKEN)])
+        .form(&[
+            ("name", "bob"),
+            ("password", op.password.as_str()),
+            ("code", &code),
+        ])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
-        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        cookie.contains("HttpOnly")
+            && cookie.contains("SameSite=Strict")
+            && !cookie.contains("Secure"),
         "{cookie}"
     );
     let pair = cookie.split(';').next().unwrap().to_owned();

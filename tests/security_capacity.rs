@@ -139,14 +139,8 @@ async fn test_sessions_never_take_live_capacity_and_the_503_names_limit_and_fix(
     );
 
     // The console shows each price's capacity.
-    let r = c
-        .post(format!("{}/console/login", d.admin))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .expect("login");
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    let pair = cookie.split(';').next().unwrap().to_owned();
+    let mut op = create_operator(&d.config, "ops", "viewer");
+    let pair = console_login(&c, &d, &mut op).await;
     let page = c
         .get(format!("{}/console/credits", d.admin))
         .header("cookie", &pair)

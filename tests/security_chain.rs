@@ -146,16 +146,18 @@ async fn admin_post(c: &reqwest::Client, d: &Daemon, path: &str, body: Value) ->
     (r.status().as_u16(), r.json().await.unwrap())
 }
 
+/// Logs a fresh operator in (a new one each time: a TOTP step logs in once).
 async fn console_login(c: &reqwest::Client, d: &Daemon) -> String {
-    let r = c
-        .post(format!("{}/console/login", d.admin))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status().as_u16(), 303);
-    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
-    cookie.split(';').next().unwrap().to_owned()
+    let name = format!("ops{}", rand_suffix());
+    let mut op = common::create_operator(&d.config, &name, "operator");
+    common::console_login(c, d, &mut op).await
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
 }
 
 async fn console_get(c: &reqwest::Client, d: &Daemon, cookie: &str, path: &str) -> String {

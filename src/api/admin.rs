@@ -73,6 +73,40 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
         }
         ("POST", ["admin", "v1", "keys"]) => create_key(state, req).await,
+        ("POST", ["admin", "v1", "operators"]) => create_operator(state, req).await,
+        ("GET", ["admin", "v1", "operators"]) => {
+            let mut data = Vec::new();
+            for (_, b) in
+                state
+                    .store
+                    .records(crate::engine::operators::OPERATOR, None, 10_000, false)?
+            {
+                let o: crate::domain::operator::Operator =
+                    serde_json::from_slice(&b).map_err(|e| {
+                        ApiError::internal(format!("a stored operator is damaged: {e}"))
+                    })?;
+                data.push(operator_json(&o));
+            }
+            ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
+        }
+        ("POST", ["admin", "v1", "operators", name, "unlock"]) => {
+            let entry = crate::domain::operator::AuditEntry::new(
+                chrono::Utc::now().timestamp_millis(),
+                "(admin token)",
+                &client_label(state, req),
+                "operator.unlock",
+                name,
+                "ok",
+            );
+            let op = WriteOp::UnlockOperator {
+                name: (*name).to_owned(),
+                audit: Box::new(entry),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => ok(serde_json::json!({"object": "operator_unlock", "name": name})),
+                Err(e) => Err(op_error(&e).with_id(name)),
+            }
+        }
         ("POST", ["admin", "v1", "keys", id, "revoke"]) => {
             let out = write(
                 state.store.as_ref(),
@@ -269,6 +303,81 @@ async fn handle(state: &AppState, req: &Req, segs: &[&str]) -> Result<Response, 
             ok(serde_json::json!({"object": "list", "data": data, "has_more": false}))
         }
         _ => Err(ApiError::route_missing(&req.method, &req.path)),
+    }
+}
+
+fn client_label(state: &AppState, req: &Req) -> String {
+    super::limits::client_of(&state.config, req)
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// An operator as the operator API lists it (never its hashes or secret).
+pub fn operator_json(o: &crate::domain::operator::Operator) -> Value {
+    serde_json::json!({
+        "object": "operator", "name": o.name, "role": o.role.as_str(),
+        "created_at": rfc3339(o.created_at_ms), "recovery_codes_left": o.recovery_codes.len(),
+    })
+}
+
+/// Creates an operator: the reply holds the password, the `otpauth://` URI and the recovery
+/// codes, shown this once (only their hashes and the TOTP secret are stored).
+async fn create_operator(state: &AppState, req: &Req) -> Result<Response, ApiError> {
+    use crate::domain::operator::{AuditEntry, Role, new_operator, otpauth_uri, validate_name};
+    let map = object_body(&req.body, &["name", "role"])?;
+    let name = map
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::invalid(Code::ParameterMissing, "name", "name is required"))?
+        .to_owned();
+    validate_name(&name).map_err(|m| ApiError::invalid(Code::ParameterInvalid, "name", m))?;
+    let role = map
+        .get("role")
+        .and_then(Value::as_str)
+        .and_then(Role::parse)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                Code::ParameterInvalid,
+                "role",
+                "role must be viewer, operator or admin",
+            )
+        })?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let made = {
+        let name = name.clone();
+        tokio::task::spawn_blocking(move || new_operator(&name, role, now))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .map_err(|e| ApiError::internal(e.to_string()))?
+    };
+    let (op, password, codes) = made;
+    let uri = otpauth_uri(&op.totp_secret, &name, "paywatch")
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let entry = AuditEntry::new(
+        now,
+        "(admin token)",
+        &client_label(state, req),
+        "operator.create",
+        &name,
+        &format!("ok: role {}", role.as_str()),
+    );
+    let w = WriteOp::CreateOperator {
+        operator: Box::new(op),
+        audit: Box::new(entry),
+    };
+    match write(state.store.as_ref(), w, None).await? {
+        Ok(Outcome::Operator(o)) => {
+            let mut v = operator_json(&o);
+            v["password"] = Value::from(password);
+            v["otpauth_uri"] = Value::from(uri);
+            v["recovery_codes"] = Value::from(codes);
+            Ok(json_response(
+                StatusCode::CREATED,
+                serde_json::to_vec(&v).unwrap_or_default(),
+            ))
+        }
+        Ok(_) => Err(ApiError::internal("unexpected outcome")),
+        Err(e) => Err(op_error(&e)),
     }
 }
 

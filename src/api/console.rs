@@ -1,11 +1,13 @@
 //! The operator console: server-rendered pages under `/console` on the operator listener.
 //!
-//! Login is with the admin token; it gives an HttpOnly, SameSite=Strict cookie naming a login
-//! kept in memory (a restart logs everyone out), and a per-login CSRF token that every form
-//! carries in a hidden field. No script at all; a strict CSP; everything escaped by askama.
+//! Login is by a named operator with password and TOTP code (or a one-time recovery code); it
+//! gives an HttpOnly, SameSite=Strict cookie (Secure behind an https public_url) naming a login
+//! stored durably (it survives a restart and can be revoked), and a per-login CSRF token that
+//! every form carries in a hidden field. Every request's role is checked here, on the server;
+//! every action lands in the audit log. No script at all; a strict CSP; everything escaped by
+//! askama. See docs/operators.md.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 
 use askama::Template;
 use http::{HeaderValue, StatusCode};
@@ -17,31 +19,37 @@ use crate::domain::apikey::{Permission, new_key};
 use crate::domain::event::Event;
 use crate::domain::ids::random_base62;
 use crate::domain::money::format_units;
+use crate::domain::operator::{AuditEntry, Lockout, Login, Operator, Role};
 use crate::domain::refund::{Refund, RefundStatus};
 use crate::domain::session::{PaymentState, Session, Status};
 use crate::domain::view::rfc3339;
 use crate::domain::webhook::Delivery;
+use crate::engine::operators::{self, LoginAttempt, LoginResult, Refusal};
 use crate::store::{EventQuery, MatchResult, Outcome, RefundQuery, SessionQuery, WriteOp, write};
 
 const COOKIE: &str = "pw_console";
 /// A login lasts 12 hours.
 const LOGIN_TTL_MS: i64 = 12 * 3600 * 1000;
-/// Failed logins allowed per minute from one client before it is answered 429 (per client, so
-/// one client guessing cannot lock the operator out).
-const MAX_FAILED_PER_MINUTE: u32 = 10;
 /// No script, nothing from elsewhere, forms only to ourselves.
 pub const CSP: &str = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
     frame-ancestors 'none'; base-uri 'none'";
+/// Audit entries the console page shows (the exports have all).
+const AUDIT_SHOWN: usize = 200;
+/// Audit entries one export holds at most.
+const AUDIT_EXPORT_MAX: usize = 1_000_000;
 
-struct Login {
-    csrf: String,
-    expires_ms: i64,
-}
-
-/// Logins of the console, by the SHA-256 of their cookie.
-#[derive(Default)]
-pub struct Logins {
-    map: Mutex<HashMap<String, Login>>,
+/// The operator behind a request, from its login cookie.
+pub struct Me {
+    pub name: String,
+    pub role: Role,
+    pub csrf: String,
+    /// The login's id (the SHA-256 of its cookie).
+    pub login: String,
+    pub client: String,
+    /// What the audit log calls this request, if it is an action.
+    pub action: Option<(String, String)>,
+    /// Set when the action's write carried its own audit entry (`audited`).
+    pub audited: std::sync::atomic::AtomicBool,
 }
 
 fn digest(s: &str) -> String {
@@ -52,37 +60,81 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-impl Logins {
-    /// A new login: (cookie value, csrf token).
-    fn create(&self) -> Option<(String, String)> {
-        let cookie = random_base62(32);
-        let csrf = random_base62(32);
-        let now = now_ms();
-        let mut m = self.map.lock().ok()?;
-        m.retain(|_, l| l.expires_ms > now);
-        m.insert(
-            digest(&cookie),
-            Login {
-                csrf: csrf.clone(),
-                expires_ms: now + LOGIN_TTL_MS,
-            },
-        );
-        Some((cookie, csrf))
+fn record<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    kind: &str,
+    key: &str,
+) -> Result<Option<T>, ApiError> {
+    match state.store.record(kind, key)? {
+        Some(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| ApiError::internal(format!("a stored {kind} is damaged: {e}"))),
+        None => Ok(None),
     }
+}
 
-    /// The CSRF token of the request's login, if it has a live one.
-    fn csrf_of(&self, req: &Req) -> Option<String> {
-        let cookie = cookie_value(req)?;
-        let m = self.map.lock().ok()?;
-        m.get(&digest(&cookie))
-            .filter(|l| l.expires_ms > now_ms())
-            .map(|l| l.csrf.clone())
+fn client_text(state: &AppState, req: &Req) -> String {
+    super::limits::client_of(&state.config, req)
+        .map(|ip| ip.to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The live login of the request's cookie, and its operator (whose role is read afresh, so a
+/// changed role applies at once).
+fn me(state: &AppState, req: &Req) -> Result<Option<Me>, ApiError> {
+    let Some(cookie) = cookie_value(req) else {
+        return Ok(None);
+    };
+    let id = digest(&cookie);
+    let Some(l) = record::<Login>(state, operators::LOGIN, &id)? else {
+        return Ok(None);
+    };
+    if !l.live(now_ms()) {
+        return Ok(None);
     }
+    let Some(op) = record::<Operator>(state, operators::OPERATOR, &l.operator)? else {
+        return Ok(None);
+    };
+    Ok(Some(Me {
+        name: op.name,
+        role: op.role,
+        csrf: l.csrf,
+        login: l.id,
+        client: client_text(state, req),
+        action: None,
+        audited: std::sync::atomic::AtomicBool::new(false),
+    }))
+}
 
-    fn remove(&self, req: &Req) {
-        if let (Some(c), Ok(mut m)) = (cookie_value(req), self.map.lock()) {
-            m.remove(&digest(&c));
-        }
+/// The action's write with its audit entry, in one transaction.
+async fn audited(
+    state: &AppState,
+    me: &Me,
+    op: WriteOp,
+) -> Result<Result<Outcome, crate::store::OpError>, crate::store::StoreError> {
+    let (action, target) = me.action.clone().unwrap_or_default();
+    let entry = AuditEntry::new(now_ms(), &me.name, &me.client, &action, &target, "ok");
+    let out = write(
+        state.store.as_ref(),
+        WriteOp::Audited {
+            op: Box::new(op),
+            audit: Box::new(entry),
+        },
+        None,
+    )
+    .await;
+    if out.is_ok() {
+        me.audited.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    out
+}
+
+async fn audit(state: &AppState, me: &Me, action: &str, target: &str, outcome: &str) {
+    let e = AuditEntry::new(now_ms(), &me.name, &me.client, action, target, outcome);
+    match write(state.store.as_ref(), WriteOp::Audit(Box::new(e)), None).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "audit entry refused"),
+        Err(e) => tracing::error!(error = %e, "audit entry not written"),
     }
 }
 
@@ -170,6 +222,8 @@ fn back(path: &str, notice: &str) -> Response {
 pub struct Layout {
     pub title: String,
     pub csrf: String,
+    /// "name (role)" of the operator logged in.
+    pub who: String,
     pub nav: &'static str,
     pub notice: Option<String>,
     pub error: Option<String>,
@@ -393,6 +447,58 @@ struct WatchersPage {
     rows: Vec<WatcherStatus>,
 }
 
+pub struct OperatorRow {
+    pub name: String,
+    pub role: &'static str,
+    pub created: String,
+    pub recovery_left: usize,
+    pub locked_until: Option<String>,
+}
+
+pub struct LoginRow {
+    pub id: String,
+    pub operator: String,
+    pub created: String,
+    pub expires: String,
+    pub client: String,
+    pub user_agent: String,
+    pub current: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/operators.html")]
+struct OperatorsPage {
+    layout: Layout,
+    admin: bool,
+    operators: Vec<OperatorRow>,
+    logins: Vec<LoginRow>,
+}
+
+pub struct AuditRow {
+    pub at: String,
+    pub operator: String,
+    pub client: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+}
+
+#[derive(Template)]
+#[template(path = "console/account.html")]
+struct AccountPage {
+    layout: Layout,
+    name: String,
+    role: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "console/audit.html")]
+struct AuditPage {
+    layout: Layout,
+    shown: usize,
+    entries: Vec<AuditRow>,
+}
+
 #[derive(Template)]
 #[template(path = "console/exports.html")]
 struct ExportsPage {
@@ -489,6 +595,36 @@ pub fn watcher_status(state: &AppState) -> Result<Vec<WatcherStatus>, ApiError> 
     Ok(rows)
 }
 
+/// The least role a request needs: reading is for everyone; logging out and revoking one's own
+/// logins too; keys, other operators and lockouts are the admin's; every other action (money)
+/// the operator's.
+fn required_role(method: &str, segs: &[&str]) -> Role {
+    match (method, segs) {
+        ("GET", _) | ("POST", ["logout"] | ["logins", _, "revoke"] | ["account", "password"]) => {
+            Role::Viewer
+        }
+        ("POST", ["keys", ..] | ["operators", ..]) => Role::Admin,
+        _ => Role::Operator,
+    }
+}
+
+/// What the audit log calls a console request: (action, target). `None`: not an action (a
+/// page read), or one whose rule writes its own entry (logout, revoking a login, unlocking).
+fn action_of(method: &str, segs: &[&str]) -> Option<(String, String)> {
+    match (method, segs) {
+        ("GET", ["exports", name]) => Some((format!("export.{name}"), String::new())),
+        ("GET", [name @ ("audit.csv" | "audit.json")]) => {
+            Some((format!("export.{name}"), String::new()))
+        }
+        ("GET", _)
+        | ("POST", ["logout"] | ["logins", ..] | ["operators", ..] | ["account", ..]) => None,
+        ("POST", [what]) => Some((format!("{what}.create"), String::new())),
+        ("POST", [what, id, verb]) => Some((format!("{what}.{verb}"), (*id).to_owned())),
+        ("POST", other) => Some((other.join("."), String::new())),
+        _ => None,
+    }
+}
+
 /// Routes `/console/…` (`segs` without the `console`).
 pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
     let method = req.method.as_str();
@@ -499,55 +635,94 @@ pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
             return r;
         }
         ("GET", ["login"]) => return render(StatusCode::OK, &LoginPage { error: None }),
-        ("POST", ["login"]) => return login(state, req),
+        ("POST", ["login"]) => return login(state, req).await,
         _ => {}
     }
-    let Some(csrf) = state.console.csrf_of(req) else {
-        return if method == "GET" {
-            redirect("/console/login")
-        } else {
-            render(
-                StatusCode::UNAUTHORIZED,
-                &LoginPage {
-                    error: Some("Your login has expired; log in again.".into()),
-                },
-            )
-        };
+    let mut me = match me(state, req) {
+        Ok(Some(m)) => m,
+        Ok(None) => {
+            return if method == "GET" {
+                redirect("/console/login")
+            } else {
+                render(
+                    StatusCode::UNAUTHORIZED,
+                    &LoginPage {
+                        error: Some("Your login has expired or was revoked; log in again.".into()),
+                    },
+                )
+            };
+        }
+        Err(e) => return html(e.status, "The login could not be checked.".into()),
     };
     if method == "POST" {
         let f = form(req);
         let sent = f.get("csrf").map(String::as_str).unwrap_or("");
-        if digest(sent) != digest(&csrf) {
+        if digest(sent) != digest(&me.csrf) {
             return message(
                 StatusCode::FORBIDDEN,
-                &csrf,
+                &me,
                 "The form's security token is missing or stale; reload the page and try again.",
                 "/console/sessions",
             );
         }
     }
-    match page(state, req, segs, &csrf).await {
+    let action = action_of(method, segs);
+    me.action = action.clone();
+    let need = required_role(method, segs);
+    if me.role < need {
+        if let Some((what, target)) = &action {
+            let why = format!("refused: needs the {} role", need.as_str());
+            audit(state, &me, what, target, &why).await;
+        }
+        return message(
+            StatusCode::FORBIDDEN,
+            &me,
+            &format!(
+                "Your role ({}) may not do this; it needs the {} role.",
+                me.role.as_str(),
+                need.as_str()
+            ),
+            &back_target(segs),
+        );
+    }
+    let out = page(state, req, segs, &me).await;
+    let done = me.audited.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some((what, target)) = action.as_ref().filter(|_| !done) {
+        let outcome = match &out {
+            Ok(r) if r.status().is_client_error() || r.status().is_server_error() => {
+                format!("refused: {}", r.status())
+            }
+            Ok(_) => "ok".to_owned(),
+            Err(e) => format!("refused: {}", e.message),
+        };
+        audit(state, &me, what, target, &outcome).await;
+    }
+    match out {
         Ok(r) => r,
-        Err(e) => message(e.status, &csrf, &e.message, &back_target(segs)),
+        Err(e) => message(e.status, &me, &e.message, &back_target(segs)),
     }
 }
 
 fn back_target(segs: &[&str]) -> String {
     match segs.first().copied() {
-        Some(s @ ("sessions" | "keys" | "credits" | "refunds" | "watchers" | "exports")) => {
+        Some(
+            s @ ("sessions" | "keys" | "credits" | "refunds" | "watchers" | "exports" | "operators"
+            | "audit" | "account"),
+        ) => {
             format!("/console/{s}")
         }
         _ => "/console/sessions".into(),
     }
 }
 
-fn message(status: StatusCode, csrf: &str, text: &str, back: &str) -> Response {
+fn message(status: StatusCode, me: &Me, text: &str, back: &str) -> Response {
     render(
         status,
         &MessagePage {
             layout: Layout {
                 title: "Not done".into(),
-                csrf: csrf.to_owned(),
+                csrf: me.csrf.clone(),
+                who: format!("{} ({})", me.name, me.role.as_str()),
                 nav: "",
                 notice: None,
                 error: Some(text.to_owned()),
@@ -557,34 +732,130 @@ fn message(status: StatusCode, csrf: &str, text: &str, back: &str) -> Response {
     )
 }
 
-fn login(state: &AppState, req: &Req) -> Response {
-    let client = super::limits::client_of(&state.config, req)
-        .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED));
-    if !state.limits.login_allowed(client, MAX_FAILED_PER_MINUTE) {
-        return render(
-            StatusCode::TOO_MANY_REQUESTS,
-            &LoginPage {
-                error: Some("Too many failed logins; wait a minute.".into()),
-            },
-        );
-    }
+fn login_page(status: StatusCode, error: &str) -> Response {
+    render(
+        status,
+        &LoginPage {
+            error: Some(error.to_owned()),
+        },
+    )
+}
+
+fn lockout_of(state: &AppState, key: &str) -> Lockout {
+    record::<Lockout>(state, operators::LOCKOUT, key)
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// A login: the locks are read first (a locked account costs no argon2 run), the password and
+/// code are checked here, and the writer decides atomically (locks again, TOTP replay,
+/// recovery codes, counters, the login record and the audit entry).
+async fn login(state: &AppState, req: &Req) -> Response {
+    let client = client_text(state, req);
     let f = form(req);
-    let token = f.get("token").map(String::as_str).unwrap_or("");
-    if token.is_empty() || !super::admin::token_matches(state, token) {
-        state.limits.login_failed(client);
-        return render(
+    let name = f.get("name").map(|s| s.trim()).unwrap_or("").to_owned();
+    let password = f.get("password").cloned().unwrap_or_default();
+    let code: String = f
+        .get("code")
+        .map(|c| c.chars().filter(|c| !c.is_whitespace()).collect())
+        .unwrap_or_default();
+    let wrong = "The name, password or code is wrong.";
+    if name.is_empty() || name.len() > 64 || password.is_empty() || code.is_empty() {
+        return login_page(
             StatusCode::UNAUTHORIZED,
-            &LoginPage {
-                error: Some("That is not the admin token.".into()),
-            },
+            "Enter your operator name, password and code.",
         );
     }
-    let Some((cookie, _)) = state.console.create() else {
-        return html(StatusCode::INTERNAL_SERVER_ERROR, "login failed".into());
+    let now = now_ms();
+    let locked = |until: i64| {
+        login_page(
+            StatusCode::TOO_MANY_REQUESTS,
+            &format!(
+                "Too many failed logins: locked until {} (an admin can unlock an account).",
+                rfc3339(until)
+            ),
+        )
     };
+    let (acct, cl) = (
+        lockout_of(state, &operators::account_key(&name)),
+        lockout_of(state, &operators::client_key(&client)),
+    );
+    let op = match record::<Operator>(state, operators::OPERATOR, &name) {
+        Ok(op) => op,
+        Err(e) => return html(e.status, "The login could not be checked.".into()),
+    };
+    let (hash, secret) = match &op {
+        Some(o) => (o.password_hash.clone(), Some(o.totp_secret.clone())),
+        None => (crate::domain::operator::dummy_hash().to_owned(), None),
+    };
+    // Locked: no argon2 run; the writer finds it locked and writes the audit entry.
+    let skip_hash = acct.locked(now) || cl.locked(now);
+    let password_ok = !skip_hash
+        && tokio::task::spawn_blocking(move || {
+            crate::domain::operator::verify_password(&password, &hash)
+        })
+        .await
+        .unwrap_or(false);
+    let now_secs = u64::try_from(now / 1000).unwrap_or(0);
+    let totp_step = secret
+        .as_deref()
+        .and_then(|s| crate::domain::operator::totp_step(s, &code, now_secs));
+    let recovery_hash = totp_step
+        .is_none()
+        .then(|| crate::domain::operator::recovery_hash(&code));
+    let cookie = random_base62(32);
+    let user_agent: String = req
+        .headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .chars()
+        .take(200)
+        .collect();
+    let attempt = LoginAttempt {
+        name: name.clone(),
+        client: client.clone(),
+        password_ok,
+        totp_step,
+        recovery_hash,
+        login: Login {
+            id: digest(&cookie),
+            operator: name.clone(),
+            csrf: random_base62(32),
+            created_at_ms: now,
+            expires_at_ms: now + LOGIN_TTL_MS,
+            client,
+            user_agent,
+            revoked_at_ms: None,
+        },
+    };
+    match write(
+        state.store.as_ref(),
+        WriteOp::Login(Box::new(attempt)),
+        None,
+    )
+    .await
+    {
+        Ok(Ok(Outcome::Login(LoginResult::LoggedIn(_)))) => {}
+        Ok(Ok(Outcome::Login(LoginResult::Refused(Refusal::Locked { until_ms })))) => {
+            return locked(until_ms);
+        }
+        Ok(Ok(Outcome::Login(LoginResult::Refused(Refusal::Wrong(_))))) => {
+            return login_page(StatusCode::UNAUTHORIZED, wrong);
+        }
+        Ok(Ok(_)) | Ok(Err(_)) | Err(_) => {
+            return html(StatusCode::INTERNAL_SERVER_ERROR, "login failed".into());
+        }
+    }
     let mut r = redirect("/console/sessions");
+    let secure = if state.config.server.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
     if let Ok(v) = HeaderValue::from_str(&format!(
-        "{COOKIE}={cookie}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}",
+        "{COOKIE}={cookie}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={}{secure}",
         LOGIN_TTL_MS / 1000
     )) {
         r.headers_mut().insert(http::header::SET_COOKIE, v);
@@ -592,10 +863,11 @@ fn login(state: &AppState, req: &Req) -> Response {
     r
 }
 
-fn layout(title: &str, csrf: &str, nav: &'static str, req: &Req) -> Layout {
+fn layout(title: &str, me: &Me, nav: &'static str, req: &Req) -> Layout {
     Layout {
         title: title.to_owned(),
-        csrf: csrf.to_owned(),
+        csrf: me.csrf.clone(),
+        who: format!("{} ({})", me.name, me.role.as_str()),
         nav,
         notice: query(req).remove("notice").filter(|n| !n.is_empty()),
         error: None,
@@ -611,18 +883,21 @@ fn merchants(state: &AppState) -> Vec<String> {
         .collect()
 }
 
-async fn page(
-    state: &AppState,
-    req: &Req,
-    segs: &[&str],
-    csrf: &str,
-) -> Result<Response, ApiError> {
+async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Response, ApiError> {
     let f = form(req);
     let field = |k: &str| f.get(k).map(String::as_str);
     match (req.method.as_str(), segs) {
         ("GET", [] | [""]) => Ok(redirect("/console/sessions")),
         ("POST", ["logout"]) => {
-            state.console.remove(req);
+            let entry = AuditEntry::new(now_ms(), &me.name, &me.client, "logout", "", "ok");
+            let op = WriteOp::RevokeLogin {
+                id: me.login.clone(),
+                owner: Some(me.name.clone()),
+                audit: Box::new(entry),
+            };
+            if let Err(e) = write(state.store.as_ref(), op, None).await? {
+                return Err(super::error::op_error(&e));
+            }
             let mut r = redirect("/console/login");
             r.headers_mut().insert(
                 http::header::SET_COOKIE,
@@ -632,8 +907,165 @@ async fn page(
             );
             Ok(r)
         }
-        ("GET", ["sessions"]) => sessions(state, req, csrf),
-        ("GET", ["sessions", id]) => session(state, req, csrf, id),
+        ("GET", ["operators"]) => operators_page(state, req, me),
+        ("GET", ["account"]) => Ok(render(
+            StatusCode::OK,
+            &AccountPage {
+                layout: layout("Account", me, "", req),
+                name: me.name.clone(),
+                role: me.role.as_str(),
+            },
+        )),
+        ("POST", ["account", "password"]) => {
+            let current = field("current").unwrap_or("").to_owned();
+            let new = field("new").unwrap_or("").to_owned();
+            if field("repeat") != Some(new.as_str()) {
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "repeat",
+                    "The two new passwords differ; nothing was changed.",
+                ));
+            }
+            crate::domain::operator::check_new_password(&new, &me.name)
+                .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "new", m))?;
+            let op = record::<Operator>(state, operators::OPERATOR, &me.name)?
+                .ok_or_else(|| ApiError::not_found("operator", &me.name))?;
+            let hash = op.password_hash.clone();
+            let ok = tokio::task::spawn_blocking(move || {
+                crate::domain::operator::verify_password(&current, &hash)
+            })
+            .await
+            .unwrap_or(false);
+            if !ok {
+                audit(
+                    state,
+                    me,
+                    "account.password",
+                    &me.name,
+                    "refused: wrong current password",
+                )
+                .await;
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "current",
+                    "The current password is wrong; nothing was changed.",
+                ));
+            }
+            let password_hash =
+                tokio::task::spawn_blocking(move || crate::domain::operator::hash_password(&new))
+                    .await
+                    .map_err(|e| ApiError::internal(e.to_string()))?
+                    .map_err(|e| ApiError::internal(e.to_string()))?;
+            let entry = AuditEntry::new(
+                now_ms(),
+                &me.name,
+                &me.client,
+                "account.password",
+                &me.name,
+                "ok",
+            );
+            let op = WriteOp::SetPassword {
+                name: me.name.clone(),
+                password_hash,
+                audit: Box::new(entry),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => Ok(back("/console/account", "Your password was changed.")),
+                Err(e) => Err(super::error::op_error(&e)),
+            }
+        }
+        ("POST", ["logins", id, "revoke"]) => {
+            let entry = AuditEntry::new(now_ms(), &me.name, &me.client, "login.revoke", id, "ok");
+            let op = WriteOp::RevokeLogin {
+                id: (*id).to_owned(),
+                owner: (me.role != Role::Admin).then(|| me.name.clone()),
+                audit: Box::new(entry),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => Ok(back("/console/operators", "The login was revoked.")),
+                Err(e) => Err(super::error::op_error(&e).with_id(id)),
+            }
+        }
+        ("POST", ["operators", name, "unlock"]) => {
+            let entry = AuditEntry::new(
+                now_ms(),
+                &me.name,
+                &me.client,
+                "operator.unlock",
+                name,
+                "ok",
+            );
+            let op = WriteOp::UnlockOperator {
+                name: (*name).to_owned(),
+                audit: Box::new(entry),
+            };
+            match write(state.store.as_ref(), op, None).await? {
+                Ok(_) => Ok(back("/console/operators", &format!("{name} was unlocked."))),
+                Err(e) => Err(super::error::op_error(&e).with_id(name)),
+            }
+        }
+        ("GET", ["audit"]) => {
+            let entries = audit_entries(state, AUDIT_SHOWN, true)?
+                .into_iter()
+                .map(|e| AuditRow {
+                    at: rfc3339(e.at_ms),
+                    operator: e.operator,
+                    client: e.client,
+                    action: e.action,
+                    target: e.target,
+                    outcome: e.outcome,
+                })
+                .collect();
+            Ok(render(
+                StatusCode::OK,
+                &AuditPage {
+                    layout: layout("Audit log", me, "audit", req),
+                    shown: AUDIT_SHOWN,
+                    entries,
+                },
+            ))
+        }
+        ("GET", ["audit.json"]) => {
+            let all = audit_entries(state, AUDIT_EXPORT_MAX, false)?;
+            let body = serde_json::to_vec(&serde_json::json!({
+                "object": "list",
+                "data": all.iter().map(|e| serde_json::json!({
+                    "id": e.id, "at": rfc3339(e.at_ms), "operator": e.operator,
+                    "client": e.client, "action": e.action, "target": e.target,
+                    "outcome": e.outcome,
+                })).collect::<Vec<_>>(),
+            }))
+            .map_err(|e| ApiError::internal(e.to_string()))?;
+            let mut r = Response::new(body.into());
+            headers(&mut r, "application/json");
+            attachment(&mut r, "audit.json");
+            Ok(r)
+        }
+        ("GET", ["audit.csv"]) => {
+            let all = audit_entries(state, AUDIT_EXPORT_MAX, false)?;
+            let mut out = String::from("id,at,operator,client,action,target,outcome\r\n");
+            for e in &all {
+                let row = [
+                    e.id.as_str(),
+                    &rfc3339(e.at_ms),
+                    &e.operator,
+                    &e.client,
+                    &e.action,
+                    &e.target,
+                    &e.outcome,
+                ]
+                .map(csv_field)
+                .join(",");
+                out.push_str(&row);
+                out.push_str("\r\n");
+            }
+            let mut r = Response::new(out.into());
+            headers(&mut r, "text/csv; charset=utf-8");
+            attachment(&mut r, "audit.csv");
+            Ok(r)
+        }
+        ("GET", ["sessions"]) => sessions(state, req, me),
+        ("GET", ["sessions", id]) => session(state, req, me, id),
         ("POST", ["events", id, "redeliver"]) => {
             let e = state
                 .store
@@ -644,7 +1076,7 @@ async fn page(
                 livemode: e.livemode,
                 event_id: e.id.clone(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Deliveries(d)) => {
                     let to = field("session").unwrap_or("");
                     let path = if to.starts_with("cs_")
@@ -663,7 +1095,7 @@ async fn page(
                 Err(e) => Err(super::error::op_error(&e)),
             }
         }
-        ("GET", ["keys"]) => keys(state, req, csrf, None),
+        ("GET", ["keys"]) => keys(state, req, me, None),
         ("POST", ["keys"]) => {
             let merchant = field("merchant").unwrap_or("");
             if state.config.merchant(merchant).is_none() {
@@ -693,17 +1125,17 @@ async fn page(
                     .map_err(|m| ApiError::invalid(Code::ParameterInvalid, "permissions", m))?,
             };
             let (key, secret, hash) = new_key(merchant, livemode, permissions, now_ms());
-            match write(
-                state.store.as_ref(),
+            match audited(
+                state,
+                me,
                 WriteOp::CreateKey {
                     key: Box::new(key),
                     hash,
                 },
-                None,
             )
             .await?
             {
-                Ok(Outcome::Key(k)) => keys(state, req, csrf, Some((k.id.clone(), secret))),
+                Ok(Outcome::Key(k)) => keys(state, req, me, Some((k.id.clone(), secret))),
                 Ok(_) => Err(ApiError::internal("unexpected outcome")),
                 Err(e) => Err(super::error::op_error(&e)),
             }
@@ -713,7 +1145,7 @@ async fn page(
                 key_id: (*id).to_owned(),
                 now_ms: now_ms(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Key(k)) => {
                     state.keys.evict(&k.id);
                     Ok(back("/console/keys", &format!("Key {} revoked.", k.id)))
@@ -722,7 +1154,7 @@ async fn page(
                 Err(e) => Err(super::error::op_error(&e).with_id(id)),
             }
         }
-        ("GET", ["credits"]) => credits(state, req, csrf),
+        ("GET", ["credits"]) => credits(state, req, me),
         ("POST", ["credits", id, "assign"]) => {
             let session = field("session").map(str::trim).unwrap_or("");
             if session.is_empty() {
@@ -736,7 +1168,7 @@ async fn page(
                 credit_id: (*id).to_owned(),
                 session_id: session.to_owned(),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(Outcome::Match(MatchResult::Matched { session, .. })) => Ok(back(
                     "/console/credits",
                     &format!(
@@ -755,7 +1187,7 @@ async fn page(
                 credit_id: (*id).to_owned(),
                 session_id: session.map(str::to_owned),
             };
-            match write(state.store.as_ref(), op, None).await? {
+            match audited(state, me, op).await? {
                 Ok(_) => Ok(back(
                     "/console/credits",
                     &format!("The claim of credit {id} was rejected; the credit stays unmatched."),
@@ -770,7 +1202,7 @@ async fn page(
                 &format!("Credit {} marked returned.", c.id),
             ))
         }
-        ("GET", ["refunds"]) => refunds(state, req, csrf),
+        ("GET", ["refunds"]) => refunds(state, req, me),
         ("GET", ["refunds", id, "qr.svg"]) => {
             let r = state
                 .store
@@ -806,14 +1238,14 @@ async fn page(
         ("GET", ["watchers"]) => Ok(render(
             StatusCode::OK,
             &WatchersPage {
-                layout: layout("Watchers", csrf, "watchers", req),
+                layout: layout("Watchers", me, "watchers", req),
                 rows: watcher_status(state)?,
             },
         )),
         ("GET", ["exports"]) => Ok(render(
             StatusCode::OK,
             &ExportsPage {
-                layout: layout("Exports", csrf, "exports", req),
+                layout: layout("Exports", me, "exports", req),
                 merchants: merchants(state),
             },
         )),
@@ -869,7 +1301,94 @@ async fn page(
     }
 }
 
-fn sessions(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError> {
+/// A CSV field, quoted when needed, with formula-leading text defused (a spreadsheet must not
+/// run what an attacker typed as an operator name).
+fn csv_field(v: &str) -> String {
+    let v = if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{v}")
+    } else {
+        v.to_owned()
+    };
+    if v.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", v.replace('"', "\"\""))
+    } else {
+        v
+    }
+}
+
+fn attachment(r: &mut Response, name: &str) {
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{name}\"")) {
+        r.headers_mut().insert(http::header::CONTENT_DISPOSITION, v);
+    }
+}
+
+/// Audit entries, oldest first or newest first.
+fn audit_entries(
+    state: &AppState,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<AuditEntry>, ApiError> {
+    state
+        .store
+        .records(operators::AUDIT, None, limit, newest_first)?
+        .into_iter()
+        .map(|(_, b)| {
+            serde_json::from_slice(&b)
+                .map_err(|e| ApiError::internal(format!("a stored audit entry is damaged: {e}")))
+        })
+        .collect()
+}
+
+fn operators_page(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {
+    let now = now_ms();
+    let mut ops = Vec::new();
+    for (_, b) in state
+        .store
+        .records(operators::OPERATOR, None, 10_000, false)?
+    {
+        let o: Operator = serde_json::from_slice(&b)
+            .map_err(|e| ApiError::internal(format!("a stored operator is damaged: {e}")))?;
+        let lock = lockout_of(state, &operators::account_key(&o.name));
+        ops.push(OperatorRow {
+            role: o.role.as_str(),
+            created: rfc3339(o.created_at_ms),
+            recovery_left: o.recovery_codes.len(),
+            locked_until: lock.locked(now).then(|| rfc3339(lock.locked_until_ms)),
+            name: o.name,
+        });
+    }
+    let mut logins = Vec::new();
+    for (_, b) in state
+        .store
+        .records(operators::LOGIN, None, 100_000, false)?
+    {
+        let l: Login = serde_json::from_slice(&b)
+            .map_err(|e| ApiError::internal(format!("a stored login is damaged: {e}")))?;
+        if !l.live(now) || (me.role != Role::Admin && l.operator != me.name) {
+            continue;
+        }
+        logins.push(LoginRow {
+            current: l.id == me.login,
+            created: rfc3339(l.created_at_ms),
+            expires: rfc3339(l.expires_at_ms),
+            id: l.id,
+            operator: l.operator,
+            client: l.client,
+            user_agent: l.user_agent,
+        });
+    }
+    Ok(render(
+        StatusCode::OK,
+        &OperatorsPage {
+            layout: layout("Operators", me, "operators", req),
+            admin: me.role == Role::Admin,
+            operators: ops,
+            logins,
+        },
+    ))
+}
+
+fn sessions(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {
     let q = query(req);
     let get = |k: &str| q.get(k).map(|v| v.trim().to_owned()).unwrap_or_default();
     let f = Filters {
@@ -936,7 +1455,7 @@ fn sessions(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiErro
         &SessionsPage {
             layout: layout(
                 if f.late { "Late payments" } else { "Sessions" },
-                csrf,
+                me,
                 if f.late { "late" } else { "sessions" },
                 req,
             ),
@@ -1065,7 +1584,7 @@ fn delivery_row(d: &Delivery) -> DeliveryRow {
     }
 }
 
-fn session(state: &AppState, req: &Req, csrf: &str, id: &str) -> Result<Response, ApiError> {
+fn session(state: &AppState, req: &Req, me: &Me, id: &str) -> Result<Response, ApiError> {
     let s = state
         .store
         .session(id)?
@@ -1088,7 +1607,7 @@ fn session(state: &AppState, req: &Req, csrf: &str, id: &str) -> Result<Response
     Ok(render(
         StatusCode::OK,
         &SessionPage {
-            layout: layout(&format!("Session {}", s.id), csrf, "sessions", req),
+            layout: layout(&format!("Session {}", s.id), me, "sessions", req),
             description: s.description.clone().unwrap_or_default(),
             email: s.customer_email.clone().unwrap_or_default(),
             expires: rfc3339(s.expires_at_ms),
@@ -1134,7 +1653,7 @@ fn session(state: &AppState, req: &Req, csrf: &str, id: &str) -> Result<Response
 fn keys(
     state: &AppState,
     req: &Req,
-    csrf: &str,
+    me: &Me,
     created: Option<(String, String)>,
 ) -> Result<Response, ApiError> {
     let keys = state
@@ -1163,7 +1682,7 @@ fn keys(
             StatusCode::OK
         },
         &KeysPage {
-            layout: layout("API keys", csrf, "keys", req),
+            layout: layout("API keys", me, "keys", req),
             merchants: merchants(state),
             keys,
             created,
@@ -1171,7 +1690,7 @@ fn keys(
     ))
 }
 
-fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError> {
+fn credits(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {
     let q = query(req);
     let status = q
         .get("status")
@@ -1205,7 +1724,7 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
     Ok(render(
         StatusCode::OK,
         &CreditsPage {
-            layout: layout("Credits", csrf, "credits", req),
+            layout: layout("Credits", me, "credits", req),
             status,
             credits,
             claims: state
@@ -1235,7 +1754,7 @@ fn credits(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
     ))
 }
 
-fn refunds(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError> {
+fn refunds(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {
     let q = query(req);
     let status = q.get("status").cloned().unwrap_or_else(|| "pending".into());
     let page = state.store.list_refunds(&RefundQuery {
@@ -1246,7 +1765,7 @@ fn refunds(state: &AppState, req: &Req, csrf: &str) -> Result<Response, ApiError
     Ok(render(
         StatusCode::OK,
         &RefundsPage {
-            layout: layout("Refunds", csrf, "refunds", req),
+            layout: layout("Refunds", me, "refunds", req),
             status,
             refunds: page.items.iter().map(|r| refund_row(state, r)).collect(),
         },

@@ -147,6 +147,8 @@ codes! {
     RefundNotPending = "refund_not_pending", InvalidRequest, CONFLICT, Operator;
     /// Return or assign a UPI credit that is not unmatched (made by the store).
     CreditNotUnmatched = "credit_not_unmatched", InvalidRequest, CONFLICT, Operator;
+    /// An operator account of that name exists already (made by the store).
+    OperatorExists = "operator_exists", InvalidRequest, CONFLICT, Operator;
 }
 
 /// An error as the merchant sees it.

@@ -105,9 +105,9 @@ fn entry_ip(entry: &str) -> Option<IpAddr> {
 #[derive(Default)]
 pub struct ClientLimits {
     streams: Mutex<HashMap<IpAddr, usize>>,
-    /// (minute, counts in it): claims and failed console logins.
+    /// (minute, counts in it): claims. Console logins have durable lockouts instead
+    /// (`engine::operators`).
     claims: Mutex<(i64, HashMap<IpAddr, u32>)>,
-    logins: Mutex<(i64, HashMap<IpAddr, u32>)>,
 }
 
 /// Holds one of a client's stream slots; dropping it (the stream ended) frees the slot.
@@ -183,16 +183,6 @@ impl ClientLimits {
     /// Counts a claim attempt; false when `ip` has made `max` this minute.
     pub fn claim(&self, ip: IpAddr, max: u32) -> bool {
         count_in_minute(&self.claims, ip, max, true)
-    }
-
-    /// Whether `ip` may try a console login (fewer than `max` failures this minute).
-    pub fn login_allowed(&self, ip: IpAddr, max: u32) -> bool {
-        count_in_minute(&self.logins, ip, max, false)
-    }
-
-    /// Counts a failed console login for `ip`.
-    pub fn login_failed(&self, ip: IpAddr) {
-        count_in_minute(&self.logins, ip, u32::MAX, true);
     }
 }
 

@@ -59,8 +59,6 @@ pub struct AppState {
     pub database: Option<crate::store::DbHandle>,
     /// What each chain watcher last saw (readiness, metrics, console).
     pub chains: crate::watch::evm::status::ChainStatuses,
-    /// Logins of the operator console.
-    pub console: console::Logins,
     /// Per-client caps on streams, claims and console logins.
     pub limits: Arc<limits::ClientLimits>,
     /// The operator listener's token, resolved once at start (from the config or its file).
@@ -98,7 +96,6 @@ impl AppState {
             streams: Arc::default(),
             database,
             chains: Default::default(),
-            console: console::Logins::default(),
             limits: Arc::default(),
             admin_token: config.admin_token.clone().or(admin_token),
             closing: Arc::default(),

@@ -7,6 +7,7 @@ pub mod event;
 pub mod ids;
 pub mod method;
 pub mod money;
+pub mod operator;
 pub mod refund;
 pub mod session;
 pub mod stripe_view;

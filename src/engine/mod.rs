@@ -17,6 +17,7 @@
 pub mod allocate;
 mod claims;
 pub mod observe;
+pub mod operators;
 pub mod outbox;
 pub mod refunds;
 pub mod reservations;
@@ -278,6 +279,39 @@ pub enum WriteOp {
         credit_id: String,
         reference: String,
     },
+    // Operators (see `operators`): accounts, logins, lockouts, the audit log.
+    /// A new operator account (refused if the name is taken).
+    CreateOperator {
+        operator: Box<crate::domain::operator::Operator>,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
+    /// A console login attempt: lockouts, the second factor and the audit entry in one step.
+    Login(Box<operators::LoginAttempt>),
+    /// Ends a login; `owner`: only if it is this operator's.
+    RevokeLogin {
+        id: String,
+        owner: Option<String>,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
+    /// Lifts an account's lockout.
+    UnlockOperator {
+        name: String,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
+    /// Replaces an operator's password (hash); the current one was verified by the caller.
+    SetPassword {
+        name: String,
+        password_hash: String,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
+    /// Appends one entry to the audit log.
+    Audit(Box<crate::domain::operator::AuditEntry>),
+    /// An operator's action and its audit entry in one transaction. The entry is written even
+    /// when the action is refused (its outcome then says why); the action's own writes are not.
+    Audited {
+        op: Box<WriteOp>,
+        audit: Box<crate::domain::operator::AuditEntry>,
+    },
 }
 
 /// What a successful operation produced.
@@ -301,6 +335,8 @@ pub enum Outcome {
     Claimed,
     Refund(Box<crate::domain::refund::Refund>),
     Credit(Box<Credit>),
+    Operator(Box<crate::domain::operator::Operator>),
+    Login(operators::LoginResult),
     /// Written; nothing to report.
     Done,
 }
@@ -537,6 +573,29 @@ pub fn apply(
             credit_id,
             reference,
         } => refunds::return_credit(t, &credit_id, &reference)?,
+        WriteOp::CreateOperator { operator, audit } => {
+            operators::create_operator(t, *operator, &audit)?
+        }
+        WriteOp::Login(a) => operators::login(t, now, *a)?,
+        WriteOp::RevokeLogin { id, owner, audit } => {
+            operators::revoke_login(t, now, &id, owner.as_deref(), &audit)?
+        }
+        WriteOp::UnlockOperator { name, audit } => operators::unlock(t, &name, &audit)?,
+        WriteOp::SetPassword {
+            name,
+            password_hash,
+            audit,
+        } => operators::set_password(t, &name, password_hash, &audit)?,
+        WriteOp::Audit(e) => operators::append_audit(t, &e)?,
+        WriteOp::Audited { op, audit } => {
+            let r = apply(t, cx, *op, None)?;
+            let mut e = *audit;
+            if let Err(why) = &r {
+                e.outcome = format!("refused: {why}");
+            }
+            operators::put(t, operators::AUDIT, &e.id, &e)?;
+            r
+        }
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)

@@ -184,4 +184,12 @@ pub trait Tx {
         method: &str,
         e: &LedgerEntry,
     ) -> R<()>;
+
+    // ---- Keyed records (operators, console logins, lockouts, the audit log) ----
+    // One small table of JSON values keyed by (kind, key), read in key order: these objects
+    // need no index beyond that. Backends: one table, or a (kind, key) primary key.
+    /// The record of `kind` under `key`.
+    fn record(&mut self, kind: &str, key: &str) -> R<Option<Vec<u8>>>;
+    fn put_record(&mut self, kind: &str, key: &str, value: &[u8]) -> R<()>;
+    fn drop_record(&mut self, kind: &str, key: &str) -> R<()>;
 }

@@ -528,6 +528,90 @@ pub(crate) fn an_assigned_credit_moves_its_reference_to_the_payment(b: &dyn Back
 }
 
 /// Runs every conformance check on the backend `$make` builds (a fresh one per check).
+fn login_attempt(step: Option<u64>, password_ok: bool, cookie: &str) -> WriteOp {
+    use crate::domain::operator::Login;
+    WriteOp::Login(Box::new(crate::engine::operators::LoginAttempt {
+        name: "alice".into(),
+        client: "192.0.2.7".into(),
+        password_ok,
+        totp_step: step,
+        recovery_hash: None,
+        login: Login {
+            id: cookie.into(),
+            operator: "alice".into(),
+            csrf: "c".into(),
+            created_at_ms: 1,
+            expires_at_ms: i64::MAX,
+            client: "192.0.2.7".into(),
+            user_agent: String::new(),
+            revoked_at_ms: None,
+        },
+    }))
+}
+
+/// Two logins racing with one TOTP code: one logs in, the other is a replay; five failures in
+/// a row lock the account, and the lock holds against the right password.
+pub(crate) fn a_totp_code_logs_in_once_and_failures_lock(b: &dyn Backend) {
+    use crate::domain::operator::{AuditEntry, Operator, Role};
+    use crate::engine::operators::{LoginResult, Refusal};
+    let op = Operator {
+        name: "alice".into(),
+        role: Role::Operator,
+        password_hash: String::new(),
+        totp_secret: String::new(),
+        last_totp_step: 0,
+        recovery_codes: vec![],
+        created_at_ms: 1,
+    };
+    let create = || WriteOp::CreateOperator {
+        operator: Box::new(op.clone()),
+        audit: Box::new(AuditEntry::new(
+            1,
+            "t",
+            "t",
+            "operator.create",
+            "alice",
+            "ok",
+        )),
+    };
+    let made = b.race(vec![create(), create()]);
+    assert_eq!(made.iter().filter(|r| r.is_ok()).count(), 1, "{made:?}");
+    let out = b.race(vec![
+        login_attempt(Some(100), true, "k1"),
+        login_attempt(Some(100), true, "k2"),
+    ]);
+    let logged_in = out
+        .iter()
+        .filter(|r| matches!(r, Ok(Outcome::Login(LoginResult::LoggedIn(_)))))
+        .count();
+    assert_eq!(logged_in, 1, "{out:?}");
+    assert!(out.iter().any(|r| matches!(
+        r,
+        Ok(Outcome::Login(LoginResult::Refused(Refusal::Wrong(
+            "refused: TOTP code replayed"
+        ))))
+    )));
+    // The replay was the first failure in a row; four wrong passwords make five.
+    for i in 0..4 {
+        let r = b.race(vec![login_attempt(Some(200 + i), false, "k3")]);
+        assert!(
+            matches!(
+                r[0],
+                Ok(Outcome::Login(LoginResult::Refused(Refusal::Wrong(_))))
+            ),
+            "{r:?}"
+        );
+    }
+    let r = b.race(vec![login_attempt(Some(300), true, "k4")]);
+    assert!(
+        matches!(
+            r[0],
+            Ok(Outcome::Login(LoginResult::Refused(Refusal::Locked { .. })))
+        ),
+        "{r:?}"
+    );
+}
+
 macro_rules! conformance {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -568,6 +652,10 @@ macro_rules! conformance {
             #[test]
             fn an_assigned_credit_moves_its_reference_to_the_payment() {
                 super::an_assigned_credit_moves_its_reference_to_the_payment(&$make);
+            }
+            #[test]
+            fn a_totp_code_logs_in_once_and_failures_lock() {
+                super::a_totp_code_logs_in_once_and_failures_lock(&$make);
             }
         }
     };

@@ -53,6 +53,7 @@ pub struct MemState {
     refunds: BTreeMap<String, Refund>,
     session_refunds: BTreeSet<(String, String)>,
     ledger: BTreeMap<(String, String), LedgerEntry>,
+    records: BTreeMap<(String, String), Vec<u8>>,
 }
 
 /// The in-memory store: batches run one at a time, each in its own transaction.
@@ -643,6 +644,26 @@ impl Tx for MemTx<'_> {
         self.s
             .ledger
             .insert((scope(merchant_id, livemode), method.to_owned()), e.clone());
+        Ok(())
+    }
+
+    fn record(&mut self, kind: &str, key: &str) -> R<Option<Vec<u8>>> {
+        Ok(self
+            .s
+            .records
+            .get(&(kind.to_owned(), key.to_owned()))
+            .cloned())
+    }
+
+    fn put_record(&mut self, kind: &str, key: &str, value: &[u8]) -> R<()> {
+        self.s
+            .records
+            .insert((kind.to_owned(), key.to_owned()), value.to_vec());
+        Ok(())
+    }
+
+    fn drop_record(&mut self, kind: &str, key: &str) -> R<()> {
+        self.s.records.remove(&(kind.to_owned(), key.to_owned()));
         Ok(())
     }
 }

@@ -183,6 +183,19 @@ pub trait Store: Send + Sync {
     fn credit(&self, id: &str) -> Result<Option<Credit>, StoreError>;
     /// Claims queued for the operator: (credit id, session id, when claimed), oldest credit first.
     fn claim_queue(&self, limit: usize) -> Result<Vec<(String, String, i64)>, StoreError>;
+
+    // ---- Keyed records (operators, console logins, lockouts, the audit log) ----
+    /// The record of `kind` under `key` (JSON).
+    fn record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` records of `kind` in key order (`newest_first`: descending), starting after
+    /// `after` (exclusive; `None` from the first).
+    fn records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError>;
 }
 
 /// A shared store handle.

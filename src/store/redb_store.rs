@@ -1,5 +1,6 @@
 //! The redb backend: one database file, one writer thread that group-commits, MVCC readers.
 
+use std::ops::Bound;
 use std::path::Path;
 use std::sync::Mutex;
 use std::thread::JoinHandle;
@@ -340,6 +341,7 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(IGNORED).map_err(storage)?;
         txn.open_table(IGNORED_INDEX).map_err(storage)?;
         txn.open_table(RETENTION).map_err(storage)?;
+        txn.open_table(RECORDS).map_err(storage)?;
         let schema = meta.get("schema").map_err(storage)?.map(|g| g.value());
         match schema {
             None => {
@@ -1053,6 +1055,46 @@ impl Store for RedbStore {
                 break;
             }
             out.push((key.to_owned(), v.value()));
+        }
+        Ok(out)
+    }
+
+    fn record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(RECORDS).map_err(storage)?;
+        Ok(t.get((kind, key))
+            .map_err(storage)?
+            .map(|v| v.value().to_vec()))
+    }
+
+    fn records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(RECORDS).map_err(storage)?;
+        let lo = match (after, newest_first) {
+            (Some(a), false) => Bound::Excluded((kind, a)),
+            _ => Bound::Included((kind, "")),
+        };
+        let hi = match (after, newest_first) {
+            (Some(a), true) => Bound::Excluded((kind, a)),
+            // Every key of `kind` sorts below `kind` followed by U+10FFFF.
+            _ => Bound::Included((kind, "\u{10FFFF}")),
+        };
+        let range = t.range::<(&str, &str)>((lo, hi)).map_err(storage)?;
+        let rows: Box<dyn Iterator<Item = _>> = if newest_first {
+            Box::new(range.rev())
+        } else {
+            Box::new(range)
+        };
+        let mut out = Vec::new();
+        for e in rows.take(limit) {
+            let (k, v) = e.map_err(storage)?;
+            out.push((k.value().1.to_owned(), v.value().to_vec()));
         }
         Ok(out)
     }

@@ -80,6 +80,7 @@ pub struct Tables<'t> {
     ignored: Table<'t, &'static str, &'static [u8]>,
     ignored_index: Table<'t, (&'static str, &'static str), ()>,
     retention: Table<'t, &'static str, &'static str>,
+    records: Table<'t, (&'static str, &'static str), &'static [u8]>,
 }
 
 impl<'t> Tables<'t> {
@@ -121,6 +122,7 @@ impl<'t> Tables<'t> {
             ignored: txn.open_table(IGNORED)?,
             ignored_index: txn.open_table(IGNORED_INDEX)?,
             retention: txn.open_table(RETENTION)?,
+            records: txn.open_table(RECORDS)?,
         })
     }
 }
@@ -774,6 +776,20 @@ impl Tx for RedbTx<'_, '_> {
         self.t
             .ledger
             .insert((sc.as_str(), method), serde_json::to_vec(e)?.as_slice())?;
+        Ok(())
+    }
+
+    fn record(&mut self, kind: &str, key: &str) -> R<Option<Vec<u8>>> {
+        Ok(self.t.records.get((kind, key))?.map(|v| v.value().to_vec()))
+    }
+
+    fn put_record(&mut self, kind: &str, key: &str, value: &[u8]) -> R<()> {
+        self.t.records.insert((kind, key), value)?;
+        Ok(())
+    }
+
+    fn drop_record(&mut self, kind: &str, key: &str) -> R<()> {
+        self.t.records.remove((kind, key))?;
         Ok(())
     }
 }

@@ -96,6 +96,10 @@ pub const SESSION_REFUNDS: TableDefinition<(&str, &str), ()> =
 /// updated in the transaction of every payment and refund change.
 pub const LEDGER: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ledger");
 
+/// (kind, key) → JSON: the keyed records of `engine::operators` (operators, console logins,
+/// lockouts, the audit log), read in key order.
+pub const RECORDS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("records");
+
 /// Encodes a session's (destination, amount) pairs for the expiry and processing tables.
 pub fn encode_holds<'a>(holds: impl Iterator<Item = (&'a str, u128)>) -> Vec<u8> {
     let mut out = Vec::new();

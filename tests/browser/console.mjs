@@ -10,6 +10,21 @@
 
 import { chromium } from 'playwright-core';
 import path from 'node:path';
+import crypto from 'node:crypto';
+
+// RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret: what an authenticator app shows.
+function totp(secretB32, now = Date.now()) {
+  const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567';
+  let bits = '';
+  for (const ch of secretB32.replace(/=+$/, '').toUpperCase()) bits += alphabet.indexOf(ch).toString(2).padStart(5, '0');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(now / 30000)));
+  const h = crypto.createHmac('sha1', key).update(counter).digest();
+  const o = h[h.length - 1] & 0xf;
+  const n = ((h[o] & 0x7f) << 24) | (h[o + 1] << 16) | (h[o + 2] << 8) | h[o + 3];
+  return String(n % 1000000).padStart(6, '0');
+}
 
 const CHROMIUM = process.env.PAYWATCH_CHROMIUM || '/usr/bin/chromium';
 const WATCHDOG_MS = Number(process.env.PAYWATCH_BROWSER_TIMEOUT_MS || 60000);
@@ -40,7 +55,7 @@ async function text(page, sel) {
 
 async function main() {
   const a = JSON.parse(process.argv[2] || '{}');
-  for (const k of ['admin', 'token', 'reference', 'session', 'credit', 'key', 'refund', 'token_refund', 'unknown_refund', 'artifacts']) {
+  for (const k of ['admin', 'name', 'password', 'secret', 'reference', 'session', 'credit', 'key', 'refund', 'token_refund', 'unknown_refund', 'artifacts']) {
     if (typeof a[k] !== 'string' || !a[k]) throw new Error(`argument ${k} is required`);
   }
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
@@ -53,21 +68,26 @@ async function main() {
   });
   const out = { ok: true };
 
-  // A wrong token does not log in.
+  // A wrong password does not log in.
   await page.goto(`${a.admin}/console/login`, { timeout: T });
-  await page.fill('#token', 'not-the-token');
+  await page.fill('#name', a.name);
+  await page.fill('#password', 'not-the-password');
+  await page.fill('#code', totp(a.secret));
   await Promise.all([page.waitForLoadState('load'), page.click('#login button[type=submit]')]);
   out.wrongError = await text(page, '#error');
   out.wrongCookies = (await ctx.cookies()).filter((c) => c.name === 'pw_console').length;
   await page.goto(`${a.admin}/console/sessions`, { timeout: T });
   out.wrongLandedOn = new URL(page.url()).pathname;
 
-  // The right token does, with an HttpOnly SameSite=Strict cookie.
-  await page.fill('#token', a.token);
+  // Name, password and the authenticator's code do, with an HttpOnly SameSite=Strict cookie.
+  await page.fill('#name', a.name);
+  await page.fill('#password', a.password);
+  await page.fill('#code', totp(a.secret));
   await Promise.all([page.waitForURL('**/console/sessions', { timeout: T }), page.click('#login button[type=submit]')]);
   out.loggedInOn = new URL(page.url()).pathname;
   const cookie = (await ctx.cookies()).find((c) => c.name === 'pw_console');
-  out.cookie = cookie ? { httpOnly: cookie.httpOnly, sameSite: cookie.sameSite, path: cookie.path } : null;
+  out.cookie = cookie ? { httpOnly: cookie.httpOnly, sameSite: cookie.sameSite, path: cookie.path, secure: cookie.secure } : null;
+  out.who = await text(page, '#who');
   const resp = await page.goto(`${a.admin}/console/sessions`, { timeout: T });
   out.csp = resp.headers()['content-security-policy'] || null;
 
@@ -126,6 +146,12 @@ async function main() {
   // Escaping: the hostile description is text, not markup.
   await page.goto(`${a.admin}/console/sessions/${a.session}`, { timeout: T });
   out.injected = await page.$('#pwned') !== null;
+
+  // The audit log shows what was done.
+  await page.goto(`${a.admin}/console/audit`, { timeout: T });
+  out.auditActions = await page.$$eval('#audit tbody tr', (rows) => rows.map((r) => r.dataset.action));
+  out.auditShot = path.join(a.artifacts, 'console-audit-phone.png');
+  await page.screenshot({ path: out.auditShot, fullPage: true });
 
   out.external = external;
   await browser.close();

@@ -338,3 +338,110 @@ pub async fn outbox(c: &reqwest::Client, d: &Daemon) -> Vec<serde_json::Value> {
     let v: serde_json::Value = r.json().await.expect("json");
     v["data"].as_array().cloned().unwrap_or_default()
 }
+
+/// A console operator made by `paywatch operators create`, with what it printed once.
+pub struct OperatorLogin {
+    pub name: String,
+    pub password: String,
+    /// The TOTP secret (base32), from the printed `otpauth://` URI.
+    pub secret: String,
+    pub uri: String,
+    pub recovery: Vec<String>,
+    /// The last TOTP step this test logged in with (a step logs in once).
+    pub last_step: u64,
+}
+
+/// `paywatch operators create --name NAME --role ROLE` (through the operator API when the
+/// daemon runs), parsed.
+pub fn create_operator(config: &Path, name: &str, role: &str) -> OperatorLogin {
+    let out = cli(
+        config,
+        &["operators", "create", "--name", name, "--role", role],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "operators create failed: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |p: &str| {
+        stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(p))
+            .unwrap_or_else(|| panic!("no {p:?} line in {stdout}"))
+            .trim()
+            .to_owned()
+    };
+    let uri = field("totp: ");
+    let secret = url::Url::parse(&uri)
+        .expect("otpauth URI")
+        .query_pairs()
+        .find(|(k, _)| k == "secret")
+        .map(|(_, v)| v.into_owned())
+        .expect("secret in the URI");
+    OperatorLogin {
+        name: name.to_owned(),
+        password: field("password: "),
+        secret,
+        uri,
+        recovery: field("recovery codes (each works once): ")
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        last_step: 0,
+    }
+}
+
+/// The TOTP code of `secret` at this step (RFC 6238: SHA-1, 6 digits, 30 s), and the step.
+pub fn totp_now(secret: &str) -> (String, u64) {
+    let bytes = totp_rs::Secret::Encoded(secret.to_owned())
+        .to_bytes()
+        .expect("base32 secret");
+    let t =
+        totp_rs::TOTP::new_unchecked(totp_rs::Algorithm::SHA1, 6, 1, 30, bytes, None, "t".into());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    (t.generate(now), now / 30)
+}
+
+/// Posts the console's login form; returns (status, the cookie pair if one was set).
+pub async fn console_login_with(
+    c: &reqwest::Client,
+    d: &Daemon,
+    name: &str,
+    password: &str,
+    code: &str,
+) -> (u16, Option<String>) {
+    let r = c
+        .post(format!("{}/console/login", d.admin))
+        .form(&[("name", name), ("password", password), ("code", code)])
+        .send()
+        .await
+        .expect("login");
+    let cookie = r.headers().get("set-cookie").map(|v| {
+        v.to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned()
+    });
+    (r.status().as_u16(), cookie)
+}
+
+/// Logs `op` in (with the current TOTP code, or a recovery code if this step was used) and
+/// returns the cookie pair.
+pub async fn console_login(c: &reqwest::Client, d: &Daemon, op: &mut OperatorLogin) -> String {
+    let (code, step) = totp_now(&op.secret);
+    let code = if step > op.last_step {
+        op.last_step = step;
+        code
+    } else {
+        op.recovery.pop().expect("a recovery code left")
+    };
+    let (st, cookie) = console_login_with(c, d, &op.name, &op.password, &code).await;
+    assert_eq!(st, 303, "the operator's login failed");
+    cookie.expect("a login cookie")
+}

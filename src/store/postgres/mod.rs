@@ -684,6 +684,50 @@ impl Store for PgStore {
         })
     }
 
+    fn record(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_opt(
+                "SELECT value FROM records WHERE kind = $1 AND key = $2",
+                &[&kind, &key],
+            )
+            .map_err(storage)?
+            .map(|r| r.get(0)))
+        })
+    }
+
+    fn records(
+        &self,
+        kind: &str,
+        after: Option<&str>,
+        limit: usize,
+        newest_first: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        // `after` is exclusive in the direction of travel.
+        let sql = match (newest_first, after.is_some()) {
+            (false, false) => {
+                "SELECT key, value FROM records WHERE kind = $1 ORDER BY key LIMIT $2"
+            }
+            (true, false) => {
+                "SELECT key, value FROM records WHERE kind = $1 ORDER BY key DESC LIMIT $2"
+            }
+            (false, true) => {
+                "SELECT key, value FROM records WHERE kind = $1 AND key > $3 ORDER BY key LIMIT $2"
+            }
+            (true, true) => {
+                "SELECT key, value FROM records WHERE kind = $1 AND key < $3 ORDER BY key DESC LIMIT $2"
+            }
+        };
+        self.read(|c| {
+            let rows = match after {
+                Some(a) => c.query(sql, &[&kind, &limit, &a]),
+                None => c.query(sql, &[&kind, &limit]),
+            }
+            .map_err(storage)?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        })
+    }
+
     fn xpub_addresses(
         &self,
         xpub: &str,

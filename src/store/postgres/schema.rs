@@ -12,10 +12,11 @@
 use postgres::Client;
 
 /// The newest schema this binary knows.
-pub const VERSION: i32 = 1;
+pub const VERSION: i32 = 2;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 1] = [r#"
+const MIGRATIONS: [&str; 2] = [
+    r#"
 CREATE TABLE counters (name text COLLATE "C" PRIMARY KEY, value bigint NOT NULL);
 INSERT INTO counters VALUES ('seq', 0);
 CREATE TABLE sessions (
@@ -131,7 +132,17 @@ CREATE TABLE ledger (
     PRIMARY KEY (scope, method),
     CONSTRAINT refunds_never_above_received CHECK (refunded + pending <= received)
 );
-"#];
+"#,
+    // Keyed records: operators, console logins, lockouts, the audit log (read in key order).
+    r#"
+CREATE TABLE records (
+    kind text COLLATE "C" NOT NULL,
+    key text COLLATE "C" NOT NULL,
+    value bytea NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+"#,
+];
 
 /// Why the schema cannot be used.
 #[derive(Debug, thiserror::Error)]

@@ -531,6 +531,32 @@ impl Tx for PgTx<'_, '_> {
         Ok(usize::try_from(gone).unwrap_or(usize::MAX))
     }
 
+    fn record(&mut self, kind: &str, key: &str) -> R<Option<Vec<u8>>> {
+        Ok(self
+            .q1(
+                "SELECT value FROM records WHERE kind = $1 AND key = $2",
+                &[&kind, &key],
+            )?
+            .map(|r| r.get(0)))
+    }
+
+    fn put_record(&mut self, kind: &str, key: &str, value: &[u8]) -> R<()> {
+        self.x(
+            "INSERT INTO records (kind, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (kind, key) DO UPDATE SET value = EXCLUDED.value",
+            &[&kind, &key, &value],
+        )?;
+        Ok(())
+    }
+
+    fn drop_record(&mut self, kind: &str, key: &str) -> R<()> {
+        self.x(
+            "DELETE FROM records WHERE kind = $1 AND key = $2",
+            &[&kind, &key],
+        )?;
+        Ok(())
+    }
+
     fn xpub_next(&mut self, xpub: &str) -> R<u64> {
         Ok(self
             .q1("SELECT next FROM xpub_next WHERE xpub = $1", &[&xpub])?
