@@ -6,4 +6,5 @@ pub mod apps;
 pub mod general;
 pub mod imap;
 pub mod mail;
+pub(crate) mod re;
 pub mod templates;
