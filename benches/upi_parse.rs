@@ -1,6 +1,6 @@
 //! Single-thread throughput of `Parser::parse` over the shared fixtures and the UPI corpus.
 //!
-//! Plain `std::time` measurement: `cargo bench --bench parse`. Prints alerts parsed per second.
+//! Plain `std::time` measurement: `cargo bench --bench upi_parse`. Prints alerts parsed per second.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 use std::hint::black_box;
@@ -34,6 +34,24 @@ fn main() {
     let started = Instant::now();
     let parser = Parser::builtin().unwrap();
     println!("template compile: {:?}", started.elapsed());
+
+    // `UPI_PARSE_DUMP=<file>`: write every result (with and without the sender) and its
+    // explanation, so that a speed-up can be checked to change no output.
+    if let Ok(dump) = std::env::var("UPI_PARSE_DUMP") {
+        let mut out = String::new();
+        for f in &fixtures {
+            for sender in [f.sender.as_deref(), None] {
+                let e = parser.explain(sender, &f.text);
+                assert_eq!(e.alert, parser.parse(sender, &f.text), "{}", f.text);
+                out.push_str(&format!(
+                    "{sender:?} {:?}\n{:?}\n{:?}\n",
+                    f.text, e.alert, e.why
+                ));
+            }
+        }
+        std::fs::write(&dump, out).unwrap();
+        println!("wrote {dump}");
+    }
 
     // Warm up the lazy DFAs, then measure whole passes for at least two seconds.
     for _ in 0..200 {

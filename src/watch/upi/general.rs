@@ -13,7 +13,7 @@
 //!
 //! Pure and allocation-light: compiled once ([`Reader::new`]), shared by the parser.
 
-use regex::Regex;
+use super::re::{Re, Text};
 
 /// Which way the money went for the account holder.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,26 +59,26 @@ struct Hit {
 /// The compiled general reader.
 #[derive(Debug)]
 pub struct Reader {
-    verbs: Regex,
-    amount: Regex,
-    balance_before: Regex,
+    verbs: Re,
+    amount: Re,
+    balance_before: Re,
     /// An account phrase ending right before a verb: "ur A/cX9709 ", "Acct XX823 is ".
-    passive_account: Regex,
+    passive_account: Re,
     /// A preposition phrase right after a verb leading to an account: "to your a/c", "in A/c".
-    account_after: Regex,
+    account_after: Re,
     /// "your"/"ur" bound to an account word.
-    yours: Regex,
+    yours: Re,
     /// Right after an account word: it is somebody else's ("a/c of NAME", "a/c linked to").
-    other_account: Regex,
+    other_account: Re,
     /// A key-value line naming the account ("A/c: XX1234"), as multi-line alerts write it.
-    field_account: Regex,
+    field_account: Re,
     /// "to your a/c XX12" (a numbered account, not a name such as "Your Account Services").
-    to_yours: Regex,
-    labelled_ref: Regex,
-    channel_ref: Regex,
-    slash_info: Regex,
-    channel_word: Regex,
-    twelve: Regex,
+    to_yours: Re,
+    labelled_ref: Re,
+    channel_ref: Re,
+    slash_info: Re,
+    channel_word: Re,
+    twelve: Re,
 }
 
 const VERBS: &str = r"(?xi)
@@ -98,7 +98,7 @@ impl Reader {
     /// Compiles the reader's regexes (fixed, tested: a failure is a build bug).
     #[allow(clippy::expect_used)]
     pub fn new() -> Reader {
-        let re = |s: &str| super::templates::build_regex(s).expect("general reader regex");
+        let re = |s: &str| Re::new(s).expect("general reader regex");
         let acct = r"(?:a/?c|acct?|account|ac|a\.c\.|sb)";
         // A masked account number: "XX1234", "*9172", "3XXXXX0208", "NN09089", "...7656".
         let mask = r"(?:\d{0,4}[a-z*#.]{0,12}\d{2,}|[x*#.]{2,}\d*)";
@@ -140,11 +140,17 @@ impl Reader {
 
     /// Reads `text`.
     pub fn read<'t>(&self, text: &'t str) -> Reading<'t> {
+        self.read_text(Text::new(text))
+    }
+
+    /// [`Reader::read`] on a text whose ASCII-ness is known.
+    pub(crate) fn read_text<'t>(&self, t: Text<'t>) -> Reading<'t> {
+        let text = t.as_str();
         // `find_iter`, not `captures_iter`: the group a verb belongs to follows from its
         // words, and a plain search stays in the lazy DFA (captures need the slower engines).
         let raw: Vec<(usize, usize, &str)> = self
             .verbs
-            .find_iter(text)
+            .find_iter(t)
             .map(|m| (m.start(), m.end(), verb_kind(m.as_str())))
             .collect();
         let mut hits: Vec<Hit> = Vec::with_capacity(raw.len());
@@ -161,8 +167,7 @@ impl Reader {
 
         // Multi-line alerts ("Credit Alert\nAmount: Rs 500\nA/c: XX12"): the account is a field
         // of its own; with no debit wording, the credit verb is about it.
-        if !hits.iter().any(|h| h.polarity == Polarity::Debit) && self.field_account.is_match(text)
-        {
+        if !hits.iter().any(|h| h.polarity == Polarity::Debit) && self.field_account.is_match(t) {
             for h in hits.iter_mut().filter(|h| h.polarity == Polarity::Credit) {
                 h.score = h.score.max(1);
             }
@@ -233,8 +238,8 @@ impl Reader {
                 }
             }
         };
-        let amount = decider.and_then(|h| self.amount_near(text, h));
-        let utr = self.reference(text);
+        let amount = decider.and_then(|h| self.amount_near(t, h));
+        let utr = self.reference_text(t);
         Reading {
             direction,
             amount,
@@ -261,11 +266,11 @@ impl Reader {
         let right_head = right_lower_head.trim_start();
         // A balance written "Rs.500.00 CR" / "Bal: 20 Dr" is no statement about a transaction.
         if (lower.starts_with("cr") || lower.starts_with("dr"))
-            && self.balance_before.is_match(
-                left.trim_end_matches(|c: char| {
+            && self
+                .balance_before
+                .is_match(Text::new(left.trim_end_matches(|c: char| {
                     c.is_ascii_digit() || c == '.' || c == ',' || c == ' '
-                }),
-            )
+                })))
         {
             return None;
         }
@@ -322,11 +327,12 @@ impl Reader {
             _ => {
                 // sent / paid / transferred: the preposition decides.
                 if (right_head.starts_with("by ") || right_head.starts_with("from "))
-                    && self.to_yours.is_match(right)
+                    && self.to_yours.is_match(Text::new(right))
                 {
                     (Polarity::Credit, 2)
                 } else if right_head.starts_with("by ")
-                    || right_head.starts_with("from ") && !self.account_after.is_match(right)
+                    || right_head.starts_with("from ")
+                        && !self.account_after.is_match(Text::new(right))
                     || right_head.starts_with("to you ")
                     || right_head.starts_with("to you,")
                 {
@@ -336,7 +342,10 @@ impl Reader {
                         (Polarity::Neutral, 0)
                     }
                 } else if right_head.starts_with("to ")
-                    && self.to_yours.find(right).is_some_and(|m| m.start() < 3)
+                    && self
+                        .to_yours
+                        .find(Text::new(right))
+                        .is_some_and(|m| m.start() < 3)
                 {
                     (Polarity::Credit, holder.max(1))
                 } else {
@@ -358,7 +367,7 @@ impl Reader {
     /// 2 when "your/ur … a/c" is bound to the verb, 1 for a plain (masked) account, else 0.
     fn holder(&self, left: &str, right: &str, credit: bool) -> u8 {
         let mut score = 0;
-        if let Some(m) = self.passive_account.find(left) {
+        if let Some(m) = self.passive_account.find(Text::new(left)) {
             let before = &left[floor(left, m.start().saturating_sub(35))..];
             // "… from your a/c XX12 credited to x@ybl": that account is the object of "from",
             // not the subject of "credited".
@@ -372,10 +381,14 @@ impl Reader {
                 .iter()
                 .any(|p| pre.ends_with(p) || pre == p.trim_start());
             if !object {
-                score = if self.yours.is_match(before) { 2 } else { 1 };
+                score = if self.yours.is_match(Text::new(before)) {
+                    2
+                } else {
+                    1
+                };
             }
         }
-        if let Some(m) = self.account_after.find(right) {
+        if let Some(m) = self.account_after.find(Text::new(right)) {
             let phrase = &right[..m.end()];
             let rest = &right[floor(right, m.end().saturating_sub(1))..];
             // One preposition at most ("CREDITED TRADERS from your a/c" is a name, then the
@@ -389,9 +402,14 @@ impl Reader {
                 .filter(|w| matches!(w.as_str(), "to" | "in" | "into" | "from" | "at" | "and"))
                 .count();
             let from = words.iter().any(|w| w == "from");
-            let theirs = self.other_account.is_match(rest) || preps > 1 || (credit && from);
+            let theirs =
+                self.other_account.is_match(Text::new(rest)) || preps > 1 || (credit && from);
             if !theirs {
-                let s = if self.yours.is_match(phrase) { 2 } else { 1 };
+                let s = if self.yours.is_match(Text::new(phrase)) {
+                    2
+                } else {
+                    1
+                };
                 score = score.max(s);
             }
         }
@@ -399,14 +417,15 @@ impl Reader {
     }
 
     /// The amount closest to the deciding verb, skipping balances and limits.
-    fn amount_near<'t>(&self, text: &'t str, h: Hit) -> Option<&'t str> {
+    fn amount_near<'t>(&self, t: Text<'t>, h: Hit) -> Option<&'t str> {
+        let text = t.as_str();
         self.amount
-            .find_iter(text)
+            .find_iter(t)
             .filter_map(|whole| {
                 // The figure is the match from its first digit (the prefix has none).
                 let a = &whole.as_str()[whole.as_str().find(|c: char| c.is_ascii_digit())?..];
                 let before = &text[floor(text, whole.start().saturating_sub(24))..whole.start()];
-                if self.balance_before.is_match(before) {
+                if self.balance_before.is_match(Text::new(before)) {
                     return None;
                 }
                 let distance = if whole.start() >= h.end {
@@ -423,24 +442,30 @@ impl Reader {
     /// The transaction reference: labelled first, then after `UPI`/`IMPS`, then the first
     /// long number inside a slash-separated info string (`UPI/CR/<ref>/NAME/…`).
     pub fn reference<'t>(&self, text: &'t str) -> Option<&'t str> {
+        self.reference_text(Text::new(text))
+    }
+
+    /// [`Reader::reference`] on a text whose ASCII-ness is known.
+    pub(crate) fn reference_text<'t>(&self, t: Text<'t>) -> Option<&'t str> {
         // Each pattern ends with its reference (then at most a `/`): the trailing digits of
         // a plain match, found without captures.
         [&self.labelled_ref, &self.channel_ref, &self.slash_info]
             .iter()
-            .find_map(|r| r.find(text))
+            .find_map(|r| r.find(t))
             .map(|m| trailing_digits(m.as_str().strip_suffix('/').unwrap_or(m.as_str())))
-            .or_else(|| self.bare_rrn(text))
+            .or_else(|| self.bare_rrn(t))
     }
 
     /// Last resort for "For IMPS -NAME- 618502233593": a lone 12-digit number (the RRN's
     /// length) in a UPI/IMPS text, unless it reads as a phone number (`91…`, `1800…`, or after
     /// "call"/"SMS"/"to").
-    fn bare_rrn<'t>(&self, text: &'t str) -> Option<&'t str> {
-        if !self.channel_word.is_match(text) {
+    fn bare_rrn<'t>(&self, t: Text<'t>) -> Option<&'t str> {
+        let text = t.as_str();
+        if !self.channel_word.is_match(t) {
             return None;
         }
         self.twelve
-            .find_iter(text)
+            .find_iter(t)
             .map(|m| {
                 // The twelve digits inside the match (which may include one delimiter each side).
                 let s = m.as_str();

@@ -7,4 +7,5 @@ pub mod general;
 pub mod imap;
 pub mod ingest;
 pub mod mail;
+pub(crate) mod re;
 pub mod templates;

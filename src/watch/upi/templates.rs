@@ -21,28 +21,8 @@
 
 use std::collections::HashMap;
 
-use regex::{Captures, Regex, RegexBuilder, RegexSet, RegexSetBuilder};
+use super::re::{Caps, Re, ReSet, Text};
 
-/// The lazy DFA cache each compiled pattern may grow to. regex's default (2 MiB) is too small
-/// for the large case-insensitive sets here: the cache is cleared and rebuilt mid-text, and
-/// parsing falls back to the slower engines (about 2.5x slower on the corpus). The cache
-/// grows only with the states a text actually visits.
-pub(crate) const DFA_CACHE: usize = 32 << 20;
-
-/// [`Regex::new`] with the larger lazy DFA cache.
-pub(crate) fn build_regex(pattern: &str) -> Result<Regex, regex::Error> {
-    RegexBuilder::new(pattern).dfa_size_limit(DFA_CACHE).build()
-}
-
-fn regex_set<I, S>(patterns: I) -> Result<RegexSet, regex::Error>
-where
-    I: IntoIterator<Item = S>,
-    S: AsRef<str>,
-{
-    RegexSetBuilder::new(patterns)
-        .dfa_size_limit(DFA_CACHE)
-        .build()
-}
 use serde::Deserialize;
 use thiserror::Error;
 
@@ -211,7 +191,7 @@ enum PatternKind {
 struct Pattern {
     label: String,
     kind: PatternKind,
-    regex: Regex,
+    regex: Re,
     amount: Option<usize>,
     utr: Option<usize>,
     vpa: Option<usize>,
@@ -220,12 +200,12 @@ struct Pattern {
 /// Patterns of one phase of one template, with a set to find the first hit in one pass.
 #[derive(Debug)]
 struct Group {
-    set: RegexSet,
+    set: ReSet,
     patterns: Vec<Pattern>,
 }
 
 impl Group {
-    fn first(&self, text: &str) -> Option<&Pattern> {
+    fn first(&self, text: Text<'_>) -> Option<&Pattern> {
         if self.patterns.is_empty() {
             return None;
         }
@@ -234,26 +214,26 @@ impl Group {
         if !self.set.is_match(text) {
             return None;
         }
-        let index = self.set.matches(text).iter().next()?;
+        let index = self.set.first(text)?;
         self.patterns.get(index)
     }
 }
 
 #[derive(Debug, Default)]
 struct Extractors {
-    amount: Vec<Regex>,
-    utr: Vec<Regex>,
-    vpa: Vec<Regex>,
+    amount: Vec<Re>,
+    utr: Vec<Re>,
+    vpa: Vec<Re>,
 }
 
 #[derive(Debug)]
 struct Template {
     bank: String,
     email_domains: Vec<String>,
-    marker: Option<Regex>,
+    marker: Option<Re>,
     non_credit: Group,
     credit: Group,
-    channels: Vec<(Regex, AlertKind)>,
+    channels: Vec<(Re, AlertKind)>,
     extract: Extractors,
 }
 
@@ -263,13 +243,13 @@ pub struct Parser {
     banks: Vec<Template>,
     generic: Template,
     senders: HashMap<String, usize>,
-    markers: RegexSet,
+    markers: ReSet,
     marker_owner: Vec<usize>,
     reader: Reader,
     /// Merchant-app payment statements, each with an `amount` group.
-    app_credit: Vec<Regex>,
+    app_credit: Vec<Re>,
     /// Merchant-app notifications that are not one payment: summaries, settlements, offers.
-    app_not_a_payment: Regex,
+    app_not_a_payment: Re,
     /// Registry id per bank (templated banks matched to their registry entry), for reports.
     ids: Vec<Option<String>>,
 }
@@ -369,7 +349,7 @@ impl Parser {
         let generic = generic.ok_or(TemplateError::NoGeneric)?;
         let mut ids = vec![None; banks.len()];
         merge_registry(&mut banks, &mut ids, &mut senders)?;
-        let markers = regex_set(&marker_patterns).map_err(|e| TemplateError::Regex {
+        let markers = ReSet::new(&marker_patterns).map_err(|e| TemplateError::Regex {
             file: "(all templates)".to_owned(),
             template: "(all)".to_owned(),
             key: "markers".to_owned(),
@@ -484,7 +464,8 @@ impl Parser {
                 w.push(line);
             }
         };
-        let candidates = self.candidates(sender, text);
+        let t = Text::new(text);
+        let candidates = self.candidates(sender, t);
         let bank = candidates
             .first()
             .and_then(|&i| self.banks.get(i))
@@ -495,9 +476,9 @@ impl Parser {
         }
         let banks = || candidates.iter().filter_map(|&i| self.banks.get(i));
         for template in banks() {
-            if let Some(pattern) = template.non_credit.first(text) {
+            if let Some(pattern) = template.non_credit.first(t) {
                 note(format!("non-credit pattern {} matched", pattern.label));
-                return self.build(template, pattern, text, bank);
+                return self.build(template, pattern, t, bank);
             }
         }
         let mut reading = None;
@@ -505,14 +486,14 @@ impl Parser {
             .generic
             .non_credit
             .set
-            .is_match(text)
-            .then(|| self.generic.non_credit.set.matches(text));
-        for index in generic_non_credit.iter().flat_map(|m| m.iter()) {
+            .is_match(t)
+            .then(|| self.generic.non_credit.set.matches(t));
+        for &index in generic_non_credit.iter().flatten() {
             let Some(pattern) = self.generic.non_credit.patterns.get(index) else {
                 continue;
             };
             if pattern.kind == PatternKind::Fixed(AlertKind::Debit) {
-                let r = reading.get_or_insert_with(|| self.reader.read(text));
+                let r = reading.get_or_insert_with(|| self.reader.read_text(t));
                 if r.direction == Direction::Credit {
                     note(format!(
                         "debit word ({}) overruled by the general reading: {}",
@@ -522,15 +503,15 @@ impl Parser {
                 }
             }
             note(format!("non-credit pattern {} matched", pattern.label));
-            return self.build(&self.generic, pattern, text, bank);
+            return self.build(&self.generic, pattern, t, bank);
         }
         for template in banks() {
-            if let Some(pattern) = template.credit.first(text) {
+            if let Some(pattern) = template.credit.first(t) {
                 note(format!("credit pattern {} matched", pattern.label));
-                return self.build(template, pattern, text, bank);
+                return self.build(template, pattern, t, bank);
             }
         }
-        let reading = reading.unwrap_or_else(|| self.reader.read(text));
+        let reading = reading.unwrap_or_else(|| self.reader.read_text(t));
         if reading.direction == Direction::Debit {
             note(format!("general reading: debit: {}", reading.why));
             return ParsedAlert {
@@ -542,26 +523,24 @@ impl Parser {
                 template: "general/debit".to_owned(),
             };
         }
-        if let Some(pattern) = self.generic.credit.first(text) {
+        if let Some(pattern) = self.generic.credit.first(t) {
             note(format!("credit pattern {} matched", pattern.label));
-            return self.build(&self.generic, pattern, text, bank);
+            return self.build(&self.generic, pattern, t, bank);
         }
         if reading.direction == Direction::Credit {
             note(format!("general reading: credit: {}", reading.why));
             let utr = reading.utr.map(str::to_owned);
-            let kind = self
-                .channel(&self.generic, text)
-                .unwrap_or(if utr.is_some() {
-                    AlertKind::CreditTxnId
-                } else {
-                    AlertKind::CreditNoRef
-                });
+            let kind = self.channel(&self.generic, t).unwrap_or(if utr.is_some() {
+                AlertKind::CreditTxnId
+            } else {
+                AlertKind::CreditNoRef
+            });
             let payer_vpa = self
                 .generic
                 .extract
                 .vpa
                 .iter()
-                .find_map(|r| r.captures(text).and_then(|c| c.name("vpa")))
+                .find_map(|r| r.captures(t).and_then(|c| c.name("vpa")))
                 .map(|m| m.as_str().to_owned());
             return ParsedAlert {
                 kind,
@@ -588,22 +567,23 @@ impl Parser {
             return ParsedAlert::unknown(None);
         };
         let unknown = || ParsedAlert::unknown(Some(app.name.to_owned()));
+        let t = Text::new(text);
         let mut reading = None;
-        for index in self.generic.non_credit.set.matches(text).iter() {
+        for index in self.generic.non_credit.set.matches(t) {
             let Some(pattern) = self.generic.non_credit.patterns.get(index) else {
                 continue;
             };
             if pattern.kind == PatternKind::Fixed(AlertKind::Debit) {
-                let r = reading.get_or_insert_with(|| self.reader.read(text));
+                let r = reading.get_or_insert_with(|| self.reader.read_text(t));
                 if r.direction == Direction::Credit {
                     continue;
                 }
             }
-            let mut got = self.build(&self.generic, pattern, text, Some(app.name));
+            let mut got = self.build(&self.generic, pattern, t, Some(app.name));
             got.payer_vpa = None;
             return got;
         }
-        if self.app_not_a_payment.is_match(text) {
+        if self.app_not_a_payment.is_match(t) {
             let mut got = unknown();
             got.template = "app/summary_or_notice".to_owned();
             return got;
@@ -611,7 +591,7 @@ impl Parser {
         let amount = self
             .app_credit
             .iter()
-            .find_map(|r| r.captures(text).and_then(|c| c.name("amount")))
+            .find_map(|r| r.captures(t).and_then(|c| c.name("amount")))
             .map(|m| m.as_str());
         match amount {
             None => unknown(),
@@ -619,7 +599,7 @@ impl Parser {
                 kind: AlertKind::UpiCredit,
                 bank: Some(app.name.to_owned()),
                 amount_paise: parse_amount_paise(a),
-                utr: self.reader.reference(text).map(str::to_owned),
+                utr: self.reader.reference_text(t).map(str::to_owned),
                 payer_vpa: None,
                 template: format!("app/{}", app.package),
             },
@@ -675,7 +655,7 @@ impl Parser {
     }
 
     /// Banks this text may come from, most likely first.
-    fn candidates(&self, sender: Option<&str>, text: &str) -> Vec<usize> {
+    fn candidates(&self, sender: Option<&str>, text: Text<'_>) -> Vec<usize> {
         let known = sender.and_then(|s| {
             if s.contains('@') {
                 self.domain_index(s)
@@ -689,7 +669,7 @@ impl Parser {
         let mut found: Vec<(usize, usize)> = self
             .markers
             .matches(text)
-            .iter()
+            .into_iter()
             .filter_map(|m| self.marker_owner.get(m).copied())
             .map(|bank| {
                 let at = self
@@ -711,13 +691,13 @@ impl Parser {
         &self,
         template: &Template,
         pattern: &Pattern,
-        text: &str,
+        text: Text<'_>,
         bank: Option<&str>,
     ) -> ParsedAlert {
         // Captures cost a second, slower search: run it only when a field read below has a
         // group in this pattern.
         let caps = std::cell::OnceCell::new();
-        let field = |group: Option<usize>, own: &[Regex], fallback: &[Regex], name: &str| {
+        let field = |group: Option<usize>, own: &[Re], fallback: &[Re], name: &str| {
             let caps =
                 group.and_then(|_| caps.get_or_init(|| pattern.regex.captures(text)).as_ref());
             extract(caps, group, own, fallback, text, name)
@@ -744,7 +724,7 @@ impl Parser {
                 if pattern.kind == PatternKind::Fixed(AlertKind::CreditNoRef) {
                     None
                 } else {
-                    self.reader.reference(text)
+                    self.reader.reference_text(text)
                 }
             })
         };
@@ -783,7 +763,7 @@ impl Parser {
 
     /// The channel a generic credit went through, from the template's channel words or the
     /// fallback's.
-    fn channel(&self, template: &Template, text: &str) -> Option<AlertKind> {
+    fn channel(&self, template: &Template, text: Text<'_>) -> Option<AlertKind> {
         let channels = if template.channels.is_empty() {
             &self.generic.channels
         } else {
@@ -799,11 +779,11 @@ impl Parser {
 /// A field from the pattern's own group if it captured, else the first extractor that
 /// captures. The first capture decides: a malformed amount is not replaced by a later one.
 fn extract<'t>(
-    caps: Option<&Captures<'t>>,
+    caps: Option<&Caps<'t>>,
     group: Option<usize>,
-    own: &[Regex],
-    fallback: &[Regex],
-    text: &'t str,
+    own: &[Re],
+    fallback: &[Re],
+    text: Text<'t>,
     name: &str,
 ) -> Option<&'t str> {
     if let Some(m) = group.and_then(|g| caps.and_then(|c| c.get(g))) {
@@ -912,8 +892,8 @@ const APP_CREDIT: &[&str] = &[
 /// Totals, summaries, settlements, offers and loans in merchant-app notifications.
 const APP_NOT_A_PAYMENT: &str = r"(?i)\btoday\b|\btotal\b|\bsummary\b|\bcollection|\bsettle|\bpayout|\btransfer(?:red)?\s+to\s+(?:your\s+)?bank\b|\boffer\b|\bloan\b|\bwin\b|\breward|\bvoucher|\bexpir|\bkyc\b|\bpayments\b|\btransactions\b";
 
-fn app_regex(r: &str) -> Result<Regex, TemplateError> {
-    build_regex(&expand(r)).map_err(|e| TemplateError::Regex {
+fn app_regex(r: &str) -> Result<Re, TemplateError> {
+    Re::new(&expand(r)).map_err(|e| TemplateError::Regex {
         file: "(built-in)".to_owned(),
         template: "merchant apps".to_owned(),
         key: "app patterns".to_owned(),
@@ -961,11 +941,11 @@ impl Ctx<'_> {
         regex: &str,
         groups: &[&str],
         required: Option<&str>,
-    ) -> Result<Regex, TemplateError> {
+    ) -> Result<Re, TemplateError> {
         if regex.trim().is_empty() {
             return Err(self.invalid(key, "must not be empty"));
         }
-        let compiled = build_regex(&expand(regex)).map_err(|e| TemplateError::Regex {
+        let compiled = Re::new(&expand(regex)).map_err(|e| TemplateError::Regex {
             file: self.file.to_owned(),
             template: self.template.to_owned(),
             key: key.to_owned(),
@@ -991,7 +971,7 @@ impl Ctx<'_> {
     }
 }
 
-fn group_index(regex: &Regex, name: &str) -> Option<usize> {
+fn group_index(regex: &Re, name: &str) -> Option<usize> {
     regex.capture_names().position(|n| n == Some(name))
 }
 
@@ -1088,7 +1068,7 @@ fn compile_template(ctx: &Ctx<'_>, raw: &RawTemplate) -> Result<Template, Templa
         ));
     }
 
-    let extractors = |key: &str, list: &[String]| -> Result<Vec<Regex>, TemplateError> {
+    let extractors = |key: &str, list: &[String]| -> Result<Vec<Re>, TemplateError> {
         list.iter()
             .enumerate()
             .map(|(i, r)| ctx.regex(&format!("extract.{key}[{i}]"), r, &[key], Some(key)))
@@ -1112,13 +1092,14 @@ fn compile_template(ctx: &Ctx<'_>, raw: &RawTemplate) -> Result<Template, Templa
 }
 
 fn group(ctx: &Ctx<'_>, key: &str, patterns: Vec<Pattern>) -> Result<Group, TemplateError> {
-    let set =
-        regex_set(patterns.iter().map(|p| p.regex.as_str())).map_err(|e| TemplateError::Regex {
+    let set = ReSet::new(patterns.iter().map(|p| p.regex.as_str())).map_err(|e| {
+        TemplateError::Regex {
             file: ctx.file.to_owned(),
             template: ctx.template.to_owned(),
             key: key.to_owned(),
             source: Box::new(e),
-        })?;
+        }
+    })?;
     Ok(Group { set, patterns })
 }
 
@@ -1256,6 +1237,50 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn every_builtin_regex_has_its_ascii_build() {
+        let parser = Parser::builtin().unwrap();
+        let mut missing = Vec::new();
+        for t in parser.banks.iter().chain([&parser.generic]) {
+            for p in t.non_credit.patterns.iter().chain(&t.credit.patterns) {
+                if !p.regex.has_ascii() {
+                    missing.push(p.label.clone());
+                }
+            }
+            for (i, g) in [&t.non_credit, &t.credit].iter().enumerate() {
+                if !g.set.has_ascii() {
+                    missing.push(format!("{} set {i}", t.bank));
+                }
+            }
+            let e = &t.extract;
+            for r in e
+                .amount
+                .iter()
+                .chain(&e.utr)
+                .chain(&e.vpa)
+                .chain(t.marker.iter())
+            {
+                if !r.has_ascii() {
+                    missing.push(format!("{}: {}", t.bank, r.as_str()));
+                }
+            }
+            for (r, _) in &t.channels {
+                if !r.has_ascii() {
+                    missing.push(format!("{}: {}", t.bank, r.as_str()));
+                }
+            }
+        }
+        if !parser.markers.has_ascii() {
+            missing.push("markers".into());
+        }
+        for r in parser.app_credit.iter().chain([&parser.app_not_a_payment]) {
+            if !r.has_ascii() {
+                missing.push(r.as_str().to_owned());
+            }
+        }
+        assert!(missing.is_empty(), "{missing:#?}");
     }
 
     #[test]
