@@ -13,7 +13,8 @@
 //! | `matching` | pure payment matching | `domain` |
 //! | `checkout` | the customer pages, payment URIs and QR codes | `domain`, `store` |
 //! | `store` | durability: the redb writer, indexes, group commit | `domain`, `matching`, `metrics`, `checkout` (payment URIs; moving to `engine`) |
-//! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `redact`, `store`, `watch` (UPI templates, see below) |
+//! | `rates` | exchange rates: `[rates]` pairs, their sources' polling, the locked quote a priced session uses | `domain`, `redact` |
+//! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `rates`, `redact`, `store`, `watch` (UPI templates, see below) |
 //! | `notify` | webhook delivery | `domain`, `metrics`, `redact`, `store` |
 //! | `watch` | chain and mailbox watchers | `config`, `domain`, `redact`, `store`, `api` (see below) |
 //! | `api` | the HTTP surface: route table (`api::routes`), error registry (`api::error`), handlers | everything above except `daemon`, `cli`, `doctor` |
@@ -37,6 +38,7 @@ pub mod engine;
 pub mod matching;
 pub mod metrics;
 pub mod notify;
+pub mod rates;
 pub mod redact;
 pub mod store;
 pub mod watch;

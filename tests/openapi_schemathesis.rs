@@ -84,6 +84,8 @@ async fn every_documented_operation_is_served_and_other_methods_are_not() {
             .replace("sessions/{id}", "sessions/cs_0000000000000000")
             .replace("events/{id}", "events/evt_0000000000000000")
             .replace("endpoints/{id}", "endpoints/we_0000000000000000")
+            .replace("/l/{id}", "/l/pl_0000000000000000")
+            .replace("payment_links/{id}", "payment_links/pl_0000000000000000")
             .replace("{name}", "checkout.css")
     };
     let paths: BTreeSet<&String> = doc.iter().map(|(_, p)| p).collect();

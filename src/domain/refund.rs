@@ -421,6 +421,7 @@ mod tests {
             completed_at_ms: None,
             ended_at_ms: None,
             paid_late: false,
+            price: None,
             seq: 0,
             locale: None,
         }

@@ -16,6 +16,7 @@
 
 pub mod allocate;
 mod claims;
+pub mod links;
 pub mod observe;
 pub mod outbox;
 pub mod refunds;
@@ -278,6 +279,22 @@ pub enum WriteOp {
         credit_id: String,
         reference: String,
     },
+    CreateLink {
+        link: Box<crate::domain::link::PaymentLink>,
+    },
+    DeactivateLink {
+        merchant_id: String,
+        livemode: bool,
+        id: String,
+    },
+    /// A customer opens a payment link: the session is created and the link's use counted in
+    /// one step. `price_amount` is what the link was asked for (in the link's currency).
+    OpenLink {
+        link_id: String,
+        price_amount: u64,
+        session: Box<Session>,
+        methods: Vec<Method>,
+    },
 }
 
 /// What a successful operation produced.
@@ -301,6 +318,7 @@ pub enum Outcome {
     Claimed,
     Refund(Box<crate::domain::refund::Refund>),
     Credit(Box<Credit>),
+    Link(Box<crate::domain::link::PaymentLink>),
     /// Written; nothing to report.
     Done,
 }
@@ -537,6 +555,18 @@ pub fn apply(
             credit_id,
             reference,
         } => refunds::return_credit(t, &credit_id, &reference)?,
+        WriteOp::CreateLink { link } => links::create(t, *link)?,
+        WriteOp::DeactivateLink {
+            merchant_id,
+            livemode,
+            id,
+        } => links::deactivate(t, &merchant_id, livemode, &id)?,
+        WriteOp::OpenLink {
+            link_id,
+            price_amount,
+            session,
+            methods,
+        } => links::open(t, cx, &link_id, price_amount, *session, &methods)?,
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
@@ -53,6 +54,7 @@ pub struct MemState {
     refunds: BTreeMap<String, Refund>,
     session_refunds: BTreeSet<(String, String)>,
     ledger: BTreeMap<(String, String), LedgerEntry>,
+    payment_links: BTreeMap<String, PaymentLink>,
 }
 
 /// The in-memory store: batches run one at a time, each in its own transaction.
@@ -643,6 +645,20 @@ impl Tx for MemTx<'_> {
         self.s
             .ledger
             .insert((scope(merchant_id, livemode), method.to_owned()), e.clone());
+        Ok(())
+    }
+
+    fn payment_link(&mut self, id: &str) -> R<Option<PaymentLink>> {
+        Ok(self.s.payment_links.get(id).cloned())
+    }
+
+    fn insert_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        self.put_payment_link(l)
+    }
+
+    fn put_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        crate::engine::tx::check_link_uses(l)?;
+        self.s.payment_links.insert(l.id.clone(), l.clone());
         Ok(())
     }
 }

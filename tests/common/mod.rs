@@ -4,6 +4,7 @@
 
 pub mod anvil;
 pub mod dovecot;
+pub mod rate_source;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};
