@@ -42,6 +42,7 @@ fn routed() -> BTreeSet<(String, String)> {
         assert!(
             t.starts_with("/v1/")
                 || t.starts_with("/c/")
+                || t.starts_with("/l/")
                 || t == "/healthz"
                 || t == "/readyz"
                 || t.starts_with("/assets/"),
