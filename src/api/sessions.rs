@@ -228,9 +228,12 @@ pub fn parse_create(
             cs.dedup();
             if cs.len() > 1 {
                 return Err(ApiError::invalid(
-                    Code::ParameterMissing,
-                    "payment_methods",
-                    "payment_methods is required: the price's currency is converted, and this merchant's methods settle in both inr and usd",
+                    Code::ParameterInvalid,
+                    "currency",
+                    format!(
+                        "no method settles in {}: this merchant's settle in inr and usd; to convert the price at a configured rate, name the payment_methods it is paid by",
+                        price_currency.as_deref().unwrap_or_default()
+                    ),
                 ));
             }
             offered.iter().map(|m| (*m).clone()).collect()
@@ -519,9 +522,18 @@ pub(super) fn priced(
     };
     let unit = unit_of(first);
     let locked = state.rates.lookup(&unit, cur, now).map_err(|e| match e {
-        crate::rates::RateError::NotConfigured { .. } => {
-            ApiError::invalid(Code::ParameterInvalid, "currency", e.to_string())
-        }
+        // A price in one settlement currency offered to methods of the other (usd paid by
+        // UPI) is the methods' mismatch, as it was before rates; any other currency is the
+        // currency's.
+        crate::rates::RateError::NotConfigured { .. } => ApiError::invalid(
+            Code::ParameterInvalid,
+            if Currency::parse(cur).is_some() {
+                "payment_methods"
+            } else {
+                "currency"
+            },
+            e.to_string(),
+        ),
         crate::rates::RateError::Unavailable { .. } => {
             ApiError::new(Code::RateUnavailable, e.to_string()).retry_after(30)
         }
