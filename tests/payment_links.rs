@@ -253,6 +253,14 @@ async fn a_customer_amount_outside_the_bounds_is_refused_on_the_form() {
     assert_eq!(s["amount"], 15050, "{s}");
     let (st, _, _) = open(&c, &d, url, Some("5000.00")).await;
     assert_eq!(st, 303, "the bound itself is allowed");
+    // A decimal comma is the decimal point; a "thousands" comma is refused, never misread.
+    let (st, loc, _) = open(&c, &d, url, Some("249,5")).await;
+    assert_eq!(st, 303);
+    let sid = loc.strip_prefix("http://pay.test/c/").unwrap();
+    let (_, s) = get(&c, &d.url(&format!("/v1/checkout/sessions/{sid}")), &key).await;
+    assert_eq!(s["amount"], 24950, "{s}");
+    let (st, _, _) = open(&c, &d, url, Some("1,250")).await;
+    assert_eq!(st, 400);
 }
 
 /// Attacker: a key holder sends links that are not prices, and anyone on the internet sends

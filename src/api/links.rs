@@ -636,7 +636,9 @@ pub(super) async fn submit(state: &AppState, req: &Req, id: &str) -> Result<Resp
     let value = typed.clone().unwrap_or_default();
     let amount = match (l.amount, typed) {
         (Some(a), _) => a,
-        (None, Some(t)) => match parse_units(&t.replace(',', ""), 2) {
+        // A decimal comma is read as the decimal point (`249,50`), as the form's pattern
+        // allows; never as a thousands separator, which would misread it a hundredfold.
+        (None, Some(t)) => match parse_units(&t.replace(',', "."), 2) {
             Ok(v) => match u64::try_from(v) {
                 Ok(a) if l.accepts(a) && a <= MAX_AMOUNT => a,
                 _ => {
