@@ -82,10 +82,10 @@ fn opt_amount(map: &Map<String, Value>, field: &str) -> Result<Option<u64>, ApiE
 
 /// Parses and validates a link create for `merchant` in the key's mode: the same method and
 /// currency rules as a session create (checked by building one), plus the link's own.
-fn parse_link(
+pub(super) fn parse_link(
     state: &AppState,
     merchant: &Merchant,
-    key: &ApiKey,
+    livemode: bool,
     body: &[u8],
 ) -> Result<PaymentLink, ApiError> {
     let map = object_body(body, CREATE_FIELDS)?;
@@ -219,7 +219,7 @@ fn parse_link(
     let params = parse_create(
         &session_body(probe, &currency, &methods, description.as_deref()),
         merchant,
-        key.livemode,
+        livemode,
         &state.config.sessions,
     )?;
     if let (Some(cur), Some(first)) = (&params.price_currency, params.methods.first()) {
@@ -239,7 +239,7 @@ fn parse_link(
         url: format!("{}/l/{id}", state.config.public_url),
         id,
         merchant_id: merchant.id.clone(),
-        livemode: key.livemode,
+        livemode,
         amount,
         amount_min,
         amount_max,
@@ -306,7 +306,7 @@ pub(super) async fn create(
     if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
         return Ok(r);
     }
-    let link = parse_link(state, merchant, key, &req.body)?;
+    let link = parse_link(state, merchant, key.livemode, &req.body)?;
     let op = WriteOp::CreateLink {
         link: Box::new(link),
     };

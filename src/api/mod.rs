@@ -12,7 +12,7 @@ mod form;
 mod health;
 mod idempotency;
 pub mod limits;
-mod links;
+pub(crate) mod links;
 mod listener;
 mod pages;
 mod refunds;
