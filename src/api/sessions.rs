@@ -321,9 +321,14 @@ pub fn parse_create(
         ));
     };
     let settle = first.currency;
+    // Converted at a rate, the methods must count in one unit (one converted amount); in their
+    // own currency, USDT and USDC may share a USD session as before.
+    let converted = price_currency
+        .as_deref()
+        .is_some_and(|c| Currency::parse(c) != Some(settle));
     if let Some(m) = chosen
         .iter()
-        .find(|m| m.currency != settle || unit_of(m) != unit_of(first))
+        .find(|m| m.currency != settle || (converted && unit_of(m) != unit_of(first)))
     {
         return Err(ApiError::invalid(
             Code::ParameterInvalid,
