@@ -106,6 +106,22 @@ underpayment_tolerance = "5.00"
         t["amount_received"], 1000,
         "what was paid, in the methods' currency: {t}"
     );
+    // A refund keeps both: what goes back in USDT, and its value in rupees at the locked rate.
+    let (st, _, refund) = post(
+        &c,
+        &d.url("/v1/refunds"),
+        &key,
+        json!({"session": tid, "amount": "5.00"}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{refund}");
+    assert_eq!(refund["amount_base_units"], "5000000", "{refund}");
+    assert_eq!(
+        refund["price"],
+        json!({"amount": 42125, "currency": "inr"}),
+        "{refund}"
+    );
 
     // An unpriced session is unchanged: its price is its own amount, no rate.
     let (st, _, u) = post(

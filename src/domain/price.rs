@@ -210,6 +210,26 @@ pub struct Price {
     pub overpayment_tolerance: u64,
 }
 
+/// An amount in a price currency (minor units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PriceAmount {
+    pub amount: u64,
+    pub currency: String,
+}
+
+impl Price {
+    /// What `settle_minor` of the methods' currency is worth in the price currency at the
+    /// session's locked rate, rounded down (a refund's value in the price, never overstated).
+    pub fn value_of(&self, settle_minor: u64) -> Option<PriceAmount> {
+        let rate = Ratio::parse_positive(&self.rate).ok()?;
+        let v = u128::from(settle_minor).checked_mul(rate.num)? / rate.den;
+        Some(PriceAmount {
+            amount: u64::try_from(v).ok()?,
+            currency: self.currency.clone(),
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +275,22 @@ mod tests {
         assert_eq!(convert(100, r("0.0119"), none), Ok(8404));
         assert_eq!(convert_down(100, r("84.25")), 1);
         assert!(convert(u64::MAX, r("0.000000000001"), none).is_err());
+    }
+
+    #[test]
+    fn a_refund_is_valued_at_the_locked_rate_rounded_down() {
+        let p = Price {
+            amount: 84_250,
+            currency: "inr".into(),
+            rate: "84.25".into(),
+            spread: "0.5%".into(),
+            rate_source: "USDT/INR fixed".into(),
+            rate_at_ms: 0,
+            underpayment_tolerance: None,
+            overpayment_tolerance: 0,
+        };
+        assert_eq!(p.value_of(1000).map(|v| v.amount), Some(84_250));
+        assert_eq!(p.value_of(1).map(|v| v.amount), Some(84));
     }
 
     #[test]

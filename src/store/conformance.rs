@@ -233,6 +233,7 @@ fn refund(s: &Session, amount_base: u128) -> WriteOp {
             created_at_ms: 0,
             updated_at_ms: 0,
             seq: 0,
+            price: None,
         }),
         method: None,
         amount_base: Some(amount_base),
