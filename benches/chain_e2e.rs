@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 use alloy::primitives::{Address, U256};
 use alloy::sol_types::SolValue;
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
+use common::config::{Chain, TestConfig, token_method};
 use common::receiver::Receiver;
-use common::{ADMIN_TOKEN, Daemon, create_key};
+use common::{Daemon, create_key};
 use serde_json::{Value, json};
 
 const POLL_MS: u64 = 250;
@@ -31,36 +32,18 @@ fn env(name: &str, default: usize) -> usize {
 }
 
 fn config(dir: &std::path::Path, rpc: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-public_url = "http://pay.test"
-admin_token = "{ADMIN_TOKEN}"
-[storage]
-path = "{db}"
-[log]
-level = "warn"
-[webhooks]
-allow_private_targets = true
-[chains.local]
-chain_id = 31337
-rpc_urls = ["{rpc}"]
-token_contract = "{TOKEN_6}"
-decimals = 6
-confirmations = 1
-poll_interval_ms = {POLL_MS}
-max_log_range = 2000
-[[merchants]]
-id = "demo"
-name = "Demo"
-[merchants.methods.usdt]
-chain = "local"
-pay_to = "{PAY_TO}"
-"#,
-        db = dir.join("paywatch.redb").display(),
-    )
+    let chain = Chain::custom(31337, &[rpc], TOKEN_6, 6, 1)
+        .with("poll_interval_ms", i64::try_from(POLL_MS).unwrap())
+        .with("max_log_range", 2000);
+    TestConfig::base(dir)
+        .set("log.level", "warn")
+        .chain("local", chain)
+        .merchant(
+            "demo",
+            "Demo",
+            vec![("usdt", token_method("local", PAY_TO))],
+        )
+        .text()
 }
 
 async fn metric(c: &reqwest::Client, d: &Daemon, name: &str) -> Option<f64> {

@@ -191,9 +191,15 @@ async fn backup(config: &Config, path: &std::path::Path) -> Result<(), Failure> 
     }
     let rows = match target(config)? {
         Target::File(store) => {
-            let r = match store.database().get() {
-                Some(db) => crate::store::backup::backup(&db, &abs).map_err(Failure::runtime),
-                None => Err(Failure::runtime("the database is not open".to_owned())),
+            let r = match store.database() {
+                None => Err(Failure::runtime(
+                    "a PostgreSQL store is backed up with pg_dump or pg_basebackup (docs/postgres.md)"
+                        .to_owned(),
+                )),
+                Some(h) => match h.get() {
+                    Some(db) => crate::store::backup::backup(&db, &abs).map_err(Failure::runtime),
+                    None => Err(Failure::runtime("the database is not open".to_owned())),
+                },
             };
             store.close();
             r?
@@ -284,13 +290,51 @@ fn alerts_parse(
 
 /// Where the CLI reaches the running daemon: the store directly, or its operator API.
 enum Target {
-    File(RedbStore),
+    File(Local),
     Daemon { url: String, token: String },
 }
 
+/// A store the CLI opened itself: the redb file (no daemon holds it), or PostgreSQL, which the
+/// CLI shares with the running nodes as one more node.
+enum Local {
+    Redb(RedbStore),
+    Postgres(crate::store::PgStore),
+}
+
+impl std::ops::Deref for Local {
+    type Target = dyn Store;
+    fn deref(&self) -> &(dyn Store + 'static) {
+        match self {
+            Local::Redb(s) => s,
+            Local::Postgres(s) => s,
+        }
+    }
+}
+
+impl Local {
+    fn close(&self) {
+        match self {
+            Local::Redb(s) => s.close(),
+            Local::Postgres(s) => s.close(),
+        }
+    }
+
+    fn database(&self) -> Option<crate::store::DbHandle> {
+        match self {
+            Local::Redb(s) => Some(s.database()),
+            Local::Postgres(_) => None,
+        }
+    }
+}
+
 fn target(config: &Config) -> Result<Target, Failure> {
+    if let Some(pg) = &config.postgres {
+        return crate::store::PgStore::open(pg, 0, Default::default(), 1_000)
+            .map(|s| Target::File(Local::Postgres(s)))
+            .map_err(|e| Failure::runtime(e.to_string()));
+    }
     match RedbStore::open(&config.storage_path, 0) {
-        Ok(s) => Ok(Target::File(s)),
+        Ok(s) => Ok(Target::File(Local::Redb(s))),
         Err(StoreError::Locked) => {
             let url = daemon::admin_url(config);
             let token = daemon::admin_token(config).map_err(|e| Failure::runtime(e.to_string()))?;
@@ -374,7 +418,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
                         chrono::Utc::now().timestamp_millis(),
                     );
                     let out = write(
-                        &store,
+                        &*store,
                         WriteOp::CreateKey {
                             key: Box::new(key),
                             hash,
@@ -456,7 +500,7 @@ async fn keys(config: &Config, cmd: KeysCommand) -> Result<(), Failure> {
             match target {
                 Target::File(store) => {
                     let out = write(
-                        &store,
+                        &*store,
                         WriteOp::RevokeKey {
                             key_id: key_id.clone(),
                             now_ms: chrono::Utc::now().timestamp_millis(),

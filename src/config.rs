@@ -74,17 +74,31 @@ impl Default for ServerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// `redb` (one file, one node: the default) or `postgres` (several nodes, one database).
+    pub backend: String,
     pub path: String,
     /// Writes waiting for the writer at most; past it a write is refused (503), so an overload
     /// cannot grow memory without bound.
     pub writer_queue: usize,
+    /// PostgreSQL: the connection URL, or a file holding it (it carries the password).
+    pub url: Option<String>,
+    pub url_file: Option<String>,
+    /// PostgreSQL: read connections per node.
+    pub pool_size: u32,
+    /// PostgreSQL: statements running longer are cancelled.
+    pub statement_timeout_ms: u64,
 }
 
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: "redb".into(),
             path: "data/paywatch.redb".into(),
             writer_queue: 10_000,
+            url: None,
+            url_file: None,
+            pool_size: 8,
+            statement_timeout_ms: 5_000,
         }
     }
 }
@@ -520,6 +534,8 @@ pub struct Config {
     pub trusted_proxies: Vec<(std::net::IpAddr, u8)>,
     pub storage_path: PathBuf,
     pub writer_queue: usize,
+    /// `Some` when `storage.backend = "postgres"`: the connection it uses instead of the file.
+    pub postgres: Option<crate::store::PgOptions>,
     pub api: ApiConfig,
     pub webhooks: WebhooksConfig,
     pub sessions: SessionsConfig,
@@ -943,6 +959,7 @@ fn validate(
     if raw.storage.writer_queue == 0 {
         return Err(err(locate, "storage.writer_queue", "must be at least 1"));
     }
+    let postgres = postgres_options(&raw.storage, locate)?;
     let mut trusted_proxies = Vec::new();
     for (i, p) in raw.server.trusted_proxies.iter().enumerate() {
         let net = parse_cidr(p).ok_or_else(|| {
@@ -1331,6 +1348,7 @@ fn validate(
         trusted_proxies,
         storage_path: PathBuf::from(raw.storage.path),
         writer_queue: raw.storage.writer_queue,
+        postgres,
         api: raw.api,
         webhooks: raw.webhooks,
         sessions: raw.sessions,
@@ -1339,6 +1357,94 @@ fn validate(
         merchants,
         chains: used_chains,
     })
+}
+
+/// `[storage]` for PostgreSQL: exactly one of `url` and `url_file`, a URL libpq would accept
+/// (never echoed: it carries the password), a pool and a timeout within reason. The keys are
+/// refused with the redb backend so a half-switched config does not silently stay on the file.
+fn postgres_options(
+    s: &StorageConfig,
+    locate: &dyn Fn(&str) -> String,
+) -> Result<Option<crate::store::PgOptions>, ConfigError> {
+    match s.backend.as_str() {
+        "redb" => {
+            for (set, key) in [
+                (s.url.is_some(), "storage.url"),
+                (s.url_file.is_some(), "storage.url_file"),
+            ] {
+                if set {
+                    return Err(err(locate, key, "is only used with backend = \"postgres\""));
+                }
+            }
+            return Ok(None);
+        }
+        "postgres" => {}
+        other => {
+            return Err(err(
+                locate,
+                "storage.backend",
+                format!("{other:?} is not a storage backend; use \"redb\" or \"postgres\""),
+            ));
+        }
+    }
+    let url = match (&s.url, &s.url_file) {
+        (Some(_), Some(_)) => {
+            return Err(err(locate, "storage.url", "set url or url_file, not both"));
+        }
+        (None, None) => {
+            return Err(err(
+                locate,
+                "storage.url",
+                "backend = \"postgres\" needs url (or url_file), e.g. postgres://paywatch@db/paywatch",
+            ));
+        }
+        (Some(u), None) => u.trim().to_owned(),
+        (None, Some(f)) => {
+            let text = std::fs::read_to_string(f)
+                .map_err(|e| err(locate, "storage.url_file", format!("cannot read {f}: {e}")))?;
+            let u = text.trim().to_owned();
+            if u.is_empty() {
+                return Err(err(locate, "storage.url_file", format!("{f} is empty")));
+            }
+            u
+        }
+    };
+    let key = if s.url.is_some() {
+        "storage.url"
+    } else {
+        "storage.url_file"
+    };
+    match url.parse::<postgres::Config>() {
+        Ok(c) if !c.get_hosts().is_empty() => {}
+        Ok(_) => return Err(err(locate, key, "names no host to connect to")),
+        // The parser's message may quote the URL, password included: say only what is wrong.
+        Err(_) => {
+            return Err(err(
+                locate,
+                key,
+                "is not a PostgreSQL connection URL (postgres://user:password@host:port/database)",
+            ));
+        }
+    }
+    if !(1..=1000).contains(&s.pool_size) {
+        return Err(err(
+            locate,
+            "storage.pool_size",
+            "must be between 1 and 1000",
+        ));
+    }
+    if !(1..=3_600_000).contains(&s.statement_timeout_ms) {
+        return Err(err(
+            locate,
+            "storage.statement_timeout_ms",
+            "must be between 1 and 3600000 (one hour)",
+        ));
+    }
+    Ok(Some(crate::store::PgOptions {
+        url,
+        pool_size: s.pool_size,
+        statement_timeout_ms: s.statement_timeout_ms,
+    }))
 }
 
 /// `10.0.0.1` or `10.0.0.0/8` (IPv4 or IPv6) to (address, prefix length).
@@ -2095,5 +2201,93 @@ mod tests {
         );
         let e = parse("c.toml", &one, &[]).expect_err("one url");
         assert_eq!(e.key, "chains.tron.second_opinion");
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    fn storage(lines: &str) -> String {
+        format!("[storage]\n{lines}\n[[merchants]]\nid = \"m\"\nname = \"M\"\n")
+    }
+
+    fn refused(lines: &str) -> ConfigError {
+        parse("c.toml", &storage(lines), &[]).expect_err(lines)
+    }
+
+    #[test]
+    fn postgres_storage_is_read_and_its_mistakes_named() {
+        let c = parse(
+            "c.toml",
+            &storage("backend = \"postgres\"\nurl = \"postgres://pw:secret@db.internal/pay\"\npool_size = 3"),
+            &[],
+        )
+        .expect("a postgres config");
+        let pg = c.postgres.expect("postgres options");
+        assert_eq!(pg.pool_size, 3);
+        assert_eq!(pg.statement_timeout_ms, 5_000);
+        assert!(
+            parse("c.toml", &storage(""), &[])
+                .unwrap()
+                .postgres
+                .is_none()
+        );
+
+        let e = refused("backend = \"sqlite\"");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:2", "storage.backend")
+        );
+        let e = refused("backend = \"postgres\"");
+        assert_eq!(e.key, "storage.url");
+        assert!(e.problem.contains("needs url"), "{}", e.problem);
+        let e = refused("backend = \"postgres\"\nurl = \"mysql://root:hunter2@x/y\"");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:3", "storage.url")
+        );
+        assert!(
+            !e.to_string().contains("hunter2"),
+            "the password leaked: {e}"
+        );
+        let e = refused("url = \"postgres://db/pay\"");
+        assert_eq!(e.key, "storage.url");
+        assert!(e.problem.contains("only used with"), "{}", e.problem);
+        let e = refused("backend = \"postgres\"\nurl = \"postgres://db/pay\"\npool_size = 0");
+        assert_eq!(
+            (e.origin.as_str(), e.key.as_str()),
+            ("c.toml:4", "storage.pool_size")
+        );
+        let e = refused(
+            "backend = \"postgres\"\nurl = \"postgres://db/pay\"\nstatement_timeout_ms = 0",
+        );
+        assert_eq!(e.key, "storage.statement_timeout_ms");
+        let e = refused("backend = \"postgres\"\nurl_file = \"/nonexistent/pg-url\"");
+        assert_eq!(e.key, "storage.url_file");
+        assert!(
+            e.problem.contains("cannot read /nonexistent/pg-url"),
+            "{}",
+            e.problem
+        );
+        let e = refused("backend = \"postgres\"\nurl = \"postgres://db/pay\"\nurl_file = \"/x\"");
+        assert!(e.problem.contains("not both"), "{}", e.problem);
+    }
+
+    #[test]
+    fn the_url_may_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("pg-url");
+        std::fs::write(&f, "postgres://pw:s3cret@db/pay\n").unwrap();
+        let c = parse(
+            "c.toml",
+            &storage(&format!(
+                "backend = \"postgres\"\nurl_file = \"{}\"",
+                f.display()
+            )),
+            &[],
+        )
+        .expect("url_file");
+        assert_eq!(c.postgres.unwrap().url, "postgres://pw:s3cret@db/pay");
     }
 }

@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use crate::api::{self, AppState};
 use crate::config::Config;
 use crate::domain::ids::random_base62;
-use crate::store::{Outcome, RedbStore, SharedStore, StoreError, WriteOp, write};
+use crate::store::{Outcome, PgStore, RedbStore, SharedStore, StoreError, WriteOp, write};
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
@@ -148,7 +148,43 @@ fn watchdog_interval() -> Option<Duration> {
     (usec > 0).then(|| Duration::from_micros(usec / 2))
 }
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// The store the daemon opened: the redb file (one node) or PostgreSQL (several).
+enum Opened {
+    Redb(Arc<RedbStore>),
+    Postgres(Arc<PgStore>),
+}
+
+impl Opened {
+    fn shared(&self) -> SharedStore {
+        match self {
+            Opened::Redb(s) => s.clone(),
+            Opened::Postgres(s) => s.clone(),
+        }
+    }
+
+    /// The file for online backups (PostgreSQL is backed up with its own tools).
+    fn database(&self) -> Option<crate::store::DbHandle> {
+        match self {
+            Opened::Redb(s) => Some(s.database()),
+            Opened::Postgres(_) => None,
+        }
+    }
+
+    fn describe(&self, config: &Config) -> String {
+        match self {
+            Opened::Redb(_) => config.storage_path.display().to_string(),
+            Opened::Postgres(_) => "postgres".to_owned(),
+        }
+    }
+
+    fn close(&self) {
+        match self {
+            Opened::Redb(s) => s.close(),
+            Opened::Postgres(s) => s.close(),
+        }
+    }
+}
+
 /// Where the running daemon's operator API listens: `PAYWATCH_ADMIN_URL`, else the address it
 /// recorded at start (ports may be OS-chosen), else `server.admin_listen`.
 pub fn admin_url(config: &Config) -> String {
@@ -163,30 +199,34 @@ pub fn admin_url(config: &Config) -> String {
         .unwrap_or_else(|| format!("http://{}", config.admin_listen))
 }
 
+/// Runs the daemon until SIGTERM or SIGINT.
 pub async fn serve(config: Config) -> Result<(), DaemonError> {
     // The pages' words are parsed here, so a broken locale file stops the start, not a page.
     crate::checkout::i18n::check()?;
     let grace_ms = i64::try_from(config.sessions.grace_period_secs)
         .unwrap_or(i64::MAX / 2)
         .saturating_mul(1000);
-    let store = Arc::new(RedbStore::open_with(
-        &config.storage_path,
-        grace_ms,
-        config.retention.store(),
-        config.writer_queue,
-    )?);
+    let store = match &config.postgres {
+        Some(pg) => Opened::Postgres(Arc::new(PgStore::open(
+            pg,
+            grace_ms,
+            config.retention.store(),
+            config.writer_queue,
+        )?)),
+        None => Opened::Redb(Arc::new(RedbStore::open_with(
+            &config.storage_path,
+            grace_ms,
+            config.retention.store(),
+            config.writer_queue,
+        )?)),
+    };
     let file_token = match config.admin_token {
         Some(_) => None,
         None => Some(admin_token(&config)?),
     };
     let config = Arc::new(config);
-    let shared: SharedStore = store.clone();
-    let state = AppState::new(
-        config.clone(),
-        shared.clone(),
-        Some(store.database()),
-        file_token,
-    );
+    let shared: SharedStore = store.shared();
+    let state = AppState::new(config.clone(), shared.clone(), store.database(), file_token);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let idle = Duration::from_secs(config.server.idle_timeout_secs);
@@ -259,7 +299,11 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
     ));
     let imap_task = config.imap.clone().map(|im| {
         tokio::spawn(crate::watch::upi::imap::run(
-            state.clone(),
+            crate::watch::upi::imap::Context {
+                store: state.store.clone(),
+                parser: state.upi.clone(),
+                config: state.config.clone(),
+            },
             im,
             stop_rx.clone(),
         ))
@@ -285,7 +329,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         stop_rx.clone(),
     ));
     tracing::info!(
-        %public_addr, %admin_addr, storage = %config.storage_path.display(), config = %config.source,
+        %public_addr, %admin_addr, storage = %store.describe(&config), config = %config.source,
         "paywatch ready"
     );
     if let Err(e) = std::fs::write(config.admin_addr_path(), format!("http://{admin_addr}\n")) {

@@ -73,6 +73,17 @@ pub async fn run(config: &Config) -> Result<(), usize> {
 
 /// Opens the database (or finds the daemon holding it); returns whether the daemon runs.
 fn storage(r: &mut Report, config: &Config) -> bool {
+    if let Some(pg) = &config.postgres {
+        for (check, v) in crate::store::postgres::doctor(pg) {
+            let v = match v {
+                crate::store::postgres::Check::Ok(m) => Verdict::Ok(m),
+                crate::store::postgres::Check::Fail(m) => Verdict::Fail(m),
+            };
+            r.line(check, v);
+        }
+        // Other nodes may run anywhere; whether one runs here is the listeners' check to tell.
+        return false;
+    }
     let path = config.storage_path.display().to_string();
     match RedbStore::open(&config.storage_path, 0) {
         Ok(s) => {

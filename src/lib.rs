@@ -12,20 +12,21 @@
 //! | `metrics` | the counters and their Prometheus text | nothing |
 //! | `matching` | pure payment matching | `domain` |
 //! | `checkout` | the customer pages, payment URIs and QR codes | `domain`, `store` |
-//! | `store` | durability: the redb writer, indexes, group commit | `domain`, `matching`, `metrics`, `checkout` (payment URIs; moving to `engine`) |
+//! | `engine` | the money rules over a storage transaction (`engine::Tx`) | `domain`, `matching`, `metrics` |
+//! | `store` | durability: the redb writer, indexes, group commit; the in-memory backend | `domain`, `engine`, `metrics` |
 //! | `rates` | exchange rates: `[rates]` pairs, their sources' polling, the locked quote a priced session uses | `domain`, `redact` |
 //! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `rates`, `redact`, `store`, `watch` (UPI templates, see below) |
 //! | `notify` | webhook delivery | `domain`, `metrics`, `redact`, `store` |
-//! | `watch` | chain and mailbox watchers | `config`, `domain`, `redact`, `store`, `api` (see below) |
+//! | `watch` | chain and mailbox watchers; the UPI alert pipeline (`watch::upi::ingest`) | `config`, `domain`, `metrics`, `redact`, `store` |
 //! | `api` | the HTTP surface: route table (`api::routes`), error registry (`api::error`), handlers | everything above except `daemon`, `cli`, `doctor` |
 //! | `daemon` | wires store, listeners, watchers and workers | all of the above |
 //! | `doctor` | `paywatch doctor`'s checks | `config`, `daemon`, `redact`, `store`, `watch` |
 //! | `cli` | the command line | all of the above |
 //!
-//! Two ties still break that promise and are the next steps: `watch` ↔ `api` (the IMAP watcher
-//! takes `AppState` and calls `api::upi::process_email`; the UPI pipeline belongs in
-//! `watch::upi`), and `config` ↔ `watch` (config validation compiles `watch::upi::templates`).
-//! `store` → `checkout` goes with the engine seam.
+//! One tie still breaks that promise and is the next step: `config` ↔ `watch` (config validation
+//! compiles `watch::upi::templates`). The UPI pipeline lives in `watch::upi::ingest`, so the IMAP
+//! watcher no longer reaches into `api` (it gets a `watch::upi::imap::Context`); the routes
+//! only render its outcome.
 
 pub mod api;
 pub mod checkout;

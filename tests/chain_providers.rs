@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
+use common::config::{Chain, TestConfig, table, token_method};
 use common::{ADMIN_TOKEN, BIN, Daemon, client, create_key, get, post};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -291,66 +292,53 @@ struct TronSetup<'a> {
     urls: &'a [&'a str],
     /// (url, header value as `value`, or as a file).
     headers: Vec<(&'a str, &'a str, bool)>,
-    extra: &'a str,
+    /// Fields of `[chains.tron_local]` that differ from the defaults here.
+    extra: Vec<(&'a str, toml::Value)>,
 }
 
 fn tron_config(dir: &Path, s: &TronSetup) -> String {
-    let mut headers = String::new();
+    let mut chain = Chain::custom(
+        TRON_CHAIN_ID.parse().unwrap(),
+        s.urls,
+        &tron_address(TOKEN_6),
+        6,
+        1,
+    )
+    .remove("poll_interval_ms")
+    .with("tron", true)
+    .with("finality", "finalized");
+    let mut headers = Vec::new();
     for (i, (url, value, in_file)) in s.headers.iter().enumerate() {
         let v = if *in_file {
             let f = dir.join(format!("key{i}"));
             std::fs::write(&f, format!("{value}\n")).unwrap();
-            format!("value_file = \"{}\"", f.display())
+            ("value_file", f.display().to_string().into())
         } else {
-            format!("value = \"{value}\"")
+            ("value", (*value).into())
         };
-        headers.push_str(&format!(
-            "\n[[chains.tron_local.rpc_headers]]\nurl = \"{url}\"\nname = \"TRON-PRO-API-KEY\"\n{v}\n"
-        ));
+        headers.push(toml::Value::Table(table([
+            ("url", (*url).into()),
+            ("name", "TRON-PRO-API-KEY".into()),
+            v,
+        ])));
     }
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-public_url = "http://pay.test"
-admin_token = "{ADMIN_TOKEN}"
-
-[storage]
-path = "{db}"
-
-[sessions]
-min_expires_in = 1
-sweep_interval_ms = 100
-
-[log]
-level = "info"
-
-[chains.tron_local]
-chain_id = {TRON_CHAIN_ID}
-tron = true
-rpc_urls = {urls}
-token = "USDT"
-token_contract = "{token}"
-decimals = 6
-confirmations = 1
-finality = "finalized"
-{extra}
-{headers}
-[[merchants]]
-id = "demo"
-name = "Demo Store"
-
-[merchants.methods.usdt_tron]
-chain = "tron_local"
-pay_to = "{pay_to}"
-"#,
-        db = dir.join("paywatch.redb").display(),
-        urls = serde_json::to_string(s.urls).unwrap(),
-        token = tron_address(TOKEN_6),
-        pay_to = tron_address(PAY_TO),
-        extra = s.extra,
-    )
+    if !headers.is_empty() {
+        chain = chain.with("rpc_headers", headers);
+    }
+    for (k, v) in &s.extra {
+        chain = chain.with(k, v.clone());
+    }
+    TestConfig::base(dir)
+        .chain("tron_local", chain)
+        .merchant(
+            "demo",
+            "Demo Store",
+            vec![(
+                "usdt_tron",
+                token_method("tron_local", &tron_address(PAY_TO)),
+            )],
+        )
+        .text()
 }
 
 /// anvil with TRON's chain id, a block a second (so the `finalized` tag, two blocks behind
@@ -436,7 +424,11 @@ async fn tron_payments_during_rate_limit_bursts_are_recorded_once_and_on_time() 
     let setup = TronSetup {
         urls: &urls,
         headers: vec![(&a.url, key_a, true), (&b.url, key_b, false)],
-        extra: "poll_interval_ms = 500\nidle_poll_interval_ms = 5000\nstart_block = 1",
+        extra: vec![
+            ("poll_interval_ms", 500.into()),
+            ("idle_poll_interval_ms", 5000.into()),
+            ("start_block", 1.into()),
+        ],
     };
     let mut d = Daemon::prepare_text(|dir| tron_config(dir, &setup));
     let key = create_key(&d.config, "demo", &["--permissions", "*"]);
@@ -637,11 +629,12 @@ async fn rpc_down_is_logged_on_change_and_shown_until_it_recovers() {
     let setup = TronSetup {
         urls: &urls,
         headers: vec![],
-        extra: "poll_interval_ms = 100\nfinality = \"confirmations\"",
+        extra: vec![
+            ("poll_interval_ms", 100.into()),
+            ("finality", "confirmations".into()),
+        ],
     };
-    let mut d = Daemon::prepare_text(|dir| {
-        tron_config(dir, &setup).replace("finality = \"finalized\"\n", "")
-    });
+    let mut d = Daemon::prepare_text(|dir| tron_config(dir, &setup));
     d.start();
     let c = client();
     tokio::time::sleep(Duration::from_secs(8)).await;
@@ -696,7 +689,7 @@ fn tron_ws_url_and_bad_headers_are_refused_at_start() {
             TronSetup {
                 urls: &urls,
                 headers: vec![],
-                extra: "ws_url = \"wss://tron.example/ws\"",
+                extra: vec![("ws_url", "wss://tron.example/ws".into())],
             },
             "chains.tron_local.ws_url: TRON's JSON-RPC is served over HTTP only",
         ),
@@ -704,7 +697,7 @@ fn tron_ws_url_and_bad_headers_are_refused_at_start() {
             TronSetup {
                 urls: &urls,
                 headers: vec![("http://127.0.0.1:10/jsonrpc", "sekret-value-123", false)],
-                extra: "",
+                extra: vec![],
             },
             "chains.tron_local.rpc_headers.0.url",
         ),
@@ -712,7 +705,7 @@ fn tron_ws_url_and_bad_headers_are_refused_at_start() {
             TronSetup {
                 urls: &urls,
                 headers: vec![],
-                extra: "max_log_range = 6000",
+                extra: vec![("max_log_range", 6000.into())],
             },
             "refuses ranges over 5000 blocks",
         ),
@@ -755,11 +748,13 @@ async fn second_opinion_refuses_a_receipt_one_provider_invented() {
         let liar = Proxy::start(&chain.url, "k1", 5000).await;
         let honest = Proxy::start(&chain.url, "k2", 5000).await;
         let urls = [liar.url.as_str(), honest.url.as_str()];
-        let extra = format!("poll_interval_ms = 300\nsecond_opinion = {second_opinion}");
         let setup = TronSetup {
             urls: &urls,
             headers: vec![(&liar.url, "k1", false), (&honest.url, "k2", false)],
-            extra: &extra,
+            extra: vec![
+                ("poll_interval_ms", 300.into()),
+                ("second_opinion", second_opinion.into()),
+            ],
         };
         let mut d = Daemon::prepare_text(|dir| tron_config(dir, &setup));
         let key = create_key(&d.config, "demo", &[]);

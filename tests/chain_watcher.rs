@@ -8,8 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, ACCOUNTS_XPUB, Anvil, TOKEN_6, TOKEN_18};
+use common::config::{Chain, TestConfig, table, token_method};
 use common::receiver::Receiver;
-use common::{ADMIN_TOKEN, Daemon, client, create_key, get, post};
+use common::{Daemon, client, create_key, get, post};
 use serde_json::{Value, json};
 
 const SESSIONS: &str = "/v1/checkout/sessions";
@@ -20,73 +21,36 @@ const ALICE: &str = ACCOUNTS[2];
 const BOB: &str = ACCOUNTS[3];
 
 struct Setup {
-    rpc_urls: String,
+    rpc_urls: Vec<String>,
     confirmations: u32,
+    /// What chain `local` differs in from the defaults (its id, its poll interval, a `ws_url`).
+    local: Box<dyn Fn(Chain) -> Chain>,
 }
 
 fn config(dir: &Path, s: &Setup) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-public_url = "http://pay.test"
-admin_token = "{ADMIN_TOKEN}"
-
-[storage]
-path = "{db}"
-
-[sessions]
-min_expires_in = 1
-sweep_interval_ms = 100
-
-[log]
-level = "info"
-
-[webhooks]
-allow_private_targets = true
-retry_schedule_secs = [1, 1, 1]
-
-[chains.local]
-chain_id = 31337
-rpc_urls = {rpc}
-token = "USDT"
-token_contract = "{TOKEN_6}"
-decimals = 6
-confirmations = {conf}
-poll_interval_ms = 100
-
-[chains.local18]
-chain_id = 31337
-rpc_urls = {rpc}
-token = "USDT"
-token_contract = "{TOKEN_18}"
-decimals = 18
-confirmations = {conf}
-poll_interval_ms = 100
-
-[[merchants]]
-id = "demo"
-name = "Demo Store"
-
-[merchants.methods.usdt_local]
-chain = "local"
-pay_to = "{PAY_TO}"
-underpayment_tolerance = "1.00"
-
-[merchants.methods.usdt_xpub]
-chain = "local"
-strategy = "xpub"
-xpub = "{ACCOUNTS_XPUB}"
-
-[merchants.methods.usdt_bsc_like]
-chain = "local18"
-pay_to = "{PAY_TO}"
-"#,
-        db = dir.join("paywatch.redb").display(),
-        rpc = s.rpc_urls,
-        conf = s.confirmations,
-    )
+    let urls: Vec<&str> = s.rpc_urls.iter().map(String::as_str).collect();
+    let chain =
+        |contract, decimals| Chain::custom(31337, &urls, contract, decimals, s.confirmations);
+    let mut usdt_local = token_method("local", PAY_TO);
+    usdt_local.insert("underpayment_tolerance".into(), "1.00".into());
+    let xpub = table([
+        ("chain", "local".into()),
+        ("strategy", "xpub".into()),
+        ("xpub", ACCOUNTS_XPUB.into()),
+    ]);
+    TestConfig::base(dir)
+        .chain("local", (s.local)(chain(TOKEN_6, 6)))
+        .chain("local18", chain(TOKEN_18, 18))
+        .merchant(
+            "demo",
+            "Demo Store",
+            vec![
+                ("usdt_local", usdt_local),
+                ("usdt_xpub", xpub),
+                ("usdt_bsc_like", token_method("local18", PAY_TO)),
+            ],
+        )
+        .text()
 }
 
 /// anvil with both tokens deployed and the customers funded; the daemon configured for it.
@@ -106,13 +70,14 @@ async fn setup(confirmations: u32, dead_first_rpc: bool) -> (Anvil, Daemon, Stri
     }
     let rpc_urls = if dead_first_rpc {
         // Nothing listens on port 9 (discard): every call to it fails at once.
-        format!(r#"["http://127.0.0.1:9", "{}"]"#, chain.url)
+        vec!["http://127.0.0.1:9".to_owned(), chain.url.clone()]
     } else {
-        format!(r#"["{}"]"#, chain.url)
+        vec![chain.url.clone()]
     };
     let setup = Setup {
         rpc_urls,
         confirmations,
+        local: Box::new(|c| c),
     };
     let mut d = Daemon::prepare_text(|dir| config(dir, &setup));
     let key = create_key(&d.config, "demo", &[]);
@@ -647,10 +612,11 @@ async fn doctor_names_a_wrong_chain_id_and_a_dead_rpc() {
     let dir = tempfile::tempdir().unwrap();
     // anvil is chain 31337; the config says 1. The second URL has nothing behind it.
     let setup = Setup {
-        rpc_urls: format!(r#"["{}", "http://127.0.0.1:9"]"#, chain.url),
+        rpc_urls: vec![chain.url.clone(), "http://127.0.0.1:9".into()],
         confirmations: 1,
+        local: Box::new(|c| c.with("chain_id", 1)),
     };
-    let text = config(dir.path(), &setup).replacen("chain_id = 31337", "chain_id = 1", 1);
+    let text = config(dir.path(), &setup);
     let path = dir.path().join("config.toml");
     std::fs::write(&path, text).unwrap();
     let out = std::process::Command::new(common::BIN)
@@ -690,19 +656,17 @@ async fn a_new_heads_subscription_wakes_the_watcher_between_polls() {
     );
     chain.deploy_token("USDT", 18).await;
     chain.mint(TOKEN_6, ALICE, 1_000_000_000).await;
-    let setup = Setup {
-        rpc_urls: format!(r#"["{}"]"#, chain.url),
-        confirmations: 1,
-    };
     // Polls 30 s apart: only the subscription can make the payment visible within seconds.
     let ws = format!("ws://127.0.0.1:{}", chain.port);
-    let mut d = Daemon::prepare_text(|dir| {
-        config(dir, &setup).replacen(
-            "poll_interval_ms = 100",
-            &format!("poll_interval_ms = 30000\nws_url = \"{ws}\""),
-            1,
-        )
-    });
+    let setup = Setup {
+        rpc_urls: vec![chain.url.clone()],
+        confirmations: 1,
+        local: Box::new(move |c| {
+            c.with("poll_interval_ms", 30_000)
+                .with("ws_url", ws.as_str())
+        }),
+    };
+    let mut d = Daemon::prepare_text(|dir| config(dir, &setup));
     let key = create_key(&d.config, "demo", &[]);
     d.start();
     let c = client();

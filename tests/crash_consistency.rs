@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
+use common::config::{Chain, TestConfig, table, token_method};
 use common::receiver::Receiver;
 use common::{ADMIN_TOKEN, Daemon, create_key};
 use serde_json::{Value, json};
@@ -35,52 +36,32 @@ const CREATORS: u64 = 3;
 const SETTLE: Duration = Duration::from_secs(120);
 
 fn config(dir: &Path, rpc: &str) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-public_url = "http://pay.test"
-admin_token = "{ADMIN_TOKEN}"
-
-[storage]
-path = "{db}"
-
-[api]
-rate_limit_per_second = 100000
-rate_limit_burst = 100000
-
-[log]
-level = "warn"
-
-[webhooks]
-allow_private_targets = true
-retry_schedule_secs = [1, 1, 1, 1, 1, 2, 2, 2, 5, 5]
-
-[chains.local]
-chain_id = 31337
-rpc_urls = ["{rpc}"]
-token = "USDT"
-token_contract = "{TOKEN_6}"
-decimals = 6
-confirmations = 2
-poll_interval_ms = 100
-
-[[merchants]]
-id = "demo"
-name = "Demo Store"
-
-[merchants.methods.usdt_local]
-chain = "local"
-strategy = "unique_amount"
-pay_to = "{PAY_TO}"
-
-[merchants.methods.upi]
-vpa = "demo@okbank"
-strategy = "unique_amount"
-"#,
-        db = dir.join("paywatch.redb").display(),
-    )
+    let unique = |mut t: toml::Table| {
+        t.insert("strategy".into(), "unique_amount".into());
+        t
+    };
+    TestConfig::base(dir)
+        .set("api.rate_limit_per_second", 100_000)
+        .set("api.rate_limit_burst", 100_000)
+        .set("log.level", "warn")
+        .set(
+            "webhooks.retry_schedule_secs",
+            toml::Value::Array(
+                [1, 1, 1, 1, 1, 2, 2, 2, 5, 5]
+                    .map(toml::Value::from)
+                    .to_vec(),
+            ),
+        )
+        .chain("local", Chain::custom(31337, &[rpc], TOKEN_6, 6, 2))
+        .merchant(
+            "demo",
+            "Demo Store",
+            vec![
+                ("usdt_local", unique(token_method("local", PAY_TO))),
+                ("upi", unique(table([("vpa", "demo@okbank".into())]))),
+            ],
+        )
+        .text()
 }
 
 fn hdfc_credit(amount: &str, utr: &str) -> String {

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::anvil::{ACCOUNTS, Anvil, TOKEN_6};
+use common::config::{Chain, TestConfig, token_method};
 use common::receiver::Receiver;
 use common::{ADMIN_TOKEN, Daemon, client, create_key, get, post};
 use serde_json::{Value, json};
@@ -22,48 +23,15 @@ const VICTIM: &str = ACCOUNTS[2];
 const HONEST: &str = ACCOUNTS[3];
 
 fn config(dir: &Path, rpc: &str, confirmations: u32) -> String {
-    format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-admin_listen = "127.0.0.1:0"
-public_url = "http://pay.test"
-admin_token = "{ADMIN_TOKEN}"
-
-[storage]
-path = "{db}"
-
-[sessions]
-min_expires_in = 1
-sweep_interval_ms = 100
-
-[log]
-level = "info"
-
-[webhooks]
-allow_private_targets = true
-retry_schedule_secs = [1, 1, 1]
-
-[chains.local]
-chain_id = 31337
-rpc_urls = ["{rpc}"]
-token = "USDT"
-token_contract = "{TOKEN_6}"
-decimals = 6
-confirmations = {confirmations}
-poll_interval_ms = 100
-
-[[merchants]]
-id = "demo"
-name = "Demo Store"
-
-[merchants.methods.usdt_local]
-chain = "local"
-pay_to = "{PAY_TO}"
-underpayment_tolerance = "1.00"
-"#,
-        db = dir.join("paywatch.redb").display(),
-    )
+    let mut method = token_method("local", PAY_TO);
+    method.insert("underpayment_tolerance".into(), "1.00".into());
+    TestConfig::base(dir)
+        .chain(
+            "local",
+            Chain::custom(31337, &[rpc], TOKEN_6, 6, confirmations),
+        )
+        .merchant("demo", "Demo Store", vec![("usdt_local", method)])
+        .text()
 }
 
 async fn chain() -> Anvil {

@@ -72,14 +72,22 @@ fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ApiKey, ApiErro
         ));
     }
     let hash = hash_secret(secret);
-    let key = match state.keys.get(&hash) {
+    // On PostgreSQL another node (or the CLI) may revoke the key without this process hearing
+    // of it: read the key from the shared database every time instead of caching it.
+    let shared_db = state.config.postgres.is_some();
+    let cached = if shared_db {
+        None
+    } else {
+        state.keys.get(&hash)
+    };
+    let key = match cached {
         Some(k) => k,
         None => {
             let k = state
                 .store
                 .key_by_hash(&hash)?
                 .ok_or_else(|| ApiError::unauthenticated("invalid API key"))?;
-            if k.revoked_at_ms.is_none() {
+            if k.revoked_at_ms.is_none() && !shared_db {
                 state.keys.put(hash, k.clone());
             }
             k

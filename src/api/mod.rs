@@ -53,7 +53,7 @@ pub struct AppState {
     pub limiter: auth::Limiter,
     pub qr: crate::checkout::qr::QrCache,
     /// The bank alert templates, compiled once.
-    pub upi: Option<crate::watch::upi::templates::Parser>,
+    pub upi: Option<Arc<crate::watch::upi::templates::Parser>>,
     /// Live status streams open now (capped).
     pub streams: Arc<std::sync::atomic::AtomicUsize>,
     /// The database, for online backups (absent for stores that are not redb).
@@ -86,7 +86,7 @@ impl AppState {
             config.api.rate_limit_burst,
         );
         let upi = match config.upi_parser() {
-            Ok(p) => Some(p),
+            Ok(p) => Some(Arc::new(p)),
             Err(e) => {
                 tracing::error!(error = %e, "the UPI alert templates do not compile");
                 None

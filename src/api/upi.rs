@@ -11,11 +11,10 @@ use super::extract::{object_body, parse_limit, query_pairs};
 use super::{AppState, Req, Response, json_response};
 use crate::config::{IngestFormat, Merchant};
 use crate::domain::apikey::ApiKey;
-use crate::domain::ids::new_id;
-use crate::domain::method::{Method, Rail};
 use crate::domain::money::parse_units;
 use crate::domain::validate;
-use crate::store::{Credit, MatchResult, Observed, Outcome, WriteOp, credit_json, write};
+use crate::store::{WriteOp, credit_json, write};
+use crate::watch::upi::ingest::{self, Alert, IngestError, Recorded};
 
 const FIELDS: &[&str] = &[
     "source",
@@ -157,46 +156,6 @@ fn first_use(source: &str, sign: &str, now: i64) -> bool {
     seen.insert(format!("{source}\n{sign}"), now).is_none()
 }
 
-/// What became of one alert.
-enum Verdict {
-    Money {
-        paise: u64,
-        utr: Option<String>,
-    },
-    /// A reversal naming a UTR: if that UTR paid a session, the payment is flagged.
-    Reversal {
-        utr: String,
-        reason: String,
-    },
-    Ignored(String),
-}
-
-/// An alert as it arrived, before it is judged.
-pub struct Alert {
-    source: String,
-    sender: Option<String>,
-    text: Option<String>,
-    /// For `manual`: the amount and UTR typed in.
-    manual: Option<(u64, Option<String>)>,
-    received_at_ms: i64,
-}
-
-fn upi_method(merchant: &Merchant) -> Result<(&Method, &str), ApiError> {
-    merchant
-        .methods
-        .iter()
-        .find_map(|m| match &m.rail {
-            Rail::Upi { vpa, .. } => Some((m, vpa.as_str())),
-            Rail::Token { .. } => None,
-        })
-        .ok_or_else(|| {
-            ApiError::new(
-                Code::PaymentMethodUnavailable,
-                "this merchant has no UPI method",
-            )
-        })
-}
-
 /// Parses and validates an API-key ingest body (`sms` or `manual`) into an alert, received at
 /// `now_ms` unless it says when. Pure, so it can be fuzzed.
 pub fn parse_alert(body: &[u8], now_ms: i64) -> Result<Alert, ApiError> {
@@ -289,317 +248,60 @@ pub async fn ingest(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
         .merchant(&key.merchant_id)
         .ok_or_else(|| ApiError::unauthenticated("unknown merchant"))?;
     let alert = parse_alert(&req.body, chrono::Utc::now().timestamp_millis())?;
-    process(state, merchant, key.livemode, alert).await
+    record(state, merchant, key.livemode, alert).await
 }
 
-/// Judges an alert and records what it is: a matched payment, a duplicate, an unmatched credit,
-/// or an ignored alert with the reason.
-async fn process(
+/// Judges and records `alert` (see `watch::upi::ingest`), answered as `upi_credit_result`.
+async fn record(
     state: &AppState,
     merchant: &Merchant,
     livemode: bool,
     alert: Alert,
 ) -> Result<Response, ApiError> {
-    let (method, vpa) = upi_method(merchant)?;
-    let verdict = match &alert.manual {
-        Some((paise, utr)) => Verdict::Money {
-            paise: *paise,
-            utr: utr.clone(),
-        },
-        None => {
-            let parser = state.upi.as_ref().ok_or_else(|| {
-                ApiError::new(
-                    Code::ParserUnavailable,
-                    "the UPI alert templates failed to load",
-                )
-            })?;
-            let text = alert.text.as_deref().unwrap_or_default();
-            let notification = alert.source == "notification";
-            match &alert.sender {
-                Some(s)
-                    if notification && crate::watch::upi::apps::app_for_package(s).is_none() =>
-                {
-                    Verdict::Ignored(format!(
-                        "notification from {s:?}: not a supported merchant payment app"
-                    ))
-                }
-                // A mailbox alert's sender is its DKIM-proven From address: parsed below with
-                // that bank's templates only.
-                Some(s) if alert.source == "email" && parser.bank_for_email_domain(s).is_none() => {
-                    Verdict::Ignored(format!("mail from {s:?} is not from a known bank"))
-                }
-                Some(s)
-                    if !notification
-                        && alert.source != "email"
-                        && parser.bank_for_sender(s).is_none() =>
-                {
-                    Verdict::Ignored(format!("sender {s:?} is not a known bank sender id"))
-                }
-                _ => {
-                    let a = match (&alert.sender, notification) {
-                        (Some(pkg), true) => parser.parse_notification(pkg, text),
-                        _ => parser.parse(alert.sender.as_deref(), text),
-                    };
-                    match (a.is_money(), a.amount_paise) {
-                        (true, Some(p)) => Verdict::Money {
-                            paise: p,
-                            utr: a.utr,
-                        },
-                        _ if a.kind == crate::watch::upi::alert::AlertKind::Reversal
-                            && a.utr.is_some() =>
-                        {
-                            Verdict::Reversal {
-                                utr: a.utr.clone().unwrap_or_default(),
-                                reason: a.ignore_reason().unwrap_or("reversal").to_owned(),
-                            }
-                        }
-                        _ => Verdict::Ignored(
-                            a.ignore_reason().unwrap_or("not a credit alert").to_owned(),
-                        ),
-                    }
-                }
-            }
-        }
-    };
-    let destination = method.destination_key(vpa);
-    let manual = alert.manual.is_some();
-    let Alert {
-        source,
-        sender,
-        text,
-        received_at_ms,
-        ..
-    } = alert;
-    // A receipt time from a body is the sender's word: never later than now, so it cannot make
-    // money look received after a session was created.
-    let received_at_ms = received_at_ms.min(chrono::Utc::now().timestamp_millis());
-    let verdict = match verdict {
-        Verdict::Reversal { utr, reason } => {
-            let reference = if livemode {
-                format!("upi:{utr}")
-            } else {
-                format!("test:upi:{utr}")
-            };
-            match write(
-                state.store.as_ref(),
-                WriteOp::ReversePayment {
-                    reference,
-                    merchant_id: merchant.id.clone(),
-                    livemode,
-                },
-                None,
-            )
-            .await?
-            {
-                Ok(Outcome::Match(MatchResult::Matched {
-                    session,
-                    payment_id,
-                })) => {
-                    crate::metrics::METRICS.upi_alert("reversed");
-                    return ok(json!({
-                        "object": "upi_credit_result", "outcome": "reversed", "session": session.id,
-                        "payment": payment_id, "utr": utr,
-                    }));
-                }
-                Ok(Outcome::Match(MatchResult::Duplicate { existing })) => {
-                    return ok(json!({
-                        "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
-                    }));
-                }
-                // Not a payment of ours: kept as ignored, as before.
-                _ => Verdict::Ignored(reason),
-            }
-        }
-        v => v,
-    };
-    match verdict {
-        Verdict::Reversal { .. } => Err(ApiError::internal("unexpected reversal")),
-        Verdict::Ignored(reason) => {
-            let credit = record_ignored(
-                state,
-                merchant,
-                livemode,
-                received_at_ms,
-                reason.clone(),
-                source,
-                sender,
-            )
-            .await?;
-            crate::metrics::METRICS.upi_alert("ignored");
-            ok(json!({
-                "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
-            }))
-        }
-        Verdict::Money { paise, utr } => {
-            // A credit is unique by UTR; without one, by the alert itself (the same SMS twice
-            // is one credit; a different SMS with the same amount is another).
-            let reference = match &utr {
-                Some(u) => format!("upi:{u}"),
-                // Typed in by the operator: each entry is its own credit (retries are what
-                // Idempotency-Key is for).
-                None if manual => format!("upi-manual:{}", new_id("mc")),
-                None => {
-                    let mut h = Sha256::new();
-                    h.update(sender.as_deref().unwrap_or("").as_bytes());
-                    h.update(b"\n");
-                    h.update(text.as_deref().unwrap_or("").as_bytes());
-                    if source == "notification" {
-                        // A notification carries no date of its own: two payments of the same
-                        // amount from the same payer read alike, the phone's time tells them apart.
-                        h.update(received_at_ms.to_be_bytes());
-                    }
-                    // Not the receipt time: a forwarder's retry of the same SMS must stay one
-                    // credit (bank texts carry their own date, time or balance).
-                    format!("upi-noref:{}", hex::encode(&h.finalize()[..16]))
-                }
-            };
-            // Test references live apart from live ones: a test credit carrying a real UTR
-            // never makes the live credit with that UTR a duplicate (nor the reverse).
-            let reference = if livemode {
-                reference
-            } else {
-                format!("test:{reference}")
-            };
-            let observed = Observed {
-                destination,
-                amount_base: u128::from(paise),
-                decimals: 2,
-                reference,
-                livemode,
-                utr: utr.clone(),
-                tx_hash: None,
-                log_index: None,
-                block_number: None,
-                confirmations: 0,
-                confirmed: true,
-                received_at_ms,
-                owner: Some((merchant.id.clone(), method.name.clone())),
-                only_session: None,
-                source: Some(source),
-                sender,
-                from: None,
-            };
-            match write(
-                state.store.as_ref(),
-                WriteOp::Observe(Box::new(observed)),
-                None,
-            )
-            .await?
-            {
-                Ok(Outcome::Match(MatchResult::Matched {
-                    session,
-                    payment_id,
-                })) => {
-                    crate::metrics::METRICS.upi_alert("matched");
-                    ok(json!({
-                        "object": "upi_credit_result", "outcome": "matched", "session": session.id,
-                        "payment": payment_id, "utr": utr,
-                    }))
-                }
-                Ok(Outcome::Match(MatchResult::Duplicate { existing })) => {
-                    crate::metrics::METRICS.upi_alert("duplicate");
-                    ok(json!({
-                        "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
-                    }))
-                }
-                Ok(Outcome::Match(MatchResult::Unmatched { credit })) => {
-                    crate::metrics::METRICS.upi_alert("unmatched");
-                    ok(json!({
-                        "object": "upi_credit_result", "outcome": "unmatched", "credit": credit_json(&credit),
-                    }))
-                }
-                Ok(_) => Err(ApiError::internal("unexpected outcome")),
-                Err(e) => Err(op_error(&e)),
-            }
-        }
-    }
+    let store = state.store.as_ref();
+    let recorded = ingest::process(store, state.upi.as_deref(), merchant, livemode, alert)
+        .await
+        .map_err(ingest_error)?;
+    ok(match recorded {
+        Recorded::Matched {
+            session,
+            payment,
+            utr,
+        } => paid("matched", &session, &payment, json!(utr)),
+        Recorded::Reversed {
+            session,
+            payment,
+            utr,
+        } => paid("reversed", &session, &payment, json!(utr)),
+        Recorded::Duplicate { existing, utr } => json!({
+            "object": "upi_credit_result", "outcome": "duplicate", "existing": existing, "utr": utr,
+        }),
+        Recorded::Unmatched { credit } => json!({
+            "object": "upi_credit_result", "outcome": "unmatched", "credit": credit_json(&credit),
+        }),
+        Recorded::Ignored { reason, credit } => json!({
+            "object": "upi_credit_result", "outcome": "ignored", "reason": reason, "credit": credit_json(&credit),
+        }),
+    })
 }
 
-/// An alert e-mail the IMAP watcher fetched: trusted ones are parsed like an SMS, untrusted ones
-/// are kept as ignored with the reason. Credits from the mailbox pay live sessions only.
-pub async fn process_email(
-    state: &AppState,
-    merchant_id: &str,
-    verdict: crate::watch::upi::mail::MailVerdict,
-    received_at_ms: i64,
-) -> Result<(), ApiError> {
-    use crate::watch::upi::mail::MailVerdict;
-    let merchant = state
-        .config
-        .merchant(merchant_id)
-        .ok_or_else(|| ApiError::internal("the IMAP merchant is not configured"))?;
-    let alert = match verdict {
-        // Received when the bank says it sent it (never later than delivery), so an alert
-        // never pays a session created after it.
-        MailVerdict::Trusted {
-            text,
-            sent_at_ms,
-            from,
-            ..
-        } => Alert {
-            source: "email".into(),
-            sender: Some(from),
-            text: Some(text),
-            manual: None,
-            received_at_ms: sent_at_ms.min(received_at_ms),
-        },
-        MailVerdict::Untrusted(reason) => {
-            record_ignored(
-                state,
-                merchant,
-                true,
-                received_at_ms,
-                reason,
-                "email".into(),
-                None,
-            )
-            .await?;
-            return Ok(());
-        }
-    };
-    process(state, merchant, true, alert).await.map(|_| ())
+/// A result naming the session and payment an alert paid (or reversed).
+fn paid(outcome: &str, session: &str, payment: &str, utr: Value) -> Value {
+    json!({
+        "object": "upi_credit_result", "outcome": outcome, "session": session,
+        "payment": payment, "utr": utr,
+    })
 }
 
-/// Keeps an alert that is not money, with the reason, for the operator to see.
-async fn record_ignored(
-    state: &AppState,
-    merchant: &Merchant,
-    livemode: bool,
-    received_at_ms: i64,
-    reason: String,
-    source: String,
-    sender: Option<String>,
-) -> Result<Box<Credit>, ApiError> {
-    let (method, vpa) = upi_method(merchant)?;
-    let credit = Credit {
-        id: new_id("cr"),
-        merchant_id: Some(merchant.id.clone()),
-        method: Some(method.name.clone()),
-        destination: method.destination_key(vpa),
-        amount_base: 0,
-        decimals: 2,
-        reference: format!("ignored:{}", new_id("al")),
-        utr: None,
-        tx_hash: None,
-        livemode,
-        received_at_ms,
-        status: "ignored".into(),
-        reason,
-        source: Some(source),
-        sender,
-    };
-    match write(
-        state.store.as_ref(),
-        WriteOp::RecordIgnored {
-            credit: Box::new(credit),
-        },
-        None,
-    )
-    .await?
-    {
-        Ok(Outcome::Match(MatchResult::Unmatched { credit })) => Ok(credit),
-        Ok(_) => Err(ApiError::internal("unexpected outcome")),
-        Err(e) => Err(op_error(&e)),
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::NoUpiMethod => ApiError::new(Code::PaymentMethodUnavailable, e.to_string()),
+        IngestError::ParserUnavailable => ApiError::new(Code::ParserUnavailable, e.to_string()),
+        IngestError::Store(e) => e.into(),
+        IngestError::Refused(e) => op_error(&e),
+        IngestError::UnknownMerchant(_) | IngestError::Unexpected(_) => {
+            ApiError::internal(e.to_string())
+        }
     }
 }
 
@@ -842,7 +544,7 @@ pub async fn ingest_with_token(
     if let Err(e) = write(state.store.as_ref(), seen, None).await {
         tracing::warn!(error = %e, source = %src.name, "could not record the forwarder's last contact");
     }
-    process(state, merchant, true, alert).await
+    record(state, merchant, true, alert).await
 }
 
 /// The package name of a forwarded app notification ("SMS to URL forwarder" fork: `package`

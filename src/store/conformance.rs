@@ -124,7 +124,63 @@ impl Backend for MemBackend {
     }
 }
 
-fn method(window: u32) -> Method {
+/// PostgreSQL: a real server (tests/support/pg_cluster.rs), a fresh database per check; races
+/// through the real writer and group commit, invariants through the backend's `Tx`.
+pub(crate) struct PgBackend {
+    store: super::PgStore,
+    rt: tokio::runtime::Runtime,
+}
+
+impl PgBackend {
+    pub(crate) fn new() -> PgBackend {
+        let url = super::postgres::test_cluster::fresh_database();
+        let store = super::PgStore::open(
+            &super::PgOptions {
+                url,
+                pool_size: 4,
+                statement_timeout_ms: 10_000,
+            },
+            GRACE_MS,
+            Retention::default(),
+            1_000,
+        )
+        .unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        PgBackend { store, rt }
+    }
+}
+
+impl Backend for PgBackend {
+    fn race(&self, ops: Vec<WriteOp>) -> Vec<Result<Outcome, OpError>> {
+        use super::Store as _;
+        let pending: Vec<_> = ops
+            .into_iter()
+            .map(|op| self.store.submit(op, None))
+            .collect();
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            for rx in pending {
+                out.push(rx.await.unwrap().unwrap());
+            }
+            out
+        })
+    }
+
+    fn with_tx(&self, f: &mut dyn FnMut(&mut dyn Tx) -> R<()>) -> R<()> {
+        self.store.with_tx(f)
+    }
+
+    fn ledger(&self, method: &str) -> Option<LedgerEntry> {
+        use super::Store as _;
+        let rows = self.store.ledger("demo", false).unwrap();
+        rows.into_iter().find(|(m, _)| m == method).map(|(_, e)| e)
+    }
+}
+
+pub(crate) fn method(window: u32) -> Method {
     Method {
         name: "usdt_local".into(),
         rail: Rail::Token {
@@ -150,7 +206,7 @@ fn method(window: u32) -> Method {
 
 /// An open test-mode session of `amount` with nothing set beyond what a create needs (shared
 /// with the writer load probe).
-pub(super) fn session(amount: u64) -> Session {
+pub(crate) fn session(amount: u64) -> Session {
     let now = crate::engine::now_ms();
     Session {
         id: new_id("cs"),
@@ -658,3 +714,4 @@ macro_rules! conformance {
 
 conformance!(redb, RedbBackend::new());
 conformance!(memory, MemBackend::new());
+conformance!(postgres, PgBackend::new());

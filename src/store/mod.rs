@@ -10,6 +10,7 @@ pub mod conformance;
 mod lanes;
 pub mod memory;
 mod migrate;
+pub mod postgres;
 mod redb_store;
 mod redb_tx;
 mod reservations;
@@ -27,6 +28,7 @@ use crate::domain::event::Event;
 use crate::domain::session::{Session, Status};
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
 
+pub use self::postgres::{PgOptions, PgStore};
 pub use crate::engine::outbox::MAX_ENDPOINTS;
 pub use crate::engine::reservations::{Reservation, ReservationIndex};
 pub use crate::engine::{

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use alloy::primitives::{Address, U256};
@@ -43,6 +44,8 @@ pub struct Anvil {
     pub port: u16,
     pub url: String,
     http: reqwest::Client,
+    /// The test dated the next block itself (`evm_setNextBlockTimestamp`): `transfer` leaves it.
+    dated: AtomicBool,
 }
 
 impl Drop for Anvil {
@@ -87,6 +90,7 @@ impl Anvil {
             port,
             url: format!("http://127.0.0.1:{port}"),
             http: reqwest::Client::new(),
+            dated: AtomicBool::new(false),
         };
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -120,6 +124,9 @@ impl Anvil {
     }
 
     pub async fn rpc(&self, method: &str, params: Value) -> Value {
+        if method == "evm_setNextBlockTimestamp" {
+            self.dated.store(true, Ordering::SeqCst);
+        }
         self.try_rpc(method, params)
             .await
             .unwrap_or_else(|e| panic!("{method}: {e}"))
@@ -138,6 +145,7 @@ impl Anvil {
     }
 
     pub async fn mine(&self, blocks: u64) {
+        self.dated.store(false, Ordering::SeqCst);
         self.rpc("anvil_mine", json!([format!("{blocks:#x}")]))
             .await;
     }
@@ -203,8 +211,35 @@ impl Anvil {
         self.receipt(&tx).await;
     }
 
-    /// `transfer(to, value)` from `from`; returns the transaction hash (not waited for).
+    /// Dates the next block at the current second, unless the test dated it itself. anvil's
+    /// clock may run more than a second behind the wall clock (seen under load, and after
+    /// `evm_revert`), and a transfer pays only sessions created no later than its block's second:
+    /// a payment sent right after its session was created would otherwise look older than it.
+    async fn date_next_block_now(&self) {
+        if self.dated.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        let latest = self
+            .rpc("eth_getBlockByNumber", json!(["latest", false]))
+            .await;
+        let latest = u64::from_str_radix(
+            latest["timestamp"]
+                .as_str()
+                .unwrap()
+                .trim_start_matches("0x"),
+            16,
+        )
+        .unwrap();
+        let now = u64::try_from(chrono::Utc::now().timestamp()).unwrap();
+        self.try_rpc("evm_setNextBlockTimestamp", json!([now.max(latest)]))
+            .await
+            .unwrap_or_else(|e| panic!("evm_setNextBlockTimestamp: {e}"));
+    }
+
+    /// `transfer(to, value)` from `from`; returns the transaction hash (not waited for). Its
+    /// block is dated now (see `date_next_block_now`).
     pub async fn transfer(&self, token: &str, from: &str, to: &str, value: u128) -> String {
+        self.date_next_block_now().await;
         let mut data = selector("transfer(address,uint256)").to_vec();
         data.extend((addr(to), U256::from(value)).abi_encode_params());
         self.send(from, Some(token), data).await

@@ -3,7 +3,10 @@
 #![allow(dead_code, clippy::expect_used, clippy::unwrap_used)]
 
 pub mod anvil;
+pub mod config;
 pub mod dovecot;
+#[path = "../support/pg_cluster.rs"]
+pub mod pg_cluster;
 pub mod rate_source;
 pub mod receiver;
 

@@ -370,8 +370,11 @@ impl ChainWatcher {
 
     /// One round: head, logs from the checkpoint, matching, confirmations and reverts.
     pub async fn poll(&mut self) -> Result<(), PollError> {
-        self.refresh_xpub_addresses()?;
+        // The head first, the addresses after: an address handed out before a payment to it
+        // was mined is then always in this poll's filter (read the other way round, a session
+        // created between the two reads could be paid in a block this poll finalizes unwatched).
         let head = self.rpc.head().await?;
+        self.refresh_xpub_addresses()?;
         let confirmations = u64::from(self.chain.confirmations);
         // Blocks up to `final_upto` have at least `confirmations` confirmations (and, with
         // `finality = "finalized"`, are at or below the chain's finalized block).
@@ -400,6 +403,7 @@ impl ChainWatcher {
         let round = (head, final_upto, self.owners.len());
         if self.last_round == Some(round) {
             // Nothing moved since the last complete poll: no logs to ask for.
+            tracing::trace!(chain = %self.chain.name, head, "poll: nothing moved");
             self.report_ok(head, None, 0);
             return Ok(());
         }
@@ -448,6 +452,7 @@ impl ChainWatcher {
                 .transfer_logs(self.contract, recipients.as_deref(), a, b)
                 .await?;
             let served_by = self.rpc.current_index();
+            tracing::debug!(chain = %self.chain.name, from = a, to = b, head, final_upto, logs = logs.len(), "poll: logs read");
             if let Some(accepted) = accepted
                 && accepted < self.span
             {

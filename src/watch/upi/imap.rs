@@ -10,9 +10,18 @@ use futures_util::TryStreamExt;
 use tokio::sync::watch;
 
 use super::mail::{MailVerdict, Mailbox, from_accepted_bank, judge};
-use crate::api::AppState;
-use crate::config::ImapConfig;
-use crate::store::{WriteOp, write};
+use super::templates::Parser;
+use crate::config::{Config, ImapConfig};
+use crate::store::{SharedStore, WriteOp, write};
+
+/// What the mailbox watcher needs from the running daemon.
+#[derive(Clone)]
+pub struct Context {
+    pub store: SharedStore,
+    /// The bank alert templates (`None` when they failed to compile: mails wait).
+    pub parser: Option<Arc<Parser>>,
+    pub config: Arc<Config>,
+}
 
 fn tls_config(cfg: &ImapConfig) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
@@ -31,7 +40,7 @@ fn tls_config(cfg: &ImapConfig) -> Result<rustls::ClientConfig, String> {
 }
 
 /// Runs until `stop` turns true.
-pub async fn run(state: Arc<AppState>, cfg: ImapConfig, mut stop: watch::Receiver<bool>) {
+pub async fn run(state: Context, cfg: ImapConfig, mut stop: watch::Receiver<bool>) {
     let mut backoff = Duration::from_secs(1);
     loop {
         match session(&state, &cfg, &mut stop).await {
@@ -96,25 +105,32 @@ const FETCH_CHUNK: usize = 50;
 /// Hands one judged mail to the ingest path. A refusal for good is logged and skipped; a server
 /// error stops the round so the mail is read again next time.
 async fn record(
-    state: &Arc<AppState>,
+    state: &Context,
     cfg: &ImapConfig,
     uid: u32,
     verdict: MailVerdict,
     delivered_at_ms: i64,
 ) -> Result<(), String> {
+    let Some(merchant) = state.config.merchant(&cfg.merchant) else {
+        return Err(format!(
+            "recording mail {uid}: the IMAP merchant {:?} is not configured",
+            cfg.merchant
+        ));
+    };
+    let (store, parser) = (state.store.as_ref(), state.parser.as_deref());
     if let Err(e) =
-        crate::api::upi::process_email(state, &cfg.merchant, verdict, delivered_at_ms).await
+        super::ingest::process_email(store, parser, merchant, verdict, delivered_at_ms).await
     {
-        if e.status.is_server_error() {
-            return Err(format!("recording mail {uid}: {}", e.message));
+        if e.is_transient() {
+            return Err(format!("recording mail {uid}: {e}"));
         }
-        tracing::warn!(uid, error = %e.message, "alert mail refused");
+        tracing::warn!(uid, error = %e, "alert mail refused");
     }
     Ok(())
 }
 
 async fn session(
-    state: &Arc<AppState>,
+    state: &Context,
     cfg: &ImapConfig,
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), String> {
@@ -172,7 +188,7 @@ async fn session(
             .filter(|u| u64::from(*u) > last) // "n:*" returns the last message even when nothing is new
             .collect();
         uids.sort_unstable();
-        let Some(parser) = state.upi.as_ref() else {
+        let Some(parser) = state.parser.as_deref() else {
             // Without templates nothing can be judged: keep the mail for later.
             return Err("the UPI alert templates are not loaded".into());
         };

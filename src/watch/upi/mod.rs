@@ -5,5 +5,6 @@ pub mod alert;
 pub mod apps;
 pub mod general;
 pub mod imap;
+pub mod ingest;
 pub mod mail;
 pub mod templates;
