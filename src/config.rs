@@ -47,6 +47,9 @@ pub struct ServerConfig {
     pub streams_per_client: usize,
     /// Claims (`POST /c/{id}/claim`) one client may make per minute.
     pub claims_per_minute: u32,
+    /// Payment link opens (`/l/{id}`) one client may make per minute: each creates a session
+    /// that holds a payment slot until it ends.
+    pub link_opens_per_minute: u32,
 }
 
 impl Default for ServerConfig {
@@ -63,6 +66,7 @@ impl Default for ServerConfig {
             idle_timeout_secs: 60,
             streams_per_client: 4,
             claims_per_minute: 10,
+            link_opens_per_minute: 20,
         }
     }
 }
@@ -501,6 +505,8 @@ struct RawConfig {
     log: LogConfig,
     chains: BTreeMap<String, ChainConfig>,
     merchants: Vec<MerchantConfig>,
+    /// `[rates."USDT/INR"]`: exchange rates for sessions priced in another currency.
+    rates: BTreeMap<String, crate::rates::RateConfig>,
 }
 
 /// A merchant as the daemon uses it: its methods resolved against the chains.
@@ -546,6 +552,8 @@ pub struct Config {
     pub upi_templates: Vec<(String, String)>,
     /// Operator SMS headers `[upi.sms_headers]`: (header, bank), already checked.
     pub upi_headers: Vec<(String, String)>,
+    /// The exchange-rate pairs of `[rates]`, validated.
+    pub rates: Vec<crate::rates::RatePair>,
 }
 
 impl Config {
@@ -1000,6 +1008,13 @@ fn validate(
             "must be at least 1",
         ));
     }
+    if raw.server.link_opens_per_minute == 0 {
+        return Err(err(
+            locate,
+            "server.link_opens_per_minute",
+            "must be at least 1",
+        ));
+    }
     if raw.api.rate_limit_per_second == 0 {
         return Err(err(
             locate,
@@ -1305,7 +1320,20 @@ fn validate(
             other => err(locate, "upi.sms_headers", other.to_string()),
         })?;
     }
+    let mut rates = Vec::new();
+    for (pair, c) in &raw.rates {
+        let r = crate::rates::config::resolve(pair, c).map_err(|(k, problem)| {
+            let key = if k.is_empty() {
+                format!("rates.{pair}")
+            } else {
+                format!("rates.{pair}.{k}")
+            };
+            err(locate, &key, problem)
+        })?;
+        rates.push(r);
+    }
     Ok(Config {
+        rates,
         upi_templates,
         upi_headers,
         imap,

@@ -322,6 +322,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
             }
         }
     }
+    let rates_task = tokio::spawn(state.rates.clone().run(stop_rx.clone()));
     let sweep_task = tokio::spawn(sweeper(
         shared.clone(),
         Duration::from_millis(config.sessions.sweep_interval_ms),
@@ -366,6 +367,7 @@ pub async fn serve(config: Config) -> Result<(), DaemonError> {
         let _ = w.await;
     }
     let _ = notify_task.await;
+    let _ = rates_task.await;
     if let Some(t) = imap_task {
         let _ = t.await;
     }

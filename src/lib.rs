@@ -14,7 +14,8 @@
 //! | `checkout` | the customer pages, payment URIs and QR codes | `domain`, `store` |
 //! | `engine` | the money rules over a storage transaction (`engine::Tx`) | `domain`, `matching`, `metrics` |
 //! | `store` | durability: the redb writer, indexes, group commit; the in-memory backend | `domain`, `engine`, `metrics` |
-//! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `redact`, `store`, `watch` (UPI templates, see below) |
+//! | `rates` | exchange rates: `[rates]` pairs, their sources' polling, the locked quote a priced session uses | `domain`, `redact` |
+//! | `config` | the configuration: schema, overlay with `file:line`, validation | `domain`, `rates`, `redact`, `store`, `watch` (UPI templates, see below) |
 //! | `notify` | webhook delivery | `domain`, `metrics`, `redact`, `store` |
 //! | `watch` | chain and mailbox watchers; the UPI alert pipeline (`watch::upi::ingest`) | `config`, `domain`, `metrics`, `redact`, `store` |
 //! | `api` | the HTTP surface: route table (`api::routes`), error registry (`api::error`), handlers | everything above except `daemon`, `cli`, `doctor` |
@@ -38,6 +39,7 @@ pub mod engine;
 pub mod matching;
 pub mod metrics;
 pub mod notify;
+pub mod rates;
 pub mod redact;
 pub mod store;
 pub mod watch;

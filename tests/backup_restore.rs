@@ -16,6 +16,8 @@ const SESSIONS: &str = "/v1/checkout/sessions";
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_backup_under_load_restores_every_acknowledged_session() {
     let (mut d, key) = Daemon::started(&Opts::default());
+    // An operator account (the keyed records table) must come back too.
+    common::create_operator(&d.config, "backup-alice", "viewer");
     let c = client();
     let mut before: Vec<Value> = Vec::new();
     for i in 0..100u64 {
@@ -93,6 +95,13 @@ async fn a_backup_under_load_restores_every_acknowledged_session() {
     }
     // Offline: with no daemon running the CLI copies the file; an existing target is refused.
     r.terminate();
+    let out = cli(&r.config, &["operators", "list"]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("backup-alice"),
+        "the operator is missing from the restored backup: {} {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let offline = r.dir.join("offline.redb");
     let out = cli(&r.config, &["backup", offline.to_str().expect("p")]);
     assert!(

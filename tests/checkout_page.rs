@@ -1041,3 +1041,102 @@ async fn a_sessions_locale_is_the_pages_language_unless_the_browser_names_one() 
         "the refused create stored nothing: {list}"
     );
 }
+
+/// The counter QR from scan to "paid", in Chromium on a phone-sized screen, with and without
+/// JavaScript: the printed QR (the link's PNG) is decoded by zbarimg into the URL the phone
+/// opens; the customer types the amount on the link's form; the checkout page of that one
+/// session shows a QR that zbarimg decodes to the session's payment URI; a payment arriving
+/// from elsewhere turns the page "paid" live (JS: its live channel; no JS: its own refresh).
+#[tokio::test]
+async fn the_counter_qr_from_scan_to_paid() {
+    // The public URL must be reachable by the browser: the daemon's own address.
+    let port = free_port();
+    let mut d = Daemon::prepare_text(|dir| {
+        config_text(dir, &Opts::default())
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"\n",
+                &format!("\nlisten = \"127.0.0.1:{port}\"\n"),
+            )
+            .replace(
+                "public_url = \"http://pay.test\"",
+                &format!("public_url = \"http://127.0.0.1:{port}\""),
+            )
+    });
+    let key = create_key(&d.config, "demo", &["--permissions", "*"]);
+    d.start();
+    assert_eq!(d.base, format!("http://127.0.0.1:{port}"));
+    let (st, _, link) = post(
+        &client(),
+        &d.url("/v1/payment_links"),
+        &key,
+        json!({"currency": "inr", "counter": true, "payment_methods": ["upi"],
+               "description": "Counter 1", "amount_max": 2_000_000}),
+        None,
+    )
+    .await;
+    assert_eq!(st, 201, "{link}");
+    let png = client()
+        .get(s(&link, "qr_png_url"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let printed = artifacts().join("counter-printed-qr.png");
+    std::fs::write(&printed, &png).unwrap();
+    let scanned = qr_codes(&printed);
+    assert_eq!(scanned, vec![s(&link, "url").to_owned()], "the printed QR");
+
+    for (js, amount, minor) in [(true, "249.50", 24950), (false, "1250,5", 125050)] {
+        let name = if js { "counter-js" } else { "counter-nojs" };
+        let r = browser(
+            "counter",
+            name,
+            &json!({"url": scanned[0], "amount": amount, "outDir": artifacts().display().to_string(),
+                    "name": name, "javascript": js, "waitMs": 25000}),
+        );
+        assert_eq!(r["linkStatus"], 200, "{r}");
+        assert_eq!(r["linkHasForm"], true, "{r}");
+        let checkout = s(&r, "checkoutUrl");
+        let id = checkout
+            .strip_prefix(&format!("{}/c/", d.base))
+            .unwrap_or_else(|| panic!("landed on {checkout}"));
+        let (_, session) = get(
+            &client(),
+            &d.url(&format!("/v1/checkout/sessions/{id}")),
+            &key,
+        )
+        .await;
+        assert_eq!(session["amount"], minor, "{session}");
+        assert_eq!(session["metadata"]["payment_link"], link["id"]);
+        assert_eq!(r["initialStatus"], "open", "{r}");
+        let uri = session["payment_options"][0]["uri"].as_str().unwrap();
+        assert_eq!(
+            qr_codes(Path::new(s(&r["files"], "qr"))),
+            vec![uri.to_owned()],
+            "the screenshot's QR is this session's payment URI"
+        );
+        assert_eq!(r["simulateStatus"], 200, "{r}");
+        assert_eq!(
+            r["finalStatus"], "complete",
+            "the page never turned paid: {r}"
+        );
+        assert_eq!(s(&r, "statusText"), "Payment received. Thank you!", "{r}");
+        if js {
+            assert_eq!(r["reloads"], 0, "live without reloading: {r}");
+        } else {
+            assert!(
+                r["reloads"].as_u64().unwrap() >= 1,
+                "the no-JS page refreshed: {r}"
+            );
+        }
+    }
+    let (_, l) = get(
+        &client(),
+        &d.url(&format!("/v1/payment_links/{}", s(&link, "id"))),
+        &key,
+    )
+    .await;
+    assert_eq!(l["completed_payments"], 2, "{l}");
+}

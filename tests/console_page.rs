@@ -338,3 +338,143 @@ async fn console_requires_a_login() {
     let body = r.text().await.unwrap();
     assert!(body.contains("Watchers"), "{body}");
 }
+
+/// The operator makes, lists and deactivates payment links in the console (plain forms over
+/// HTTP, the CSRF token of the login); a bad form changes nothing.
+#[tokio::test]
+async fn payment_links_are_made_listed_and_deactivated_in_the_console() {
+    let (d, key) = Daemon::started(&Opts::default());
+    let c = client();
+    let r = c
+        .post(format!("{}/console/login", d.admin))
+        .form(&[("token", ADMIN_TOKEN)])
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let page = |c: reqwest::Client, url: String, cookie: String| async move {
+        c.get(url)
+            .header("cookie", cookie)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let html = page(
+        c.clone(),
+        format!("{}/console/links", d.admin),
+        cookie.clone(),
+    )
+    .await;
+    let csrf = html
+        .split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a csrf field")
+        .to_owned();
+    let post_form = |fields: Vec<(&'static str, String)>| {
+        let (c, url, cookie) = (
+            c.clone(),
+            format!("{}/console/links", d.admin),
+            cookie.clone(),
+        );
+        async move {
+            c.post(url)
+                .header("cookie", cookie)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    // Bad forms: a message, no link.
+    for bad in [
+        vec![
+            ("merchant", "nobody".to_owned()),
+            ("currency", "inr".to_owned()),
+            ("amount", "5".to_owned()),
+        ],
+        vec![
+            ("merchant", "demo".to_owned()),
+            ("currency", "inr".to_owned()),
+            ("amount", "-5".to_owned()),
+        ],
+        vec![
+            ("merchant", "demo".to_owned()),
+            ("currency", "xyz".to_owned()),
+            ("amount", "5".to_owned()),
+        ],
+    ] {
+        let mut f = bad.clone();
+        f.push(("csrf", csrf.clone()));
+        let r = post_form(f).await;
+        assert_eq!(r.status().as_u16(), 400, "{bad:?}");
+    }
+    let (_, list) = get(&c, &d.url("/v1/payment_links"), &key).await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 0);
+    // Without the CSRF token: refused.
+    let r = post_form(vec![
+        ("merchant", "demo".to_owned()),
+        ("currency", "inr".to_owned()),
+        ("amount", "5".to_owned()),
+    ])
+    .await;
+    assert_eq!(r.status().as_u16(), 403);
+
+    let r = post_form(vec![
+        ("csrf", csrf.clone()),
+        ("merchant", "demo".to_owned()),
+        ("mode", "test".to_owned()),
+        ("currency", "inr".to_owned()),
+        ("amount", "499.00".to_owned()),
+        ("description", "Tea leaves 250 g".to_owned()),
+        ("max_uses", "5".to_owned()),
+    ])
+    .await;
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, list) = get(&c, &d.url("/v1/payment_links"), &key).await;
+    let l = &list["data"][0];
+    assert_eq!(
+        (l["amount"].clone(), l["max_uses"].clone()),
+        (json!(49900), json!(5)),
+        "{l}"
+    );
+    let id = l["id"].as_str().unwrap().to_owned();
+    let html = page(
+        c.clone(),
+        format!("{}/console/links", d.admin),
+        cookie.clone(),
+    )
+    .await;
+    assert!(
+        html.contains(&id) && html.contains("Tea leaves 250 g") && html.contains("₹499.00"),
+        "{html}"
+    );
+    assert!(html.contains("0 / 5"), "{html}");
+
+    let r = c
+        .post(format!("{}/console/links/{id}/deactivate", d.admin))
+        .header("cookie", &cookie)
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    let (_, l) = get(&c, &d.url(&format!("/v1/payment_links/{id}")), &key).await;
+    assert_eq!(l["active"], false, "{l}");
+    let html = page(
+        c.clone(),
+        format!("{}/console/links", d.admin),
+        cookie.clone(),
+    )
+    .await;
+    assert!(html.contains("inactive"), "{html}");
+}

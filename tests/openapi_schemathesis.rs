@@ -42,6 +42,7 @@ fn routed() -> BTreeSet<(String, String)> {
         assert!(
             t.starts_with("/v1/")
                 || t.starts_with("/c/")
+                || t.starts_with("/l/")
                 || t == "/healthz"
                 || t == "/readyz"
                 || t.starts_with("/assets/"),
@@ -84,6 +85,8 @@ async fn every_documented_operation_is_served_and_other_methods_are_not() {
             .replace("sessions/{id}", "sessions/cs_0000000000000000")
             .replace("events/{id}", "events/evt_0000000000000000")
             .replace("endpoints/{id}", "endpoints/we_0000000000000000")
+            .replace("/l/{id}", "/l/pl_0000000000000000")
+            .replace("payment_links/{id}", "payment_links/pl_0000000000000000")
             .replace("{name}", "checkout.css")
     };
     let paths: BTreeSet<&String> = doc.iter().map(|(_, p)| p).collect();

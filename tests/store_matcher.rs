@@ -76,6 +76,7 @@ fn new_session(amount: u64, livemode: bool, expires_in_ms: i64) -> Session {
         completed_at_ms: None,
         ended_at_ms: None,
         paid_late: false,
+        price: None,
         seq: 0,
         locale: None,
     }

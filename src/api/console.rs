@@ -373,6 +373,28 @@ pub struct KeyRow {
     pub revoked: Option<String>,
 }
 
+pub struct LinkRow {
+    pub id: String,
+    pub merchant: String,
+    pub mode: &'static str,
+    pub url: String,
+    pub amount: String,
+    pub description: String,
+    pub uses: String,
+    pub completed: u64,
+    pub expires: String,
+    pub active: bool,
+    pub counter: bool,
+}
+
+#[derive(Template)]
+#[template(path = "console/links.html")]
+struct LinksPage {
+    layout: Layout,
+    merchants: Vec<String>,
+    links: Vec<LinkRow>,
+}
+
 #[derive(Template)]
 #[template(path = "console/keys.html")]
 struct KeysPage {
@@ -706,8 +728,8 @@ pub async fn route(state: &AppState, req: &Req, segs: &[&str]) -> Response {
 fn back_target(segs: &[&str]) -> String {
     match segs.first().copied() {
         Some(
-            s @ ("sessions" | "keys" | "credits" | "refunds" | "watchers" | "exports" | "operators"
-            | "audit" | "account"),
+            s @ ("sessions" | "keys" | "links" | "credits" | "refunds" | "watchers" | "exports"
+            | "operators" | "audit" | "account"),
         ) => {
             format!("/console/{s}")
         }
@@ -1150,6 +1172,27 @@ async fn page(state: &AppState, req: &Req, segs: &[&str], me: &Me) -> Result<Res
                     state.keys.evict(&k.id);
                     Ok(back("/console/keys", &format!("Key {} revoked.", k.id)))
                 }
+                Ok(_) => Err(ApiError::internal("unexpected outcome")),
+                Err(e) => Err(super::error::op_error(&e).with_id(id)),
+            }
+        }
+        ("GET", ["links"]) => links(state, req, me),
+        ("POST", ["links"]) => create_link(state, me, &f).await,
+        ("POST", ["links", id, "deactivate"]) => {
+            let l = state
+                .store
+                .payment_link(id)?
+                .ok_or_else(|| ApiError::not_found("payment link", id))?;
+            let op = WriteOp::DeactivateLink {
+                merchant_id: l.merchant_id.clone(),
+                livemode: l.livemode,
+                id: l.id.clone(),
+            };
+            match audited(state, me, op).await? {
+                Ok(Outcome::Link(l)) => Ok(back(
+                    "/console/links",
+                    &format!("Link {} deactivated.", l.id),
+                )),
                 Ok(_) => Err(ApiError::internal("unexpected outcome")),
                 Err(e) => Err(super::error::op_error(&e).with_id(id)),
             }
@@ -1688,6 +1731,139 @@ fn keys(
             created,
         },
     ))
+}
+
+/// Every merchant's links in both modes, newest first (100 per merchant and mode).
+fn links(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {
+    let mut all = Vec::new();
+    for m in &state.config.merchants {
+        for livemode in [false, true] {
+            all.extend(
+                state
+                    .store
+                    .list_payment_links(&m.id, livemode, 100, None)?
+                    .items,
+            );
+        }
+    }
+    all.sort_by_key(|l| std::cmp::Reverse(l.created_at_ms));
+    let shown = |a: u64, cur: &str| crate::domain::view::display_price(a, cur);
+    let links = all
+        .iter()
+        .map(|l| LinkRow {
+            id: l.id.clone(),
+            merchant: l.merchant_id.clone(),
+            mode: mode(l.livemode),
+            url: l.url.clone(),
+            amount: match (l.amount, l.amount_min, l.amount_max) {
+                (Some(a), _, _) => shown(a, &l.currency),
+                (None, None, None) => format!("entered ({})", l.currency.to_ascii_uppercase()),
+                (None, lo, hi) => format!(
+                    "entered, {} – {}",
+                    lo.map_or_else(|| "…".to_owned(), |a| shown(a, &l.currency)),
+                    hi.map_or_else(|| "…".to_owned(), |a| shown(a, &l.currency))
+                ),
+            },
+            description: l.description.clone().unwrap_or_default(),
+            uses: match l.max_uses {
+                Some(m) => format!("{} / {m}", l.uses),
+                None => l.uses.to_string(),
+            },
+            completed: l.completed,
+            expires: l.expires_at_ms.map(rfc3339).unwrap_or_default(),
+            active: l.active,
+            counter: l.counter,
+        })
+        .collect();
+    Ok(render(
+        StatusCode::OK,
+        &LinksPage {
+            layout: layout("Payment links", me, "links", req),
+            merchants: merchants(state),
+            links,
+        },
+    ))
+}
+
+/// The console's form, read into the API's create body (amounts typed as decimals) and
+/// validated by the same rules.
+async fn create_link(
+    state: &AppState,
+    me: &Me,
+    f: &HashMap<String, String>,
+) -> Result<Response, ApiError> {
+    let field = |k: &str| f.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let merchant_id = field("merchant").unwrap_or("");
+    let merchant = state.config.merchant(merchant_id).ok_or_else(|| {
+        ApiError::invalid(
+            Code::ParameterInvalid,
+            "merchant",
+            format!("no merchant {merchant_id:?} in the configuration"),
+        )
+    })?;
+    let livemode = match field("mode") {
+        Some("live") => true,
+        Some("test") | None => false,
+        Some(other) => {
+            return Err(ApiError::invalid(
+                Code::ParameterInvalid,
+                "mode",
+                format!("mode must be test or live, not {other:?}"),
+            ));
+        }
+    };
+    let mut body = serde_json::Map::new();
+    for k in ["amount", "amount_min", "amount_max"] {
+        if let Some(v) = field(k) {
+            let minor = crate::domain::money::parse_units(v, 2)
+                .ok()
+                .and_then(|m| u64::try_from(m).ok())
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        Code::ParameterInvalid,
+                        k,
+                        format!("{k} must be a decimal amount such as 149.50, not {v:?}"),
+                    )
+                })?;
+            body.insert(k.into(), minor.into());
+        }
+    }
+    if let Some(v) = field("max_uses") {
+        let n: u64 = v.parse().map_err(|_| {
+            ApiError::invalid(
+                Code::ParameterInvalid,
+                "max_uses",
+                "max_uses must be a whole number",
+            )
+        })?;
+        body.insert("max_uses".into(), n.into());
+    }
+    for k in ["currency", "description", "expires_at"] {
+        if let Some(v) = field(k) {
+            body.insert(k.into(), v.into());
+        }
+    }
+    if let Some(m) = field("payment_methods") {
+        let names: Vec<serde_json::Value> =
+            m.split(',').map(|s| s.trim().to_owned().into()).collect();
+        body.insert("payment_methods".into(), names.into());
+    }
+    if field("counter").is_some() {
+        body.insert("counter".into(), true.into());
+    }
+    let bytes = serde_json::to_vec(&serde_json::Value::Object(body)).unwrap_or_default();
+    let link = super::links::parse_link(state, merchant, livemode, &bytes)?;
+    let op = WriteOp::CreateLink {
+        link: Box::new(link),
+    };
+    match audited(state, me, op).await? {
+        Ok(Outcome::Link(l)) => Ok(back(
+            "/console/links",
+            &format!("Link {} created: {}", l.id, l.url),
+        )),
+        Ok(_) => Err(ApiError::internal("unexpected outcome")),
+        Err(e) => Err(super::error::op_error(&e)),
+    }
 }
 
 fn credits(state: &AppState, req: &Req, me: &Me) -> Result<Response, ApiError> {

@@ -116,6 +116,8 @@ codes! {
     ResourceMissing = "resource_missing", InvalidRequest, NOT_FOUND, Public;
     RouteMissing = "route_missing", InvalidRequest, NOT_FOUND, Public;
     SessionNotCancelable = "session_not_cancelable", InvalidRequest, CONFLICT, Public;
+    /// A payment link that is deactivated, expired or used up (made by the store).
+    PaymentLinkUnavailable = "payment_link_unavailable", InvalidRequest, GONE, Public;
     SimulateLimit = "simulate_limit", InvalidRequest, CONFLICT, Public;
     SessionNotPaid = "session_not_paid", InvalidRequest, CONFLICT, Public;
     RefundExceedsReceived = "refund_exceeds_received", InvalidRequest, CONFLICT, Public;
@@ -129,12 +131,17 @@ codes! {
     /// A `Stripe-Version` header that is not a Stripe API version.
     StripeVersionInvalid = "stripe_version_invalid", InvalidRequest, BAD_REQUEST, Public;
     TooManyClaims = "too_many_claims", RateLimit, TOO_MANY_REQUESTS, Public;
+    /// Past `server.link_opens_per_minute` payment link opens from one client.
+    TooManyLinkOpens = "too_many_link_opens", RateLimit, TOO_MANY_REQUESTS, Public;
     /// Past the per-client cap; past the process-wide cap it is 503 `api_error`
     /// (`ApiError::capacity`).
     TooManyStreams = "too_many_streams", RateLimit, TOO_MANY_REQUESTS, Public;
     InternalError = "internal_error", Api, INTERNAL_SERVER_ERROR, Public;
     NoPaymentSlotAvailable = "no_payment_slot_available", Api, SERVICE_UNAVAILABLE, Public;
     ParserUnavailable = "parser_unavailable", Api, SERVICE_UNAVAILABLE, Public;
+    /// A price in another currency needs a rate whose sources are stale or have not answered;
+    /// nothing was created, retry later (with Retry-After).
+    RateUnavailable = "rate_unavailable", Api, SERVICE_UNAVAILABLE, Public;
     /// The writer's queue is full (`storage.writer_queue`); always with Retry-After.
     StorageOverloaded = "storage_overloaded", Api, SERVICE_UNAVAILABLE, Public;
     // The operator listener's own codes.
@@ -363,6 +370,7 @@ mod tests {
             ("parameter_invalid", 400),
             ("parameter_missing", 400),
             ("url_not_allowed", 400),
+            (crate::engine::links::LINK_CLOSED, 410),
         ] {
             assert_eq!(
                 Code::from_wire(s).map(|c| c.status().as_u16()),

@@ -108,6 +108,8 @@ pub struct ClientLimits {
     /// (minute, counts in it): claims. Console logins have durable lockouts instead
     /// (`engine::operators`).
     claims: Mutex<(i64, HashMap<IpAddr, u32>)>,
+    /// Payment link opens: each creates a session that holds a payment slot.
+    link_opens: Mutex<(i64, HashMap<IpAddr, u32>)>,
 }
 
 /// Holds one of a client's stream slots; dropping it (the stream ended) frees the slot.
@@ -183,6 +185,11 @@ impl ClientLimits {
     /// Counts a claim attempt; false when `ip` has made `max` this minute.
     pub fn claim(&self, ip: IpAddr, max: u32) -> bool {
         count_in_minute(&self.claims, ip, max, true)
+    }
+
+    /// Counts a payment link open; false when `ip` has made `max` this minute.
+    pub fn link_open(&self, ip: IpAddr, max: u32) -> bool {
+        count_in_minute(&self.link_opens, ip, max, true)
     }
 }
 

@@ -12,6 +12,7 @@ mod form;
 mod health;
 mod idempotency;
 pub mod limits;
+pub(crate) mod links;
 mod listener;
 mod pages;
 mod refunds;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub admin_token: Option<String>,
     /// Set when a listener begins shutting down: long-lived responses (status streams) end.
     pub closing: Arc<std::sync::atomic::AtomicBool>,
+    /// Exchange rates for priced sessions; the daemon polls their sources.
+    pub rates: Arc<crate::rates::Rates>,
 }
 
 impl AppState {
@@ -99,6 +102,7 @@ impl AppState {
             limits: Arc::default(),
             admin_token: config.admin_token.clone().or(admin_token),
             closing: Arc::default(),
+            rates: Arc::new(crate::rates::Rates::new(config.rates.clone())),
             config,
         })
     }

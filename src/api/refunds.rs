@@ -133,6 +133,7 @@ pub async fn create(state: &AppState, key: &ApiKey, req: &Req) -> Result<Respons
         created_at_ms: now,
         updated_at_ms: now,
         seq: 0,
+        price: None,
     };
     let op = WriteOp::CreateRefund {
         refund: Box::new(r),

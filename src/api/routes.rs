@@ -401,6 +401,78 @@ pub static PUBLIC: &[Route] = &[
         ),
     ),
     route(
+        "POST",
+        "/v1/payment_links",
+        "payment_links.create",
+        "v1_other",
+        Access::Key(
+            SessionsWrite,
+            keyed!(|cx| super::links::create(cx.state, cx.merchant, &cx.key, cx.req).await),
+        ),
+    ),
+    route(
+        "GET",
+        "/v1/payment_links",
+        "payment_links.list",
+        "v1_other",
+        Access::Key(
+            SessionsRead,
+            keyed!(|cx| super::links::list(cx.state, &cx.key, cx.req)),
+        ),
+    ),
+    route(
+        "GET",
+        "/v1/payment_links/{id}",
+        "payment_links.get",
+        "v1_other",
+        Access::Key(
+            SessionsRead,
+            keyed!(|cx| super::links::get(cx.state, &cx.key, cx.id())),
+        ),
+    ),
+    route(
+        "POST",
+        "/v1/payment_links/{id}/deactivate",
+        "payment_links.deactivate",
+        "v1_other",
+        Access::Key(
+            SessionsWrite,
+            keyed!(|cx| super::links::deactivate(cx.state, &cx.key, cx.req, cx.id()).await),
+        ),
+    ),
+    route(
+        "GET",
+        "/l/{id}",
+        "link.show",
+        "page",
+        Access::Open(open!(
+            |cx| super::links::show(cx.state, cx.req, cx.id()).await
+        )),
+    ),
+    route(
+        "POST",
+        "/l/{id}",
+        "link.submit",
+        "page",
+        Access::Open(open!(
+            |cx| super::links::submit(cx.state, cx.req, cx.id()).await
+        )),
+    ),
+    route(
+        "GET",
+        "/l/{id}/qr.svg",
+        "link.qr_svg",
+        "page",
+        Access::Open(open!(|cx| super::links::qr(cx.state, cx.id(), false))),
+    ),
+    route(
+        "GET",
+        "/l/{id}/qr.png",
+        "link.qr_png",
+        "page",
+        Access::Open(open!(|cx| super::links::qr(cx.state, cx.id(), true))),
+    ),
+    route(
         "GET",
         "/c/{id}",
         "page.show",

@@ -99,7 +99,15 @@ pub(super) fn methods(merchant: &Merchant, livemode: bool) -> Response {
     list_response(data, false, "/v1/methods")
 }
 
-fn list_response(data: Vec<Value>, has_more: bool, url: &str) -> Response {
+/// What a method's amounts are counted in, as rate pairs name it: the token (`USDT`) or `INR`.
+pub(super) fn unit_of(m: &Method) -> String {
+    match &m.rail {
+        Rail::Upi { .. } => "INR".to_owned(),
+        Rail::Token { symbol, .. } => symbol.to_ascii_uppercase(),
+    }
+}
+
+pub(super) fn list_response(data: Vec<Value>, has_more: bool, url: &str) -> Response {
     let body =
         serde_json::json!({"object": "list", "data": data, "has_more": has_more, "url": url});
     json_response(
@@ -141,8 +149,12 @@ fn opt_url(
 
 /// A session create request, validated: everything but the I/O (the notify_url's DNS check).
 pub struct CreateParams {
+    /// In `price_currency`'s minor units when that is set, else in `currency`'s.
     pub amount: u64,
+    /// What the methods settle in.
     pub currency: Currency,
+    /// A price in another currency (ISO lowercase), converted into `currency` at a rate.
+    pub price_currency: Option<String>,
     pub methods: Vec<Method>,
     pub description: Option<String>,
     pub customer_email: Option<String>,
@@ -189,18 +201,43 @@ pub fn parse_create(
             format!("amount must be at most {MAX_AMOUNT} (minor units)"),
         ));
     }
-    let currency = match opt_string(&map, "currency", 10)? {
-        Some(c) => Some(Currency::parse(&c.to_ascii_lowercase()).ok_or_else(|| {
-            ApiError::invalid(
-                Code::ParameterInvalid,
-                "currency",
-                format!("currency must be inr or usd, not {c:?}"),
-            )
-        })?),
+    let price_currency = match opt_string(&map, "currency", 10)? {
+        Some(c) => {
+            let lower = c.to_ascii_lowercase();
+            if !crate::domain::price::is_price_currency(&lower) {
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "currency",
+                    format!(
+                        "currency must be an ISO 4217 code of {}, not {c:?}",
+                        crate::domain::price::PRICE_CURRENCIES.join(", ")
+                    ),
+                ));
+            }
+            Some(lower)
+        }
         None => None,
     };
+    // The currency a method settles in, when the price is in one (else a rate converts it).
+    let currency = price_currency.as_deref().and_then(Currency::parse);
     let offered: Vec<&Method> = available(merchant, livemode).collect();
     let chosen: Vec<Method> = match map.get("payment_methods") {
+        None | Some(Value::Null) if price_currency.is_some() && currency.is_none() => {
+            // A price in a currency no method settles in: every method, when they settle in one.
+            let mut cs: Vec<Currency> = offered.iter().map(|m| m.currency).collect();
+            cs.dedup();
+            if cs.len() > 1 {
+                return Err(ApiError::invalid(
+                    Code::ParameterInvalid,
+                    "currency",
+                    format!(
+                        "no method settles in {}: this merchant's settle in inr and usd; to convert the price at a configured rate, name the payment_methods it is paid by",
+                        price_currency.as_deref().unwrap_or_default()
+                    ),
+                ));
+            }
+            offered.iter().map(|m| (*m).clone()).collect()
+        }
         None | Some(Value::Null) => {
             let cur = match currency {
                 Some(c) => c,
@@ -283,19 +320,30 @@ pub fn parse_create(
             ),
         ));
     };
-    let currency = currency.unwrap_or(first.currency);
-    if let Some(m) = chosen.iter().find(|m| m.currency != currency) {
+    let settle = first.currency;
+    // Converted at a rate, the methods must count in one unit (one converted amount); in their
+    // own currency, USDT and USDC may share a USD session as before.
+    let converted = price_currency
+        .as_deref()
+        .is_some_and(|c| Currency::parse(c) != Some(settle));
+    if let Some(m) = chosen
+        .iter()
+        .find(|m| m.currency != settle || (converted && unit_of(m) != unit_of(first)))
+    {
         return Err(ApiError::invalid(
             Code::ParameterInvalid,
             "payment_methods",
             format!(
-                "method {} settles in {}, but the session's currency is {}",
+                "method {} settles in {}, but method {} in {}: a session's methods settle in one unit (the price is converted into it)",
                 m.name,
-                m.currency.as_str(),
-                currency.as_str()
+                unit_of(m),
+                first.name,
+                unit_of(first)
             ),
         ));
     }
+    // Priced in another currency than the methods settle in: converted at a rate on create.
+    let price_currency = price_currency.filter(|c| Currency::parse(c) != Some(settle));
     let description = opt_string(&map, "description", 500)?;
     let customer_email = opt_string(&map, "customer_email", 254)?;
     if let Some(e) = &customer_email {
@@ -362,7 +410,8 @@ pub fn parse_create(
     let metadata = metadata_field(&map)?;
     Ok(CreateParams {
         amount,
-        currency,
+        currency: settle,
+        price_currency,
         methods: chosen,
         description,
         customer_email,
@@ -387,9 +436,35 @@ pub(super) async fn create(
     if let Some(r) = idempotency::replay_if_used(state, &idem).await? {
         return Ok(r);
     }
+    let params = parse_create(&req.body, merchant, key.livemode, &state.config.sessions)?;
+    if let Some(u) = &params.notify_url {
+        webhooks::check_destination(
+            state,
+            "notify_url",
+            &u.replace(validate::SESSION_ID_PLACEHOLDER, "cs_x"),
+        )
+        .await?;
+    }
+    let (session, chosen) = build_session(state, &merchant.id, key.livemode, params)?;
+    let op = WriteOp::CreateSession {
+        session: Box::new(session),
+        methods: chosen,
+    };
+    idempotency::run(state, idem, op, |r| render_session(r, StatusCode::CREATED)).await
+}
+
+/// The session a validated create asks for, priced at the current rate when its price is in
+/// another currency; with the methods to allocate.
+pub(super) fn build_session(
+    state: &AppState,
+    merchant_id: &str,
+    livemode: bool,
+    params: CreateParams,
+) -> Result<(Session, Vec<Method>), ApiError> {
     let CreateParams {
         amount,
         currency,
+        price_currency,
         methods: chosen,
         description,
         customer_email,
@@ -401,25 +476,18 @@ pub(super) async fn create(
         notify_url,
         expires_in,
         metadata,
-    } = parse_create(&req.body, merchant, key.livemode, &state.config.sessions)?;
-    if let Some(u) = &notify_url {
-        webhooks::check_destination(
-            state,
-            "notify_url",
-            &u.replace(validate::SESSION_ID_PLACEHOLDER, "cs_x"),
-        )
-        .await?;
-    }
-    let id = new_id("cs");
+    } = params;
     let now = chrono::Utc::now().timestamp_millis();
+    let (amount, price) = priced(state, amount, price_currency.as_deref(), &chosen, now)?;
+    let id = new_id("cs");
     let session = Session {
         checkout_url: format!("{}/c/{id}", state.config.public_url),
         success_url: success_url.map(|u| substitute_id(&u, &id)),
         cancel_url: cancel_url.map(|u| substitute_id(&u, &id)),
         notify_url: notify_url.map(|u| substitute_id(&u, &id)),
         id,
-        merchant_id: merchant.id.clone(),
-        livemode: key.livemode,
+        merchant_id: merchant_id.to_owned(),
+        livemode,
         status: Status::Open,
         payment_status: PaymentStatus::Unpaid,
         amount,
@@ -437,17 +505,86 @@ pub(super) async fn create(
         completed_at_ms: None,
         ended_at_ms: None,
         paid_late: false,
+        price,
         seq: 0,
         locale,
     };
-    let op = WriteOp::CreateSession {
-        session: Box::new(session),
-        methods: chosen,
-    };
-    idempotency::run(state, idem, op, |r| render_session(r, StatusCode::CREATED)).await
+    Ok((session, chosen))
 }
 
-fn render_session(r: &Result<Outcome, OpError>, ok: StatusCode) -> (StatusCode, Vec<u8>, bool) {
+/// The amount the methods ask for `amount` in `price_currency` (`None`: already theirs), and
+/// the price with its locked rate: `ceil(price · (1 + spread) / rate)` in the methods' minor
+/// units, so the merchant never receives less than the price at the quoted rate.
+pub(super) fn priced(
+    state: &AppState,
+    amount: u64,
+    price_currency: Option<&str>,
+    methods: &[Method],
+    now: i64,
+) -> Result<(u64, Option<crate::domain::price::Price>), ApiError> {
+    let (Some(cur), Some(first)) = (price_currency, methods.first()) else {
+        return Ok((amount, None));
+    };
+    let unit = unit_of(first);
+    let locked = state.rates.lookup(&unit, cur, now).map_err(|e| match e {
+        // A price in one settlement currency offered to methods of the other (usd paid by
+        // UPI) is the methods' mismatch, as it was before rates; any other currency is the
+        // currency's.
+        crate::rates::RateError::NotConfigured { .. } => ApiError::invalid(
+            Code::ParameterInvalid,
+            if Currency::parse(cur).is_some() {
+                "payment_methods"
+            } else {
+                "currency"
+            },
+            e.to_string(),
+        ),
+        crate::rates::RateError::Unavailable { .. } => {
+            ApiError::new(Code::RateUnavailable, e.to_string()).retry_after(30)
+        }
+    })?;
+    let too_large = || {
+        ApiError::invalid(
+            Code::ParameterInvalid,
+            "amount",
+            format!(
+                "amount converted into {unit} at {} exceeds {MAX_AMOUNT} minor units",
+                locked.rate.to_decimal()
+            ),
+        )
+    };
+    let converted = crate::domain::price::convert(amount, locked.rate, locked.spread)
+        .map_err(|_| too_large())?;
+    if converted > MAX_AMOUNT {
+        return Err(too_large());
+    }
+    if converted == 0 {
+        return Err(ApiError::invalid(
+            Code::ParameterInvalid,
+            "amount",
+            "amount converts to nothing at this rate",
+        ));
+    }
+    let down = |t: u64| crate::domain::price::convert_down(t, locked.rate);
+    Ok((
+        converted,
+        Some(crate::domain::price::Price {
+            amount,
+            currency: cur.to_owned(),
+            rate: locked.rate.to_decimal(),
+            spread: locked.spread_text.clone(),
+            rate_source: locked.source.clone(),
+            rate_at_ms: locked.at_ms,
+            underpayment_tolerance: locked.underpayment_tolerance.map(down),
+            overpayment_tolerance: down(locked.overpayment_tolerance),
+        }),
+    ))
+}
+
+pub(super) fn render_session(
+    r: &Result<Outcome, OpError>,
+    ok: StatusCode,
+) -> (StatusCode, Vec<u8>, bool) {
     match r {
         Ok(Outcome::Session(s)) => (ok, session_bytes(s), true),
         Ok(_) => {

@@ -92,6 +92,16 @@ pub struct Strings {
     pub no_js_refresh: String,
     pub qr_alt: String,
     pub language: String,
+    pub link_enter_amount: String,
+    pub link_counter_prompt: String,
+    pub link_bounds: String,
+    pub link_continue: String,
+    pub link_amount_invalid: String,
+    pub link_closed_title: String,
+    pub link_closed_inactive: String,
+    pub link_closed_expired: String,
+    pub link_closed_spent: String,
+    pub rate_label: String,
 }
 
 #[derive(Deserialize)]

@@ -37,6 +37,8 @@ pub struct CheckoutPage<'a> {
     pub merchant: &'a str,
     pub description: Option<&'a str>,
     pub amount: String,
+    /// A priced session: `1 USDT = ₹84.25` (the rate it was converted at, locked).
+    pub rate: Option<String>,
     pub id: &'a str,
     pub status: &'a str,
     pub status_text: &'a str,
@@ -118,7 +120,21 @@ pub fn render(s: &Session, merchant: &str, lang: Lang) -> Result<String, askama:
             .collect(),
         merchant,
         description: s.description.as_deref(),
-        amount: display_amount(s.amount, s.currency, lang),
+        amount: match &s.price {
+            Some(p) => {
+                let plain = crate::domain::view::display_price(p.amount, &p.currency);
+                let at = plain.find(|c: char| c.is_ascii_digit()).unwrap_or(0);
+                format!("{}{}", &plain[..at], lang.number(&plain[at..]))
+            }
+            None => display_amount(s.amount, s.currency, lang),
+        },
+        rate: s.price.as_ref().map(|p| {
+            let unit = options.first().map_or_else(
+                || s.currency.as_str().to_ascii_uppercase(),
+                |o| o.unit.clone(),
+            );
+            format!("1 {unit} = {} {}", p.rate, p.currency.to_ascii_uppercase())
+        }),
         id: &s.id,
         status: s.status.as_str(),
         status_text: status_text(t, s.status),

@@ -45,6 +45,35 @@ fn modules(data: &str) -> Option<(usize, Vec<Color>)> {
     Some((usize::try_from(version.width()).ok()?, canvas.into_colors()))
 }
 
+/// The QR of `data` as a PNG (8-bit grayscale, `scale` pixels per module, a 4-module quiet
+/// zone): for printing a payment link or a counter's sign, where an SVG will not do.
+pub fn png(data: &str, scale: usize) -> Option<Vec<u8>> {
+    const QUIET: usize = 4;
+    let (w, colors) = modules(data)?;
+    let side = (w + 2 * QUIET) * scale;
+    let mut pixels = vec![255u8; side * side];
+    for (i, c) in colors.iter().enumerate() {
+        if *c != Color::Dark {
+            continue;
+        }
+        let (mx, my) = (i % w + QUIET, i / w + QUIET);
+        for y in my * scale..(my + 1) * scale {
+            let row = pixels.get_mut(y * side + mx * scale..y * side + (mx + 1) * scale)?;
+            row.fill(0);
+        }
+    }
+    let mut out = Vec::new();
+    {
+        let side32 = u32::try_from(side).ok()?;
+        let mut enc = png::Encoder::new(&mut out, side32, side32);
+        enc.set_color(png::ColorType::Grayscale);
+        enc.set_depth(png::BitDepth::Eight);
+        let mut writer = enc.write_header().ok()?;
+        writer.write_image_data(&pixels).ok()?;
+    }
+    Some(out)
+}
+
 /// Medium error correction and a 4-module quiet zone: what phone cameras read reliably from a
 /// screen. Drawn as one path of horizontal runs: a fraction of the size and time of one
 /// rectangle per module.

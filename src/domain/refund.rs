@@ -67,6 +67,10 @@ pub struct Refund {
     pub updated_at_ms: i64,
     /// Listing order within the merchant's mode.
     pub seq: u64,
+    /// The refunded amount valued in the session's price currency at its locked rate, for a
+    /// session priced in another currency (`None`: not converted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<crate::domain::price::PriceAmount>,
 }
 
 /// Why a refund cannot be created or moved on; each maps to one stable API error code.
@@ -241,6 +245,7 @@ pub fn refund_json(r: &Refund) -> serde_json::Value {
         "failure_reason": r.failure_reason,
         "created_at": rfc3339(r.created_at_ms),
         "updated_at": rfc3339(r.updated_at_ms),
+        "price": r.price,
     })
 }
 
@@ -421,6 +426,7 @@ mod tests {
             completed_at_ms: None,
             ended_at_ms: None,
             paid_late: false,
+            price: None,
             seq: 0,
             locale: None,
         }
@@ -445,6 +451,7 @@ mod tests {
             created_at_ms: 0,
             updated_at_ms: 0,
             seq: 0,
+            price: None,
         }
     }
 

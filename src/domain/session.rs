@@ -92,6 +92,10 @@ pub struct PaymentOption {
     pub reservation_amount: u128,
     pub confirmations_required: u32,
     pub underpayment_tolerance: u128,
+    /// A payment above the payable amount by at most this much is `paid`, not `overpaid` (a
+    /// priced session's tolerance, converted from the price currency).
+    #[serde(default)]
+    pub overpayment_tolerance: u128,
 }
 
 /// Money seen arriving for a session.
@@ -156,6 +160,10 @@ pub struct Session {
     /// browser names none the pages speak. `None`: the browser decides (Stripe's `auto`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub locale: Option<String>,
+    /// The price as asked when it is in another currency than the methods settle in, with the
+    /// rate it was converted at (locked at creation); `amount`/`currency` are what is asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<super::price::Price>,
 }
 
 /// A transition the state machine refuses.
@@ -206,7 +214,7 @@ impl Session {
             let got = self.received_for(&o.method, false);
             let st = if got == 0 {
                 PaymentStatus::Unpaid
-            } else if got > o.payable_base {
+            } else if got > o.payable_base.saturating_add(o.overpayment_tolerance) {
                 PaymentStatus::Overpaid
             } else if got >= o.payable_base.saturating_sub(o.underpayment_tolerance) {
                 PaymentStatus::Paid

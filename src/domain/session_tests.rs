@@ -23,6 +23,7 @@ fn option(method: &str, payable: u128, confirmations: u32, tolerance: u128) -> P
         reservation_amount: payable,
         confirmations_required: confirmations,
         underpayment_tolerance: tolerance,
+        overpayment_tolerance: 0,
     }
 }
 
@@ -52,6 +53,7 @@ fn session(options: Vec<PaymentOption>) -> Session {
         completed_at_ms: None,
         ended_at_ms: None,
         paid_late: false,
+        price: None,
         seq: 1,
         locale: None,
     }

@@ -123,6 +123,32 @@ struct SessionView<'a> {
     expires_at: String,
     created_at: String,
     completed_at: Option<String>,
+    /// What the merchant priced: the session's own amount, or a price in another currency.
+    price: PriceView<'a>,
+    /// Price-currency units per one unit of what the methods settle in (`null`: no conversion).
+    rate: Option<&'a str>,
+    rate_spread: Option<&'a str>,
+    rate_source: Option<&'a str>,
+    rate_at: Option<String>,
+}
+
+#[derive(Serialize)]
+struct PriceView<'a> {
+    amount: u64,
+    currency: &'a str,
+}
+
+fn price_view(s: &Session) -> PriceView<'_> {
+    match &s.price {
+        Some(p) => PriceView {
+            amount: p.amount,
+            currency: &p.currency,
+        },
+        None => PriceView {
+            amount: s.amount,
+            currency: s.currency.as_str(),
+        },
+    }
 }
 
 /// The session object of the API contract.
@@ -162,6 +188,11 @@ fn session_view(s: &Session) -> SessionView<'_> {
         expires_at: rfc3339(s.expires_at_ms),
         created_at: rfc3339(s.created_at_ms),
         completed_at: s.completed_at_ms.map(rfc3339),
+        price: price_view(s),
+        rate: s.price.as_ref().map(|p| p.rate.as_str()),
+        rate_spread: s.price.as_ref().map(|p| p.spread.as_str()),
+        rate_source: s.price.as_ref().map(|p| p.rate_source.as_str()),
+        rate_at: s.price.as_ref().map(|p| rfc3339(p.rate_at_ms)),
     }
 }
 
@@ -178,6 +209,8 @@ pub struct PublicStatus<'a> {
     expires_at: String,
     success_url: Option<&'a str>,
     cancel_url: Option<&'a str>,
+    price: PriceView<'a>,
+    rate: Option<&'a str>,
 }
 
 pub fn public_status(s: &Session) -> PublicStatus<'_> {
@@ -192,6 +225,21 @@ pub fn public_status(s: &Session) -> PublicStatus<'_> {
         expires_at: rfc3339(s.expires_at_ms),
         success_url: s.success_url.as_deref(),
         cancel_url: s.cancel_url.as_deref(),
+        price: price_view(s),
+        rate: s.price.as_ref().map(|p| p.rate.as_str()),
+    }
+}
+
+/// Formats a price in any currency of `price::PRICE_CURRENCIES` for humans (`€12.50`,
+/// `AED 12.50`).
+pub fn display_price(amount_minor: u64, currency: &str) -> String {
+    let n = format_units(u128::from(amount_minor), 2);
+    match currency {
+        "inr" => format!("₹{n}"),
+        "usd" => format!("${n}"),
+        "eur" => format!("€{n}"),
+        "gbp" => format!("£{n}"),
+        other => format!("{} {n}", other.to_ascii_uppercase()),
     }
 }
 

@@ -217,8 +217,19 @@ pub(super) fn create_session(
             reservation_amount: res_amount,
             confirmations_required: m.confirmations(),
             // At least 90% must arrive whatever the configured tolerance: an absolute tolerance
-            // sized for fees must not let a small session complete on dust.
-            underpayment_tolerance: m.underpayment_tolerance.min(payable / 10),
+            // sized for fees must not let a small session complete on dust. A priced session's
+            // tolerance is the pair's, in the price currency, converted at the locked rate.
+            underpayment_tolerance: s
+                .price
+                .as_ref()
+                .and_then(|p| p.underpayment_tolerance)
+                .map_or(m.underpayment_tolerance, |t| {
+                    minor_to_base(t, decimals).unwrap_or(0)
+                })
+                .min(payable / 10),
+            overpayment_tolerance: s.price.as_ref().map_or(0, |p| {
+                minor_to_base(p.overpayment_tolerance, decimals).unwrap_or(0)
+            }),
         });
     }
     // Everything is free: now write.

@@ -16,6 +16,7 @@
 
 pub mod allocate;
 mod claims;
+pub mod links;
 pub mod observe;
 pub mod operators;
 pub mod outbox;
@@ -312,6 +313,22 @@ pub enum WriteOp {
         op: Box<WriteOp>,
         audit: Box<crate::domain::operator::AuditEntry>,
     },
+    CreateLink {
+        link: Box<crate::domain::link::PaymentLink>,
+    },
+    DeactivateLink {
+        merchant_id: String,
+        livemode: bool,
+        id: String,
+    },
+    /// A customer opens a payment link: the session is created and the link's use counted in
+    /// one step. `price_amount` is what the link was asked for (in the link's currency).
+    OpenLink {
+        link_id: String,
+        price_amount: u64,
+        session: Box<Session>,
+        methods: Vec<Method>,
+    },
 }
 
 /// What a successful operation produced.
@@ -337,6 +354,7 @@ pub enum Outcome {
     Credit(Box<Credit>),
     Operator(Box<crate::domain::operator::Operator>),
     Login(operators::LoginResult),
+    Link(Box<crate::domain::link::PaymentLink>),
     /// Written; nothing to report.
     Done,
 }
@@ -596,6 +614,18 @@ pub fn apply(
             operators::put(t, operators::AUDIT, &e.id, &e)?;
             r
         }
+        WriteOp::CreateLink { link } => links::create(t, *link)?,
+        WriteOp::DeactivateLink {
+            merchant_id,
+            livemode,
+            id,
+        } => links::deactivate(t, &merchant_id, livemode, &id)?,
+        WriteOp::OpenLink {
+            link_id,
+            price_amount,
+            session,
+            methods,
+        } => links::open(t, cx, &link_id, price_amount, *session, &methods)?,
     };
     if let Some(i) = idem
         && let Some((status, body)) = (i.render)(&result)

@@ -98,6 +98,10 @@ pub(super) fn create(
     r.decimals = decimals;
     r.amount_base = amount;
     r.currency = s.currency;
+    r.price = s
+        .price
+        .as_ref()
+        .and_then(|p| p.value_of(crate::domain::money::base_to_minor(amount, decimals)));
     r.status = RefundStatus::Pending;
     r.created_at_ms = cx.now;
     r.updated_at_ms = cx.now;

@@ -46,6 +46,7 @@ pub(super) fn save_session(
         }
     }
     super::refunds::ledger_on_save(t, before, s)?;
+    super::links::on_session_end(t, before, s)?;
     t.put_session(before, s)
 }
 

@@ -6,6 +6,7 @@
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
@@ -192,4 +193,22 @@ pub trait Tx {
     fn record(&mut self, kind: &str, key: &str) -> R<Option<Vec<u8>>>;
     fn put_record(&mut self, kind: &str, key: &str, value: &[u8]) -> R<()>;
     fn drop_record(&mut self, kind: &str, key: &str) -> R<()>;
+    // ---- Payment links (issue #19): a new backend implements these three. ----
+    fn payment_link(&mut self, id: &str) -> R<Option<PaymentLink>>;
+    /// A new link, listed under its merchant and mode by `seq`.
+    fn insert_payment_link(&mut self, l: &PaymentLink) -> R<()>;
+    /// Stores `l`. Refused (`TxError::Invariant`) when its `uses` pass its `max_uses`: a link's
+    /// limit holds whatever the rules checked.
+    fn put_payment_link(&mut self, l: &PaymentLink) -> R<()>;
+}
+
+/// The invariant `put_payment_link` enforces, shared by the backends.
+pub fn check_link_uses(l: &PaymentLink) -> R<()> {
+    match l.max_uses {
+        Some(m) if l.uses > m => Err(TxError::Invariant(format!(
+            "payment link {} would have {} uses, past its max_uses of {m}",
+            l.id, l.uses
+        ))),
+        _ => Ok(()),
+    }
 }

@@ -74,7 +74,10 @@ pub fn backup(db: &Database, dest: &Path) -> Result<u64, String> {
             + copy(&src, &w, REFUNDS)?
             + copy(&src, &w, REFUND_INDEX)?
             + copy(&src, &w, SESSION_REFUNDS)?
-            + copy(&src, &w, LEDGER)?)
+            + copy(&src, &w, LEDGER)?
+            + copy(&src, &w, PAYMENT_LINKS)?
+            + copy(&src, &w, PAYMENT_LINK_INDEX)?
+            + copy(&src, &w, RECORDS)?)
     })()
     .map_err(|e| e.to_string())?;
     // A table this copy does not know (added without updating this list) fails the backup

@@ -233,6 +233,7 @@ pub(crate) fn session(amount: u64) -> Session {
         completed_at_ms: None,
         ended_at_ms: None,
         paid_late: false,
+        price: None,
         seq: 0,
         locale: None,
     }
@@ -288,6 +289,7 @@ fn refund(s: &Session, amount_base: u128) -> WriteOp {
             created_at_ms: 0,
             updated_at_ms: 0,
             seq: 0,
+            price: None,
         }),
         method: None,
         amount_base: Some(amount_base),
@@ -527,7 +529,7 @@ pub(crate) fn an_assigned_credit_moves_its_reference_to_the_payment(b: &dyn Back
     assert!(matches!(r[0], Err(OpError::Invalid(_))), "{r:?}");
 }
 
-/// Runs every conformance check on the backend `$make` builds (a fresh one per check).
+/// A console login of `alice` (TOTP step `step`), presenting cookie `cookie`.
 fn login_attempt(step: Option<u64>, password_ok: bool, cookie: &str) -> WriteOp {
     use crate::domain::operator::Login;
     WriteOp::Login(Box::new(crate::engine::operators::LoginAttempt {
@@ -612,6 +614,137 @@ pub(crate) fn a_totp_code_logs_in_once_and_failures_lock(b: &dyn Backend) {
     );
 }
 
+/// A link of the demo merchant with `max_uses`.
+fn link(max_uses: u64) -> crate::domain::link::PaymentLink {
+    crate::domain::link::PaymentLink {
+        id: new_id("pl"),
+        merchant_id: "demo".into(),
+        livemode: false,
+        url: String::new(),
+        amount: Some(4_000),
+        amount_min: None,
+        amount_max: None,
+        currency: "usd".into(),
+        description: None,
+        payment_methods: vec![],
+        max_uses: Some(max_uses),
+        uses: 0,
+        completed: 0,
+        expires_at_ms: None,
+        active: true,
+        counter: false,
+        metadata: BTreeMap::new(),
+        created_at_ms: crate::engine::now_ms(),
+        seq: 0,
+    }
+}
+
+fn open_link(id: &str) -> WriteOp {
+    WriteOp::OpenLink {
+        link_id: id.to_owned(),
+        price_amount: 4_000,
+        session: Box::new(session(4_000)),
+        methods: vec![method(100)],
+    }
+}
+
+/// Five customers open a link of two uses at once: two sessions, three refusals, and the link
+/// counts two uses; a sixth use written past the limit is refused by the store itself.
+pub(crate) fn a_link_limit_holds_under_concurrent_opens(b: &dyn Backend) {
+    let l = link(2);
+    let id = l.id.clone();
+    let made = b.race(vec![WriteOp::CreateLink { link: Box::new(l) }]);
+    assert!(matches!(made[0], Ok(Outcome::Link(_))), "{made:?}");
+    let r = b.race((0..5).map(|_| open_link(&id)).collect());
+    let opened: Vec<&Session> = r
+        .iter()
+        .filter_map(|x| match x {
+            Ok(Outcome::Session(s)) => Some(s.as_ref()),
+            _ => None,
+        })
+        .collect();
+    let refused = r
+        .iter()
+        .filter(|x| matches!(x, Err(OpError::Conflict { code, .. }) if *code == crate::engine::links::LINK_CLOSED))
+        .count();
+    assert_eq!((opened.len(), refused), (2, 3), "{r:?}");
+    assert!(
+        opened
+            .iter()
+            .all(|s| s.metadata.get("payment_link") == Some(&id)),
+        "the sessions name their link"
+    );
+    let deact = b.race(vec![WriteOp::DeactivateLink {
+        merchant_id: "demo".into(),
+        livemode: false,
+        id: id.clone(),
+    }]);
+    match &deact[0] {
+        Ok(Outcome::Link(l)) => assert_eq!((l.uses, l.active), (2, false)),
+        other => panic!("{other:?}"),
+    }
+    // Whatever the rules checked, the store refuses a link past its limit.
+    let mut full = link(2);
+    full.uses = 2;
+    let r = b.with_tx(&mut |t| {
+        t.insert_payment_link(&full)?;
+        let mut over = full.clone();
+        over.uses = 3;
+        t.put_payment_link(&over)
+    });
+    assert!(matches!(r, Err(TxError::Invariant(_))), "{r:?}");
+}
+
+/// A link's sale is counted when its session completes; a session canceled with nothing
+/// received gives its use back.
+pub(crate) fn a_link_counts_sales_and_returns_unused_uses(b: &dyn Backend) {
+    let l = link(2);
+    let id = l.id.clone();
+    b.race(vec![WriteOp::CreateLink { link: Box::new(l) }]);
+    let r = b.race(vec![open_link(&id), open_link(&id)]);
+    let sessions: Vec<Session> = r
+        .into_iter()
+        .map(|x| match x {
+            Ok(Outcome::Session(s)) => *s,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let paid_r = b.race(vec![paid(
+        &sessions[0],
+        &format!("evm:31337:0x{}:0", sessions[0].id),
+    )]);
+    assert!(
+        matches!(paid_r[0], Ok(Outcome::Match(MatchResult::Matched { .. }))),
+        "{paid_r:?}"
+    );
+    let ended = b.race(vec![WriteOp::EndSession {
+        merchant_id: "demo".into(),
+        livemode: false,
+        id: sessions[1].id.clone(),
+        expire: false,
+    }]);
+    assert!(matches!(ended[0], Ok(Outcome::Session(_))), "{ended:?}");
+    // One use back: a third customer may open it; a fourth may not.
+    let r = b.race(vec![open_link(&id), open_link(&id)]);
+    let ok = r
+        .iter()
+        .filter(|x| matches!(x, Ok(Outcome::Session(_))))
+        .count();
+    assert_eq!(ok, 1, "{r:?}");
+    let deact = b.race(vec![WriteOp::DeactivateLink {
+        merchant_id: "demo".into(),
+        livemode: false,
+        id: id.clone(),
+    }]);
+    match &deact[0] {
+        Ok(Outcome::Link(l)) => {
+            assert_eq!((l.completed, l.uses, l.active), (1, 2, false));
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Runs every conformance check on the backend `$make` builds (a fresh one per check).
 macro_rules! conformance {
     ($name:ident, $make:expr) => {
         mod $name {
@@ -656,6 +789,14 @@ macro_rules! conformance {
             #[test]
             fn a_totp_code_logs_in_once_and_failures_lock() {
                 super::a_totp_code_logs_in_once_and_failures_lock(&$make);
+            }
+            #[test]
+            fn a_link_limit_holds_under_concurrent_opens() {
+                super::a_link_limit_holds_under_concurrent_opens(&$make);
+            }
+            #[test]
+            fn a_link_counts_sales_and_returns_unused_uses() {
+                super::a_link_counts_sales_and_returns_unused_uses(&$make);
             }
         }
     };

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
@@ -54,6 +55,7 @@ pub struct MemState {
     session_refunds: BTreeSet<(String, String)>,
     ledger: BTreeMap<(String, String), LedgerEntry>,
     records: BTreeMap<(String, String), Vec<u8>>,
+    payment_links: BTreeMap<String, PaymentLink>,
 }
 
 /// The in-memory store: batches run one at a time, each in its own transaction.
@@ -664,6 +666,20 @@ impl Tx for MemTx<'_> {
 
     fn drop_record(&mut self, kind: &str, key: &str) -> R<()> {
         self.s.records.remove(&(kind.to_owned(), key.to_owned()));
+        Ok(())
+    }
+
+    fn payment_link(&mut self, id: &str) -> R<Option<PaymentLink>> {
+        Ok(self.s.payment_links.get(id).cloned())
+    }
+
+    fn insert_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        self.put_payment_link(l)
+    }
+
+    fn put_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        crate::engine::tx::check_link_uses(l)?;
+        self.s.payment_links.insert(l.id.clone(), l.clone());
         Ok(())
     }
 }

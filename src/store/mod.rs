@@ -109,6 +109,20 @@ pub struct RefundQuery {
 
 /// The operations the daemon needs from storage.
 pub trait Store: Send + Sync {
+    // ---- Payment links (issue #19): a new backend implements these two. ----
+    fn payment_link(
+        &self,
+        id: &str,
+    ) -> Result<Option<crate::domain::link::PaymentLink>, StoreError>;
+    /// One merchant's links in one mode, newest first, after the link `starting_after`.
+    fn list_payment_links(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Page<crate::domain::link::PaymentLink>, StoreError>;
+
     /// Queues a write; the receiver answers after the batch holding it is durably committed.
     fn submit(
         &self,

@@ -17,6 +17,7 @@ use super::{
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
@@ -334,6 +335,8 @@ fn init_tables(db: &Database) -> Result<u64, StoreError> {
         txn.open_table(XPUB_ADDRESSES).map_err(storage)?;
         txn.open_table(REFUNDS).map_err(storage)?;
         txn.open_table(REFUND_INDEX).map_err(storage)?;
+        txn.open_table(PAYMENT_LINKS).map_err(storage)?;
+        txn.open_table(PAYMENT_LINK_INDEX).map_err(storage)?;
         txn.open_table(SESSION_REFUNDS).map_err(storage)?;
         txn.open_table(LEDGER).map_err(storage)?;
         txn.open_table(FREED).map_err(storage)?;
@@ -433,6 +436,57 @@ fn run_batch(
 }
 
 impl Store for RedbStore {
+    fn payment_link(&self, id: &str) -> Result<Option<PaymentLink>, StoreError> {
+        let txn = self.read()?;
+        let t = txn.open_table(PAYMENT_LINKS).map_err(storage)?;
+        match t.get(id).map_err(storage)? {
+            Some(v) => decode("payment link", v.value()).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn list_payment_links(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Page<PaymentLink>, StoreError> {
+        let txn = self.read()?;
+        let links = txn.open_table(PAYMENT_LINKS).map_err(storage)?;
+        let idx = txn.open_table(PAYMENT_LINK_INDEX).map_err(storage)?;
+        let sc = scope(merchant_id, livemode);
+        let before = match starting_after {
+            Some(id) => match links.get(id).map_err(storage)? {
+                Some(v) => decode::<PaymentLink>("payment link", v.value())?.seq,
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                }
+            },
+            None => u64::MAX,
+        };
+        let mut items = Vec::new();
+        let mut has_more = false;
+        for e in idx
+            .range((sc.as_str(), 0u64)..(sc.as_str(), before))
+            .map_err(storage)?
+            .rev()
+        {
+            let (_, id) = e.map_err(storage)?;
+            if items.len() == limit {
+                has_more = true;
+                break;
+            }
+            if let Some(v) = links.get(id.value()).map_err(storage)? {
+                items.push(decode("payment link", v.value())?);
+            }
+        }
+        Ok(Page { items, has_more })
+    }
+
     fn submit(
         &self,
         op: WriteOp,

@@ -9,6 +9,7 @@ use redb::{ReadableTable, Table, WriteTransaction};
 use super::tables::*;
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::{Session, Status};
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint, destination};
@@ -81,6 +82,8 @@ pub struct Tables<'t> {
     ignored_index: Table<'t, (&'static str, &'static str), ()>,
     retention: Table<'t, &'static str, &'static str>,
     records: Table<'t, (&'static str, &'static str), &'static [u8]>,
+    payment_links: Table<'t, &'static str, &'static [u8]>,
+    payment_link_index: Table<'t, (&'static str, u64), &'static str>,
 }
 
 impl<'t> Tables<'t> {
@@ -123,6 +126,8 @@ impl<'t> Tables<'t> {
             ignored_index: txn.open_table(IGNORED_INDEX)?,
             retention: txn.open_table(RETENTION)?,
             records: txn.open_table(RECORDS)?,
+            payment_links: txn.open_table(PAYMENT_LINKS)?,
+            payment_link_index: txn.open_table(PAYMENT_LINK_INDEX)?,
         })
     }
 }
@@ -720,6 +725,25 @@ impl Tx for RedbTx<'_, '_> {
             .meta
             .insert(format!("cursor:{key}").as_str(), value)?;
         Ok(())
+    }
+
+    fn payment_link(&mut self, id: &str) -> R<Option<PaymentLink>> {
+        load_json(&self.t.payment_links, id)
+    }
+
+    fn insert_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        crate::engine::tx::check_link_uses(l)?;
+        put_json(&mut self.t.payment_links, &l.id, l)?;
+        let sc = scope(&l.merchant_id, l.livemode);
+        self.t
+            .payment_link_index
+            .insert((sc.as_str(), l.seq), l.id.as_str())?;
+        Ok(())
+    }
+
+    fn put_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        crate::engine::tx::check_link_uses(l)?;
+        put_json(&mut self.t.payment_links, &l.id, l)
     }
 
     fn refund(&mut self, id: &str) -> R<Option<Refund>> {

@@ -125,6 +125,13 @@ pub fn decode_holds(mut b: &[u8]) -> Option<Vec<(String, u128)>> {
     Some(out)
 }
 
+// Payment links (issue #19).
+/// Link id → payment link.
+pub const PAYMENT_LINKS: TableDefinition<&str, &[u8]> = TableDefinition::new("payment_links");
+/// (merchant/mode scope, seq) → link id: newest-first listing.
+pub const PAYMENT_LINK_INDEX: TableDefinition<(&str, u64), &str> =
+    TableDefinition::new("payment_link_index");
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -548,7 +548,80 @@ async function locales(a) {
   return out;
 }
 
-const SCENARIOS = { screenshots, simulate_success: simulateSuccess, xss, nojs, hindi, locales };
+/// The counter QR, scanned: the customer's phone opens the link's page, types the amount,
+/// lands on that one session's checkout page, and (the money arriving from elsewhere) sees it
+/// turn "paid" live — with JavaScript through the page's live channel, without it through the
+/// page's own refresh.
+async function counter(a) {
+  need(a, 'url', 'amount', 'outDir', 'name');
+  fs.mkdirSync(a.outDir, { recursive: true });
+  const waitMs = Number(a.waitMs || 20000);
+  const b = await launch();
+  const ctx = await b.newContext({ ...PHONE, javaScriptEnabled: a.javascript !== false });
+  const page = await ctx.newPage();
+  page.setDefaultTimeout(ACTION_TIMEOUT_MS);
+  const log = watch(page, a.url);
+  const out = { ok: true, javascript: a.javascript !== false };
+  const resp = await open(page, a.url);
+  out.linkStatus = resp ? resp.status() : null;
+  out.linkHasForm = (await page.locator('form#link-form input#amount-input').count()) === 1;
+  out.files = { form: path.join(a.outDir, `${a.name}-form.png`) };
+  await page.screenshot({ path: out.files.form, fullPage: true });
+  await page.locator('#amount-input').fill(a.amount);
+  await Promise.all([
+    page.waitForURL((u) => u.pathname.startsWith('/c/'), { waitUntil: 'load' }),
+    page.locator('form#link-form button[type="submit"]').click(),
+  ]);
+  out.checkoutUrl = page.url();
+  const id = new URL(out.checkoutUrl).pathname.split('/')[2];
+  const img = page.locator('section.option img.qr').first();
+  await img.waitFor({ state: 'visible' });
+  await img.evaluate((i) => (i.complete ? true : new Promise((r) => i.addEventListener('load', r, { once: true }))));
+  out.files.qr = path.join(a.outDir, `${a.name}-qr.png`);
+  await img.screenshot({ path: out.files.qr, animations: 'disabled' });
+  out.files.before = path.join(a.outDir, `${a.name}-before.png`);
+  await page.screenshot({ path: out.files.before, fullPage: true });
+  const statusOf = async () => {
+    try {
+      return await page.locator('#status').getAttribute('data-status', { timeout: 1000 });
+    } catch {
+      return null;
+    }
+  };
+  out.initialStatus = await statusOf();
+  out.amountShown = (await page.locator('#amount').textContent().catch(() => '')).trim();
+  const origin = new URL(out.checkoutUrl).origin;
+  const sim = await fetch(`${origin}/c/${id}/simulate`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{}',
+  });
+  out.simulateStatus = sim.status;
+  const t0 = Date.now();
+  let navigations = 0;
+  page.on('framenavigated', (fr) => {
+    if (fr === page.mainFrame()) navigations++;
+  });
+  out.finalStatus = null;
+  while (Date.now() - t0 < waitMs) {
+    const st = await statusOf();
+    if (st === 'complete') {
+      out.finalStatus = st;
+      break;
+    }
+    await page.waitForTimeout(200);
+  }
+  out.msToPaid = out.finalStatus ? Date.now() - t0 : null;
+  out.reloads = navigations;
+  out.statusText = (await page.locator('#status').textContent().catch(() => '')).trim();
+  out.files.after = path.join(a.outDir, `${a.name}-after.png`);
+  await page.screenshot({ path: out.files.after, fullPage: true });
+  out.log = log;
+  await ctx.close();
+  return out;
+}
+
+const SCENARIOS = { screenshots, simulate_success: simulateSuccess, xss, nojs, hindi, locales, counter };
 
 async function main() {
   const [scenario, raw] = process.argv.slice(2);

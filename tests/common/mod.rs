@@ -7,6 +7,7 @@ pub mod config;
 pub mod dovecot;
 #[path = "../support/pg_cluster.rs"]
 pub mod pg_cluster;
+pub mod rate_source;
 pub mod receiver;
 
 use std::io::{BufRead, BufReader};

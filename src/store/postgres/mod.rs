@@ -41,6 +41,7 @@ use super::{
 };
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::Session;
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint};
@@ -1101,6 +1102,45 @@ impl Store for PgStore {
             ];
             Ok(times.into_iter().flatten().min())
         })
+    }
+
+    fn payment_link(&self, id: &str) -> Result<Option<PaymentLink>, StoreError> {
+        self.body(
+            "payment link",
+            "SELECT body FROM payment_links WHERE id = $1",
+            &[&id],
+        )
+    }
+
+    fn list_payment_links(
+        &self,
+        merchant_id: &str,
+        livemode: bool,
+        limit: usize,
+        starting_after: Option<&str>,
+    ) -> Result<Page<PaymentLink>, StoreError> {
+        let sc = scope(merchant_id, livemode);
+        let before: i64 = match starting_after {
+            Some(id) => match self.payment_link(id)? {
+                Some(l) => i64::try_from(l.seq).unwrap_or(i64::MAX),
+                None => {
+                    return Ok(Page {
+                        items: vec![],
+                        has_more: false,
+                    });
+                }
+            },
+            None => i64::MAX,
+        };
+        let take = i64::try_from(limit).unwrap_or(100) + 1;
+        let mut items: Vec<PaymentLink> = self.bodies(
+            "payment link",
+            "SELECT body FROM payment_links WHERE scope = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3",
+            &[&sc, &before, &take],
+        )?;
+        let has_more = items.len() > limit;
+        items.truncate(limit);
+        Ok(Page { items, has_more })
     }
 
     fn refund(&self, id: &str) -> Result<Option<Refund>, StoreError> {

@@ -12,10 +12,10 @@
 use postgres::Client;
 
 /// The newest schema this binary knows.
-pub const VERSION: i32 = 2;
+pub const VERSION: i32 = 3;
 
 /// Migration `n` takes the schema from version `n` to `n + 1`.
-const MIGRATIONS: [&str; 2] = [
+const MIGRATIONS: [&str; 3] = [
     r#"
 CREATE TABLE counters (name text COLLATE "C" PRIMARY KEY, value bigint NOT NULL);
 INSERT INTO counters VALUES ('seq', 0);
@@ -133,7 +133,20 @@ CREATE TABLE ledger (
     CONSTRAINT refunds_never_above_received CHECK (refunded + pending <= received)
 );
 "#,
-    // Keyed records: operators, console logins, lockouts, the audit log (read in key order).
+    // 1 → 2: payment links (issue #19); a link's use limit is also the database's own check.
+    r#"
+CREATE TABLE payment_links (
+    id text COLLATE "C" PRIMARY KEY,
+    scope text COLLATE "C" NOT NULL,
+    seq bigint NOT NULL,
+    uses bigint NOT NULL,
+    max_uses bigint,
+    body text NOT NULL,
+    CHECK (max_uses IS NULL OR uses <= max_uses)
+);
+CREATE INDEX payment_links_by_scope ON payment_links (scope, seq);
+"#,
+    // 2 → 3: keyed records: operators, console logins, lockouts, the audit log (read in key order).
     r#"
 CREATE TABLE records (
     kind text COLLATE "C" NOT NULL,

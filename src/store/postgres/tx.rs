@@ -13,6 +13,7 @@ use postgres::{Row, Statement, Transaction};
 
 use crate::domain::apikey::ApiKey;
 use crate::domain::event::Event;
+use crate::domain::link::PaymentLink;
 use crate::domain::refund::{LedgerEntry, Refund};
 use crate::domain::session::{Session, Status};
 use crate::domain::webhook::{Delivery, SigningSecret, WebhookEndpoint, destination};
@@ -772,6 +773,28 @@ impl Tx for PgTx<'_, '_> {
             "INSERT INTO cursors (key, value) VALUES ($1, $2) \
              ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
             &[&key, &v],
+        )?;
+        Ok(())
+    }
+
+    fn payment_link(&mut self, id: &str) -> R<Option<PaymentLink>> {
+        self.body("SELECT body FROM payment_links WHERE id = $1", &[&id])
+    }
+
+    fn insert_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        self.put_payment_link(l)
+    }
+
+    fn put_payment_link(&mut self, l: &PaymentLink) -> R<()> {
+        crate::engine::tx::check_link_uses(l)?;
+        let sc = scope(&l.merchant_id, l.livemode);
+        let (seq, uses) = (int(l.seq)?, int(l.uses)?);
+        let max = l.max_uses.map(int).transpose()?;
+        let body = serde_json::to_string(l)?;
+        self.x(
+            "INSERT INTO payment_links (id, scope, seq, uses, max_uses, body) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (id) DO UPDATE SET uses = EXCLUDED.uses, body = EXCLUDED.body",
+            &[&l.id, &sc, &seq, &uses, &max, &body],
         )?;
         Ok(())
     }
