@@ -345,19 +345,8 @@ async fn console_requires_a_login() {
 async fn payment_links_are_made_listed_and_deactivated_in_the_console() {
     let (d, key) = Daemon::started(&Opts::default());
     let c = client();
-    let r = c
-        .post(format!("{}/console/login", d.admin))
-        .form(&[("token", ADMIN_TOKEN)])
-        .send()
-        .await
-        .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_owned();
+    let mut op = common::create_operator(&d.config, "links-op", "operator");
+    let cookie = common::console_login(&c, &d, &mut op).await;
     let page = |c: reqwest::Client, url: String, cookie: String| async move {
         c.get(url)
             .header("cookie", cookie)
