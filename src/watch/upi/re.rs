@@ -9,6 +9,12 @@
 //!
 //! A pattern whose ASCII build does not compile (an operator's `\p{…}` class, say) keeps the
 //! Unicode build for every text.
+//!
+//! The Unicode builds are compiled at start (so a bad pattern still stops the start) but kept
+//! only from the first non-ASCII text on: they were 12 of a parser's 28.5 MB, and most alerts
+//! never need them (the first non-ASCII alert pays their compilation once).
+
+use std::sync::OnceLock;
 
 use regex::bytes;
 use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
@@ -81,32 +87,56 @@ impl<'t> Found<'t> {
 /// One pattern, in both builds.
 #[derive(Debug, Clone)]
 pub struct Re {
-    unicode: Regex,
+    pattern: String,
+    /// Built on first use when there is an ASCII build, at once otherwise.
+    unicode: OnceLock<Option<Regex>>,
     ascii: Option<bytes::Regex>,
+}
+
+fn unicode_build(pattern: &str) -> Result<Regex, regex::Error> {
+    RegexBuilder::new(pattern).dfa_size_limit(DFA_CACHE).build()
 }
 
 impl Re {
     /// Compiles `pattern` (regex crate syntax). An error is the Unicode build's.
     pub fn new(pattern: &str) -> Result<Re, regex::Error> {
-        let unicode = RegexBuilder::new(pattern)
-            .dfa_size_limit(DFA_CACHE)
-            .build()?;
+        let unicode = unicode_build(pattern)?;
         let ascii = bytes::RegexBuilder::new(pattern)
             .unicode(false)
             .dfa_size_limit(DFA_CACHE)
             .build()
             .ok();
-        Ok(Re { unicode, ascii })
+        let cell = OnceLock::new();
+        if ascii.is_none() {
+            let _ = cell.set(Some(unicode));
+        }
+        Ok(Re {
+            pattern: pattern.to_owned(),
+            unicode: cell,
+            ascii,
+        })
+    }
+
+    /// The Unicode build (compiled at construction, so it builds again; `None` only if it
+    /// did not, which `new` rules out).
+    fn unicode(&self) -> Option<&Regex> {
+        self.unicode
+            .get_or_init(|| unicode_build(&self.pattern).ok())
+            .as_ref()
     }
 
     /// The pattern as written.
     pub fn as_str(&self) -> &str {
-        self.unicode.as_str()
+        &self.pattern
     }
 
     /// The capture group names, by index (the same in both builds).
-    pub fn capture_names(&self) -> regex::CaptureNames<'_> {
-        self.unicode.capture_names()
+    pub fn capture_names(&self) -> Box<dyn Iterator<Item = Option<&str>> + '_> {
+        match (&self.ascii, self.unicode()) {
+            (Some(a), _) => Box::new(a.capture_names()),
+            (None, Some(u)) => Box::new(u.capture_names()),
+            (None, None) => Box::new(std::iter::empty()),
+        }
     }
 
     /// Whether ASCII texts get the fast build.
@@ -123,7 +153,7 @@ impl Re {
     pub fn is_match(&self, text: Text<'_>) -> bool {
         match self.ascii_for(text) {
             Some(a) => a.is_match(text.s.as_bytes()),
-            None => self.unicode.is_match(text.s),
+            None => self.unicode().is_some_and(|u| u.is_match(text.s)),
         }
     }
 
@@ -133,7 +163,7 @@ impl Re {
             Some(a) => a
                 .find(text.s.as_bytes())
                 .and_then(|m| Found::new(text.s, m.start(), m.end())),
-            None => self.unicode.find(text.s).map(Found::from_match),
+            None => self.unicode()?.find(text.s).map(Found::from_match),
         }
     }
 
@@ -144,7 +174,7 @@ impl Re {
     {
         let (ascii, unicode) = match self.ascii_for(text) {
             Some(a) => (Some(a.find_iter(text.s.as_bytes())), None),
-            None => (None, Some(self.unicode.find_iter(text.s))),
+            None => (None, self.unicode().map(|u| u.find_iter(text.s))),
         };
         let s = text.s;
         ascii
@@ -161,7 +191,7 @@ impl Re {
                 text: text.s,
                 inner: CapsInner::Ascii(c),
             }),
-            None => self.unicode.captures(text.s).map(|c| Caps {
+            None => self.unicode()?.captures(text.s).map(|c| Caps {
                 text: text.s,
                 inner: CapsInner::Unicode(c),
             }),
@@ -204,11 +234,18 @@ impl<'t> Caps<'t> {
     }
 }
 
-/// A set of patterns, in both builds.
+/// A set of patterns, in both builds (the Unicode one kept from its first use, as for `Re`).
 #[derive(Debug, Clone)]
 pub struct ReSet {
-    unicode: RegexSet,
+    patterns: Vec<String>,
+    unicode: OnceLock<Option<RegexSet>>,
     ascii: Option<bytes::RegexSet>,
+}
+
+fn unicode_set(patterns: &[String]) -> Result<RegexSet, regex::Error> {
+    RegexSetBuilder::new(patterns)
+        .dfa_size_limit(DFA_CACHE)
+        .build()
 }
 
 impl ReSet {
@@ -218,16 +255,31 @@ impl ReSet {
         I: IntoIterator<Item = S>,
         S: AsRef<str>,
     {
-        let patterns: Vec<S> = patterns.into_iter().collect();
-        let unicode = RegexSetBuilder::new(patterns.iter().map(AsRef::as_ref))
-            .dfa_size_limit(DFA_CACHE)
-            .build()?;
-        let ascii = bytes::RegexSetBuilder::new(patterns.iter().map(AsRef::as_ref))
+        let patterns: Vec<String> = patterns
+            .into_iter()
+            .map(|p| p.as_ref().to_owned())
+            .collect();
+        let unicode = unicode_set(&patterns)?;
+        let ascii = bytes::RegexSetBuilder::new(&patterns)
             .unicode(false)
             .dfa_size_limit(DFA_CACHE)
             .build()
             .ok();
-        Ok(ReSet { unicode, ascii })
+        let cell = OnceLock::new();
+        if ascii.is_none() {
+            let _ = cell.set(Some(unicode));
+        }
+        Ok(ReSet {
+            patterns,
+            unicode: cell,
+            ascii,
+        })
+    }
+
+    fn unicode(&self) -> Option<&RegexSet> {
+        self.unicode
+            .get_or_init(|| unicode_set(&self.patterns).ok())
+            .as_ref()
     }
 
     /// Whether ASCII texts get the fast build.
@@ -240,7 +292,7 @@ impl ReSet {
     pub fn is_match(&self, text: Text<'_>) -> bool {
         match self.ascii.as_ref().filter(|_| text.ascii) {
             Some(a) => a.is_match(text.s.as_bytes()),
-            None => self.unicode.is_match(text.s),
+            None => self.unicode().is_some_and(|u| u.is_match(text.s)),
         }
     }
 
@@ -248,7 +300,10 @@ impl ReSet {
     pub fn matches(&self, text: Text<'_>) -> Vec<usize> {
         match self.ascii.as_ref().filter(|_| text.ascii) {
             Some(a) => a.matches(text.s.as_bytes()).into_iter().collect(),
-            None => self.unicode.matches(text.s).into_iter().collect(),
+            None => self
+                .unicode()
+                .map(|u| u.matches(text.s).into_iter().collect())
+                .unwrap_or_default(),
         }
     }
 
@@ -256,7 +311,7 @@ impl ReSet {
     pub fn first(&self, text: Text<'_>) -> Option<usize> {
         match self.ascii.as_ref().filter(|_| text.ascii) {
             Some(a) => a.matches(text.s.as_bytes()).iter().next(),
-            None => self.unicode.matches(text.s).iter().next(),
+            None => self.unicode()?.matches(text.s).iter().next(),
         }
     }
 }
@@ -272,7 +327,11 @@ mod tests {
         assert!(re.ascii.is_some());
         for s in ["Rs. 500 x", "₹500 x", "INR 7 ₹ "] {
             let t = Text::new(s);
-            let u = re.unicode.captures(s).map(|c| c.name("a").unwrap().range());
+            let u = re
+                .unicode()
+                .unwrap()
+                .captures(s)
+                .map(|c| c.name("a").unwrap().range());
             let got = re
                 .captures(t)
                 .and_then(|c| c.name("a"))
