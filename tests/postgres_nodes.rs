@@ -108,6 +108,33 @@ async fn racing_creates_over_three_nodes_get_distinct_pairs_or_clean_503s() {
         assert_eq!(v["data"].as_array().unwrap().len(), 100);
         assert_eq!(v["has_more"], true);
     }
+    // Paging through all of them (past the store's 256-row read pages) gives each created
+    // session exactly once, newest first, and ends with has_more false.
+    let mut seen: Vec<String> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let q = match &after {
+            Some(a) => format!("{SESSIONS}?limit=100&starting_after={a}"),
+            None => format!("{SESSIONS}?limit=100"),
+        };
+        let (st, v) = get(&c, &ns[1].url(&q), &key).await;
+        assert_eq!(st, 200, "{v}");
+        let page = v["data"].as_array().unwrap();
+        seen.extend(page.iter().map(|s| s["id"].as_str().unwrap().to_owned()));
+        if v["has_more"] != true {
+            break;
+        }
+        after = seen.last().cloned();
+    }
+    let unique: BTreeSet<&String> = seen.iter().collect();
+    assert_eq!(seen.len(), window as usize, "every session listed once");
+    assert_eq!(unique.len(), seen.len());
+    let (_, paid_filter) = get(&c, &ns[2].url(&format!("{SESSIONS}?status=complete")), &key).await;
+    assert_eq!(
+        paid_filter["data"].as_array().map(Vec::len),
+        Some(0),
+        "{paid_filter}"
+    );
 }
 
 /// Reads the stream until an event names `status`, or panics after `secs`.

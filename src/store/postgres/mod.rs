@@ -154,6 +154,52 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// The rows of `table` (`sessions` or `events`) in `scope` below sequence `upper`, newest
+    /// first, that `keep` accepts: up to `limit`, and whether more were there. Read 256 rows a
+    /// page, so a filter that keeps few does not load the whole scope at once.
+    fn newest_first<T: serde::de::DeserializeOwned + Send>(
+        &self,
+        table: &'static str,
+        what: &'static str,
+        scope: &str,
+        mut upper: i64,
+        limit: usize,
+        keep: impl Fn(&T) -> bool,
+    ) -> Result<Page<T>, StoreError> {
+        let sql = format!(
+            "SELECT seq, body FROM {table} WHERE scope = $1 AND seq < $2 ORDER BY seq DESC LIMIT 256"
+        );
+        let mut items = Vec::new();
+        loop {
+            let page: Vec<(i64, T)> = self.read(|c| {
+                c.query(sql.as_str(), &[&scope, &upper])
+                    .map_err(storage)?
+                    .iter()
+                    .map(|r| Ok((r.get(0), decode(what, r.get(1))?)))
+                    .collect()
+            })?;
+            let Some((last, _)) = page.last() else {
+                return Ok(Page {
+                    items,
+                    has_more: false,
+                });
+            };
+            upper = *last;
+            for (_, x) in page {
+                if !keep(&x) {
+                    continue;
+                }
+                if items.len() == limit {
+                    return Ok(Page {
+                        items,
+                        has_more: true,
+                    });
+                }
+                items.push(x);
+            }
+        }
+    }
+
     /// Connects, migrates the schema (refusing one newer than this binary), and starts the
     /// writer and the listener.
     pub fn open(
@@ -763,43 +809,17 @@ impl Store for PgStore {
             upper = seq_of(s.seq);
         }
         let sc = scope(&q.merchant_id, q.livemode);
-        let mut items = Vec::new();
-        let mut has_more = false;
-        'pages: loop {
-            let page: Vec<(i64, Session)> = self.read(|c| {
-                c.query(
-                    "SELECT seq, body FROM sessions WHERE scope = $1 AND seq < $2 \
-                     ORDER BY seq DESC LIMIT 256",
-                    &[&sc, &upper],
-                )
-                .map_err(storage)?
-                .iter()
-                .map(|r| Ok((r.get(0), decode("session", r.get(1))?)))
-                .collect()
-            })?;
-            let Some((last, _)) = page.last() else { break };
-            upper = *last;
-            for (_, s) in page {
-                if q.created_lte_ms.is_some_and(|t| s.created_at_ms > t)
-                    || q.created_gte_ms.is_some_and(|t| s.created_at_ms < t)
-                    || q.status.is_some_and(|st| s.status != st)
-                    || q.payment_method
-                        .as_ref()
-                        .is_some_and(|m| !s.payment_options.iter().any(|o| &o.method == m))
-                    || q.client_reference_id
-                        .as_ref()
-                        .is_some_and(|c| s.client_reference_id.as_ref() != Some(c))
-                {
-                    continue;
-                }
-                if items.len() == q.limit {
-                    has_more = true;
-                    break 'pages;
-                }
-                items.push(s);
-            }
-        }
-        Ok(Page { items, has_more })
+        self.newest_first("sessions", "session", &sc, upper, q.limit, |s: &Session| {
+            !(q.created_lte_ms.is_some_and(|t| s.created_at_ms > t)
+                || q.created_gte_ms.is_some_and(|t| s.created_at_ms < t)
+                || q.status.is_some_and(|st| s.status != st)
+                || q.payment_method
+                    .as_ref()
+                    .is_some_and(|m| !s.payment_options.iter().any(|o| &o.method == m))
+                || q.client_reference_id
+                    .as_ref()
+                    .is_some_and(|c| s.client_reference_id.as_ref() != Some(c)))
+        })
     }
 
     fn key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>, StoreError> {
@@ -844,34 +864,9 @@ impl Store for PgStore {
             upper = seq_of(e.seq);
         }
         let sc = scope(&q.merchant_id, q.livemode);
-        let mut items = Vec::new();
-        let mut has_more = false;
-        'pages: loop {
-            let page: Vec<(i64, Event)> = self.read(|c| {
-                c.query(
-                    "SELECT seq, body FROM events WHERE scope = $1 AND seq < $2 \
-                     ORDER BY seq DESC LIMIT 256",
-                    &[&sc, &upper],
-                )
-                .map_err(storage)?
-                .iter()
-                .map(|r| Ok((r.get(0), decode("event", r.get(1))?)))
-                .collect()
-            })?;
-            let Some((last, _)) = page.last() else { break };
-            upper = *last;
-            for (_, e) in page {
-                if q.kind.is_some_and(|k| e.kind != k) {
-                    continue;
-                }
-                if items.len() == q.limit {
-                    has_more = true;
-                    break 'pages;
-                }
-                items.push(e);
-            }
-        }
-        Ok(Page { items, has_more })
+        self.newest_first("events", "event", &sc, upper, q.limit, |e: &Event| {
+            q.kind.is_none_or(|k| e.kind == k)
+        })
     }
 
     fn event(&self, id: &str) -> Result<Option<Event>, StoreError> {
